@@ -1,0 +1,65 @@
+# musa-ops: the README's commands. Everything installs into .venv; nothing depends on what
+# was installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU wheel of torch that the build machines carry. MUSA/CUDA nodes bring their own torch:
+# `make TORCH_SPEC= install` skips it.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= daemon,console,postgres,dev
+DEMO_DIR ?= $(VENV)/demo-models
+LISTEN ?= 127.0.0.1:50051
+METRICS_LISTEN ?= 127.0.0.1:9400
+STATE_DIR ?= $(VENV)/musad-state
+PYTEST_ARGS ?=
+
+.PHONY: help install run run-daemon test lint bench proto deb console-bundle console-bundle-check clean
+
+help:
+	@echo "make run            install, start a daemon with the demo model and the console"
+	@echo "make run-daemon     install, start a headless daemon with the demo model"
+	@echo "make test           install, run the whole test suite"
+	@echo "make bench          run the benchmarks (prints JSON)"
+	@echo "make proto          regenerate protos/musaops/v1/*_pb2*.py"
+	@echo "make deb            build the musad Debian package"
+	@echo "make console-bundle build the musa-console desktop bundle"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(PIP) install --quiet "$(TORCH_SPEC)"; fi
+	$(PIP) install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m musaops.daemon.devrun --demo-dir $(DEMO_DIR) --state-dir $(STATE_DIR) \
+		--listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) --console
+
+run-daemon: install
+	$(PY) -m musaops.daemon.devrun --demo-dir $(DEMO_DIR) --state-dir $(STATE_DIR) \
+		--listen $(LISTEN) --metrics-listen $(METRICS_LISTEN)
+
+test: install
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/lint-imports
+
+bench: install
+	$(PY) tests/benchmarks/run_all.py $(BENCH_ARGS)
+
+proto: install
+	$(PY) scripts/gen_protos.py
+
+deb: install
+	$(PY) installer/build_deb.py --out dist
+
+console-bundle: install
+	$(PY) installer/build_console_bundle.py --out dist
+
+console-bundle-check: console-bundle
+	$(PY) installer/build_console_bundle.py --out dist --check-only
+
+clean:
+	rm -rf build dist *.egg-info

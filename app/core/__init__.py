@@ -1,0 +1,1 @@
+"""Qt-free console core: immutable dataclasses and ring buffers."""

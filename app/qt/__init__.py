@@ -1,0 +1,1 @@
+"""The only place in the console that imports PySide6 and pyqtgraph."""

@@ -1,0 +1,1 @@
+"""Live pyqtgraph chart panels."""

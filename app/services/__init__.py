@@ -1,0 +1,1 @@
+"""Qt-free console services: NodeHub (gRPC), store (SQLAlchemy), export."""

@@ -1,0 +1,1 @@
+"""Hardware access: one Accelerator protocol, MUSA, CUDA and CPU back ends, detect()."""

@@ -1,0 +1,1 @@
+"""Alembic migrations for the daemon database (audit log, tokens)."""
