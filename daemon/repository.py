@@ -1,0 +1,264 @@
+"""The model repository: HF-format folders under `models.dir`, described without loading weights.
+
+Each sub-folder is one model, named by the folder. Facts come from config.json and the
+safetensors headers (the 8-byte length and the JSON header only; weights are never read).
+A broken folder is listed with `error` set to a sentence; scanning never raises for one.
+Scans are cached per folder by the (name, size, mtime) of its files, so ListModels may
+rescan on every call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import struct
+import threading
+from dataclasses import dataclass
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+# safetensors dtype tags -> bytes per element
+_ST_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+_MAX_HEADER = 100 * 1024 * 1024  # a larger safetensors header is not a real one
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class ModelFolderError(Exception):
+    """Why a folder is not a usable model (the message is shown to operators)."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    dtype: str
+    weights_bytes: int
+    kv_bytes_per_token: int
+    total_bytes: int  # weights + KV for one full context window
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One repository folder. When `error` is set the other facts may be partial (zero)."""
+
+    name: str
+    path: pathlib.Path
+    size_bytes: int
+    error: str = ""
+    architecture: str = ""
+    parameters: int = 0
+    torch_dtype: str = ""
+    num_layers: int = 0
+    hidden_size: int = 0
+    vocab_size: int = 0
+    num_attention_heads: int = 0
+    num_kv_heads: int = 0
+    head_dim: int = 0
+    max_position_embeddings: int = 0
+    estimates: tuple[MemoryEstimate, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def kv_bytes_per_token(self, dtype: str) -> int:
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * DTYPE_BYTES[dtype]
+
+
+class ModelRepository:
+    """Scans `root` for model folders; thread-safe; cheap to call repeatedly."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = pathlib.Path(root)
+        self._cache: dict[str, tuple[tuple, ModelEntry]] = {}
+        self._lock = threading.Lock()
+
+    def scan(self) -> list[ModelEntry]:
+        """Every model folder, sorted by name. A missing root gives an empty list."""
+        try:
+            folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            folders = []
+        entries = []
+        with self._lock:
+            seen = set()
+            for folder in folders:
+                seen.add(folder.name)
+                sig = _signature(folder)
+                cached = self._cache.get(folder.name)
+                if cached is None or cached[0] != sig:
+                    cached = (sig, describe_folder(folder))
+                    self._cache[folder.name] = cached
+                entries.append(cached[1])
+            for gone in set(self._cache) - seen:
+                del self._cache[gone]
+        return entries
+
+    def get(self, name: str) -> ModelEntry | None:
+        """The entry for `name` (freshly checked), or None when no such folder exists."""
+        if not name or "/" in name or name.startswith("."):
+            return None
+        return next((e for e in self.scan() if e.name == name), None)
+
+
+def _signature(folder: pathlib.Path) -> tuple:
+    items = []
+    try:
+        for f in os.scandir(folder):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            items.append((f.name, st.st_size, st.st_mtime_ns))
+    except OSError:
+        pass
+    return tuple(sorted(items))
+
+
+def _folder_bytes(folder: pathlib.Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def describe_folder(folder: pathlib.Path) -> ModelEntry:
+    """Reads one folder into a ModelEntry; a problem becomes `error`, never an exception."""
+    size = _folder_bytes(folder)
+    try:
+        return _describe(folder, size)
+    except ModelFolderError as exc:
+        return ModelEntry(name=folder.name, path=folder, size_bytes=size, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a broken folder must never stop a scan
+        return ModelEntry(name=folder.name, path=folder, size_bytes=size, error=f"unreadable model folder: {exc}")
+
+
+def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
+    cfg = _read_json(folder / "config.json")
+    if not (folder / "tokenizer.json").is_file():
+        raise ModelFolderError("tokenizer.json is missing")
+
+    def field(*keys: str, required: bool = True) -> int:
+        for k in keys:
+            v = cfg.get(k)
+            if v is not None:
+                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                    raise ModelFolderError(f"config.json: {k!r} must be a positive integer, got {v!r}")
+                return v
+        if required:
+            raise ModelFolderError(f"config.json lacks {keys[0]!r}")
+        return 0
+
+    hidden = field("hidden_size")
+    layers = field("num_hidden_layers")
+    heads = field("num_attention_heads")
+    kv_heads = field("num_key_value_heads", required=False) or heads
+    vocab = field("vocab_size")
+    head_dim = field("head_dim", required=False) or hidden // heads
+    max_pos = field("max_position_embeddings", required=False)
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else ""
+    if not arch:
+        raise ModelFolderError("config.json lacks 'architectures'")
+    dtype = cfg.get("torch_dtype") or cfg.get("dtype") or ""
+
+    params = sum(safetensors_parameters(f) for f in _weight_files(folder))
+    entry = ModelEntry(
+        name=folder.name, path=folder, size_bytes=size, architecture=arch, parameters=params,
+        torch_dtype=str(dtype), num_layers=layers, hidden_size=hidden, vocab_size=vocab,
+        num_attention_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
+        max_position_embeddings=max_pos,
+    )
+    estimates = []
+    for dt, nbytes in DTYPE_BYTES.items():
+        kv = entry.kv_bytes_per_token(dt)
+        weights = params * nbytes
+        estimates.append(MemoryEstimate(dt, weights, kv, weights + kv * max_pos))
+    return _replace(entry, estimates=tuple(estimates))
+
+
+def _replace(entry: ModelEntry, **kw) -> ModelEntry:
+    from dataclasses import replace
+
+    return replace(entry, **kw)
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path.name} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"{path.name} cannot be read: {exc}") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFolderError(f"{path.name} is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ModelFolderError(f"{path.name} must hold a JSON object")
+    return obj
+
+
+def _weight_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """The safetensors files of a checkpoint: those an index names, else every *.safetensors."""
+    index = folder / INDEX_FILE
+    if index.exists():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ModelFolderError(f"{INDEX_FILE} has no 'weight_map'")
+        files = sorted({str(v) for v in weight_map.values()})
+        for name in files:
+            if "/" in name or not (folder / name).is_file():
+                raise ModelFolderError(f"{INDEX_FILE} names {name!r}, which is missing")
+        return [folder / n for n in files]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelFolderError("no *.safetensors weight files")
+    return files
+
+
+def safetensors_parameters(path: pathlib.Path) -> int:
+    """Parameter count of one safetensors file, checked against the file's real length."""
+    try:
+        file_size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ModelFolderError(f"{path.name} is truncated: shorter than its 8-byte header length")
+            (n,) = struct.unpack("<Q", head)
+            if n > file_size - 8 or n > _MAX_HEADER:
+                raise ModelFolderError(
+                    f"{path.name} is truncated: its header claims {n} bytes but the file has {file_size - 8} after the length")
+            raw = fh.read(n)
+    except OSError as exc:
+        raise ModelFolderError(f"{path.name} cannot be read: {exc}") from None
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelFolderError(f"{path.name} has a corrupt header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelFolderError(f"{path.name} has a corrupt header (not a JSON object)")
+    data_len = file_size - 8 - n
+    total = 0
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = t["dtype"], t["shape"], t["data_offsets"]
+            count = math.prod(int(d) for d in shape)
+            width = _ST_DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError):
+            raise ModelFolderError(f"{path.name}: tensor {name!r} has a malformed header entry") from None
+        if end > data_len:
+            raise ModelFolderError(
+                f"{path.name} is truncated: tensor {name!r} ends at byte {end} of a {data_len}-byte data section")
+        if end - begin != count * width or begin < 0:
+            raise ModelFolderError(f"{path.name}: tensor {name!r} offsets do not match its shape and dtype")
+        total += count
+    return total

@@ -1,0 +1,130 @@
+"""Model repository: the demo model, sharded checkpoints and broken folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from musaops.daemon.demo_model import DEMO_MODEL_NAME, SHAPE, write_demo_model
+from musaops.daemon.repository import ModelRepository, safetensors_parameters
+
+
+def _copy_demo(demo_model_dir, repo, name):
+    dst = repo / name
+    shutil.copytree(demo_model_dir, dst)
+    return dst
+
+
+def test_demo_model_is_listed_available_with_its_facts(demo_model_dir):
+    entries = ModelRepository(demo_model_dir.parent).scan()
+    assert [e.name for e in entries] == [DEMO_MODEL_NAME]
+    e = entries[0]
+    assert e.ok, e.error
+    assert e.architecture == "LlamaForCausalLM"
+    assert e.num_layers == SHAPE["num_hidden_layers"] and e.hidden_size == SHAPE["hidden_size"]
+    assert e.max_position_embeddings == SHAPE["max_position_embeddings"]
+    assert e.torch_dtype == "float32"
+    # parameters: embeddings + lm_head + per layer (q, k, v, o, gate, up, down, 2 norms) + final norm
+    h, i, v = SHAPE["hidden_size"], SHAPE["intermediate_size"], e.vocab_size
+    kv = SHAPE["num_key_value_heads"] * (h // SHAPE["num_attention_heads"])
+    per_layer = h * h * 2 + kv * h * 2 + 3 * h * i + 2 * h
+    assert e.parameters == 2 * v * h + SHAPE["num_hidden_layers"] * per_layer + h
+    assert e.size_bytes < 5 * 1024 * 1024
+    est = {m.dtype: m for m in e.estimates}
+    assert est["float32"].weights_bytes == 4 * e.parameters
+    assert est["bfloat16"].weights_bytes == 2 * e.parameters
+    assert est["float16"].kv_bytes_per_token == 2 * 2 * 2 * 16 * 2  # 2 * layers * kv_heads * head_dim * 2B
+    assert est["float16"].total_bytes == est["float16"].weights_bytes + est["float16"].kv_bytes_per_token * 2048
+
+
+def test_demo_model_is_deterministic(tmp_path, demo_model_dir):
+    again = write_demo_model(tmp_path / "again")
+    for f in demo_model_dir.iterdir():
+        assert (again / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_truncated_safetensors_is_listed_as_error(tmp_path, demo_model_dir):
+    good = _copy_demo(demo_model_dir, tmp_path, "good")
+    cut = _copy_demo(demo_model_dir, tmp_path, "cut-weights")
+    data = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) - 1000])
+    short = _copy_demo(demo_model_dir, tmp_path, "cut-header")
+    (short / "model.safetensors").write_bytes(data[:100])
+    entries = {e.name: e for e in ModelRepository(tmp_path).scan()}
+    assert entries["good"].ok
+    assert "truncated" in entries["cut-weights"].error and "ends at byte" in entries["cut-weights"].error
+    assert "truncated" in entries["cut-header"].error and "header claims" in entries["cut-header"].error
+    assert good.exists()
+
+
+@pytest.mark.parametrize("breakage, reason", [
+    (lambda d: (d / "config.json").unlink(), "config.json is missing"),
+    (lambda d: (d / "config.json").write_text("{not json"), "config.json is not valid JSON"),
+    (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json is missing"),
+    (lambda d: (d / "model.safetensors").unlink(), "no *.safetensors"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00notjs"), "corrupt header"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x01"), "truncated"),
+    (lambda d: _edit_config(d, hidden_size="big"), "'hidden_size' must be a positive integer"),
+    (lambda d: _edit_config(d, num_hidden_layers=None), "lacks 'num_hidden_layers'"),
+])
+def test_broken_folders_are_errors_with_reasons(tmp_path, demo_model_dir, breakage, reason):
+    d = _copy_demo(demo_model_dir, tmp_path, "broken")
+    breakage(d)
+    (entry,) = ModelRepository(tmp_path).scan()
+    assert not entry.ok and reason in entry.error
+
+
+def _edit_config(d, **changes):
+    cfg = json.loads((d / "config.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            cfg.pop(k)
+        else:
+            cfg[k] = v
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def test_sharded_checkpoint_counts_every_shard(tmp_path, demo_model_dir):
+    d = tmp_path / "sharded"
+    d.mkdir()
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(demo_model_dir / f, d / f)
+    a = {"x": np.zeros((3, 4), np.float32)}
+    b = {"y": np.zeros((5,), np.float16), "z": np.zeros((2, 2), np.float32)}
+    save_file(a, str(d / "model-00001-of-00002.safetensors"))
+    save_file(b, str(d / "model-00002-of-00002.safetensors"))
+    index = {"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors",
+                                            "y": "model-00002-of-00002.safetensors",
+                                            "z": "model-00002-of-00002.safetensors"}}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    repo = ModelRepository(tmp_path)
+    (entry,) = repo.scan()
+    assert entry.ok and entry.parameters == 12 + 5 + 4
+    (d / "model-00002-of-00002.safetensors").unlink()
+    (entry,) = repo.scan()  # the cache notices the change
+    assert "model-00002-of-00002.safetensors" in entry.error and "missing" in entry.error
+
+
+def test_missing_root_and_rescan_cache(tmp_path, demo_model_dir):
+    repo = ModelRepository(tmp_path / "absent")
+    assert repo.scan() == []
+    repo = ModelRepository(tmp_path)
+    assert repo.scan() == []
+    _copy_demo(demo_model_dir, tmp_path, "m1")
+    first = repo.scan()
+    assert [e.name for e in first] == ["m1"]
+    assert repo.scan()[0] is first[0]  # unchanged folder: served from the cache
+    assert repo.get("m1") is first[0] and repo.get("nope") is None and repo.get("../m1") is None
+
+
+def test_offsets_past_end_of_file(tmp_path):
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    p = tmp_path / "w.safetensors"
+    p.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    with pytest.raises(Exception, match="ends at byte 16 of a 8-byte data section"):
+        safetensors_parameters(p)
