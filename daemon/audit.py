@@ -1,0 +1,382 @@
+"""The node's tamper-evident audit log: an append-only, hash-chained table.
+
+Each record carries the SHA-256 of the previous one and its own hash over a canonical
+encoding, so editing, deleting, reordering or truncating records breaks the chain and
+`verify()` names the first broken link. Appends go through one writer thread with group
+commit: concurrent `record()` calls share one durable (fsync'd) transaction, and each
+returns only once its own record has been committed. SQLite (WAL, synchronous FULL) is
+the default; PostgreSQL works by URL. The code has no update or delete path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from .auth import Caller, current_caller
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["ok", "denied", "failed"]
+OUTCOMES = ("ok", "denied", "failed")
+GENESIS_HASH = "0" * 64
+MAX_BATCH = 2000          # records per group-commit transaction
+PAGE = 2000               # rows per keyset page when streaming
+
+_meta = sa.MetaData()
+audit_log = sa.Table(
+    "audit_log", _meta,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("time_us", sa.BigInteger), sa.Column("node", sa.Text),
+    sa.Column("actor", sa.Text), sa.Column("role", sa.Text), sa.Column("client", sa.Text),
+    sa.Column("action", sa.Text), sa.Column("target", sa.Text),
+    sa.Column("params_json", sa.Text), sa.Column("outcome", sa.Text),
+    sa.Column("error", sa.Text), sa.Column("prev_hash", sa.String(64)),
+    sa.Column("hash", sa.String(64)),
+)
+audit_head = sa.Table(
+    "audit_head", _meta,
+    sa.Column("id", sa.Integer, primary_key=True), sa.Column("seq", sa.BigInteger),
+    sa.Column("hash", sa.String(64)),
+)
+FIELDS = tuple(c.name for c in audit_log.columns)
+
+
+class AuditError(RuntimeError):
+    """The audit store could not do what was asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One record of the chain, as stored."""
+
+    seq: int
+    time_us: int
+    node: str
+    actor: str
+    role: str
+    client: str
+    action: str
+    target: str
+    params_json: str
+    outcome: str
+    error: str
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in FIELDS}
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which records a query or export wants. Empty strings and zeros mean any."""
+
+    since_us: int = 0       # inclusive
+    until_us: int = 0       # exclusive
+    actor: str = ""
+    action: str = ""
+    node: str = ""
+    outcome: str = ""       # "", "ok", "denied" or "failed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    records: int
+    head_hash: str
+    first_broken_seq: int = 0
+    reason: str = ""
+
+
+def canonical_params(params: dict[str, Any] | None) -> str:
+    """Parameters as canonical JSON (sorted keys, no spaces, UTF-8)."""
+    return json.dumps(params or {}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, default=str)
+
+
+def record_hash(seq: int, time_us: int, node: str, actor: str, role: str, client: str,
+                action: str, target: str, params_json: str, outcome: str, error: str,
+                prev_hash: str) -> str:
+    """SHA-256 (hex) over the canonical encoding: a JSON array of the fields in order."""
+    body = json.dumps([seq, time_us, node, actor, role, client, action, target, params_json,
+                       outcome, error, prev_hash], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def entry_hash(e: AuditEntry | dict[str, Any]) -> str:
+    d = e if isinstance(e, dict) else e.as_dict()
+    return record_hash(int(d["seq"]), int(d["time_us"]), d["node"], d["actor"], d["role"],
+                       d["client"], d["action"], d["target"], d["params_json"],
+                       d["outcome"], d["error"], d["prev_hash"])
+
+
+def normalize_db_url(db_url: str) -> str:
+    """A bare filesystem path means SQLite; anything with '://' is a SQLAlchemy URL."""
+    if "://" in db_url:
+        return db_url
+    return f"sqlite:///{Path(db_url).expanduser().resolve()}"
+
+
+def create_db_engine(db_url: str) -> Engine:
+    """An engine with the durability settings the audit log needs.
+
+    SQLite: WAL, synchronous=FULL, a busy timeout, and explicit BEGIN (IMMEDIATE for the
+    writer) so read-modify-write of the chain head is atomic across processes.
+    """
+    url = sa.make_url(normalize_db_url(db_url))
+    if url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+        dbapi_conn.isolation_level = None          # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def open_database(db_url: str) -> Engine:
+    """Engine on `db_url` with the schema migrated to head."""
+    from .migrations import upgrade
+
+    engine = create_db_engine(db_url)
+    try:
+        upgrade(engine)
+    except Exception as exc:
+        engine.dispose()
+        raise AuditError(f"cannot open the daemon database {sa.make_url(normalize_db_url(db_url)).render_as_string(hide_password=True)}: {exc}") from exc
+    return engine
+
+
+@dataclass
+class _Pending:
+    caller: Caller
+    action: str
+    target: str
+    params_json: str
+    outcome: str
+    error: str
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+_STOP = object()
+
+
+class AuditLog:
+    """Append-only hash-chained store. Open with `AuditLog.open(db_url, node=hostname)`."""
+
+    def __init__(self, engine: Engine, node: str, *, owns_engine: bool = True) -> None:
+        self.engine = engine
+        self.node = node
+        self._owns_engine = owns_engine
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+        self._writer.start()
+
+    @classmethod
+    def open(cls, db_url: str, node: str) -> "AuditLog":
+        """Opens (creating and migrating as needed) the store at `db_url`."""
+        return cls(open_database(db_url), node)
+
+    # -- appending ---------------------------------------------------------------------
+
+    def _submit(self, action: str, target: str, params: dict[str, Any] | None, outcome: str,
+                error: str, caller: Caller | None) -> concurrent.futures.Future:
+        if self._closed:
+            raise AuditError("the audit log is closed")
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
+        pending = _Pending(caller or current_caller(), action, target or "",
+                           canonical_params(params), outcome, error or "")
+        self._queue.put(pending)
+        return pending.future
+
+    async def record(self, action: str, target: str = "", params: dict[str, Any] | None = None,
+                     outcome: Outcome = "ok", error: str = "",
+                     caller: Caller | None = None) -> AuditEntry:
+        """Appends one record; returns once it is durable. Raises AuditError if it is not."""
+        return await asyncio.wrap_future(self._submit(action, target, params, outcome, error, caller))
+
+    def record_sync(self, action: str, target: str = "", params: dict[str, Any] | None = None,
+                    outcome: Outcome = "ok", error: str = "",
+                    caller: Caller | None = None, timeout: float | None = 60.0) -> AuditEntry:
+        """Blocking `record()` for threads and the CLI (never call it on the event loop)."""
+        return self._submit(action, target, params, outcome, error, caller).result(timeout)
+
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                entries = self._append(batch)
+            except Exception as exc:  # the DB refused: every caller in the batch learns it
+                log.exception("audit append failed")
+                err = AuditError(f"the audit record could not be written: {exc}")
+                for p in batch:
+                    p.future.set_exception(err)
+            else:
+                for p, e in zip(batch, entries):
+                    p.future.set_result(e)
+
+    def _append(self, batch: list[_Pending]) -> list[AuditEntry]:
+        """One transaction: read the head, chain and insert the batch, move the head."""
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn:
+            with conn.begin():
+                head_q = sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+                if conn.dialect.name == "postgresql":
+                    head_q = head_q.with_for_update()
+                seq, prev = conn.execute(head_q).one()
+                prev = prev or GENESIS_HASH
+                now_us = time.time_ns() // 1000
+                entries = []
+                for p in batch:
+                    seq += 1
+                    c = p.caller
+                    h = record_hash(seq, now_us, self.node, c.actor, c.role, c.client, p.action,
+                                    p.target, p.params_json, p.outcome, p.error, prev)
+                    entries.append(AuditEntry(seq, now_us, self.node, c.actor, c.role, c.client,
+                                              p.action, p.target, p.params_json, p.outcome,
+                                              p.error, prev, h))
+                    prev = h
+                conn.execute(audit_log.insert(), [e.as_dict() for e in entries])
+                conn.execute(audit_head.update().where(audit_head.c.id == 1)
+                             .values(seq=seq, hash=prev))
+        return entries
+
+    # -- reading -----------------------------------------------------------------------
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last record; (0, "") when empty."""
+        with self.engine.connect() as conn:
+            seq, h = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)
+                                  .where(audit_head.c.id == 1)).one()
+        return int(seq), h or ""
+
+    @staticmethod
+    def _where(q: sa.Select, f: AuditFilter) -> sa.Select:
+        c = audit_log.c
+        if f.since_us:
+            q = q.where(c.time_us >= f.since_us)
+        if f.until_us:
+            q = q.where(c.time_us < f.until_us)
+        for name in ("actor", "action", "node", "outcome"):
+            value = getattr(f, name)
+            if value:
+                q = q.where(c[name] == value)
+        return q
+
+    def query(self, f: AuditFilter = AuditFilter(), after_seq: int = 0, limit: int = 1000,
+              descending: bool = False, max_seq: int = 0) -> list[AuditEntry]:
+        """One page of matching records in seq order (keyset paging by `after_seq`)."""
+        c = audit_log.c
+        q = self._where(sa.select(audit_log), f)
+        if after_seq:
+            q = q.where(c.seq < after_seq if descending else c.seq > after_seq)
+        if max_seq:
+            q = q.where(c.seq <= max_seq)
+        q = q.order_by(c.seq.desc() if descending else c.seq).limit(max(1, limit))
+        with self.engine.connect() as conn:
+            return [AuditEntry(*row) for row in conn.execute(q)]
+
+    def iter_records(self, f: AuditFilter = AuditFilter(), max_seq: int = 0,
+                     page: int = PAGE) -> Iterator[AuditEntry]:
+        """All matching records in seq order, a page at a time (constant memory)."""
+        after = 0
+        while True:
+            rows = self.query(f, after_seq=after, limit=page, max_seq=max_seq)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].seq
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar())
+
+    def verify(self) -> VerifyResult:
+        """Walks the chain from record 1; names the first broken link."""
+        head_seq, head_hash = self.head()
+        expected_seq, prev, n = 1, GENESIS_HASH, 0
+        for e in self.iter_records():
+            if e.seq != expected_seq:
+                return VerifyResult(False, n, head_hash, expected_seq,
+                                    f"record {expected_seq} is missing (the next one is {e.seq})")
+            if e.prev_hash != prev:
+                return VerifyResult(False, n, head_hash, e.seq,
+                                    f"record {e.seq} does not link to record {e.seq - 1} (prev_hash differs)")
+            if entry_hash(e) != e.hash:
+                return VerifyResult(False, n, head_hash, e.seq,
+                                    f"record {e.seq} was altered (its hash does not match its contents)")
+            prev, expected_seq, n = e.hash, expected_seq + 1, n + 1
+        last_seq = expected_seq - 1
+        if last_seq != head_seq or (head_seq and prev != head_hash):
+            if last_seq < head_seq:
+                return VerifyResult(False, n, head_hash, last_seq + 1,
+                                    f"the log ends at record {last_seq} but its head is record {head_seq}: the tail was removed")
+            return VerifyResult(False, n, head_hash, head_seq or 1,
+                                f"the head pointer (record {head_seq}) does not match the last record ({last_seq})")
+        return VerifyResult(True, n, head_hash)
+
+    def export(self, out: str | Path, fmt: str = "jsonl", f: AuditFilter = AuditFilter(),
+               sign_key: Any = None, progress: Any = None) -> Any:
+        """Streams matching records to `out`; see daemon/audit_export.py."""
+        from .audit_export import export_log
+
+        return export_log(self, out, fmt, f, sign_key=sign_key, progress=progress)
+
+    def close(self) -> None:
+        """Flushes pending records, stops the writer, releases the database."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join()
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> "AuditLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
