@@ -1,0 +1,117 @@
+"""The one shape every accelerator back end has: static facts, batched samples, free memory.
+
+The daemon (telemetry, metrics, Node.GetInfo) and the engine (KV-cache budget, torch device)
+see devices only through `Accelerator`. Back ends (musa.py, cuda.py, cpu.py) read their
+vendor library once per `sample()` call and hand back frozen dataclasses that are safe to
+pass across threads. A field a vendor does not report is None (or "" for strings in
+`DeviceInfo`), never a made-up number. The fields match protos/musaops/v1/common.proto.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Literal, Protocol, runtime_checkable
+
+BackendName = Literal["musa", "cuda", "cpu"]
+BACKENDS: tuple[BackendName, ...] = ("musa", "cuda", "cpu")
+
+
+class DeviceError(Exception):
+    """Base class for device errors; the message is a sentence fit for an operator."""
+
+
+class BackendUnavailableError(DeviceError):
+    """The requested backend is not present on this machine (the message says why)."""
+
+
+class UnknownDeviceError(DeviceError, IndexError):
+    """A device index outside 0..count-1 (maps to INVALID_ARGUMENT / NOT_FOUND)."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Static facts about one device (common.proto DeviceInfo)."""
+
+    index: int                 # position in this node's device list, 0-based
+    name: str                  # marketing name, e.g. "MTT S5000"
+    uuid: str                  # vendor UUID; "" when the backend has none
+    backend: BackendName
+    memory_total_bytes: int    # device memory (host RAM for CPU)
+    capability: str = ""       # compute capability, e.g. "9.0"; "" when unknown
+    driver_version: str = ""   # "" when unknown
+    pci_bus_id: str = ""       # e.g. "0000:3b:00.0"; "" when unknown
+
+
+@dataclass(frozen=True)
+class DeviceSample:
+    """One reading of one device (common.proto DeviceSample); None = not reported."""
+
+    index: int
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    utilization_percent: float | None = None         # compute busy, 0..100
+    memory_utilization_percent: float | None = None  # memory controller busy, 0..100
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    sm_clock_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+
+
+@runtime_checkable
+class Accelerator(Protocol):
+    """One backend's devices on this node. Methods are thread-safe."""
+
+    @property
+    def backend(self) -> BackendName:
+        """"musa", "cuda" or "cpu"."""
+        ...
+
+    @property
+    def torch_device_type(self) -> str:
+        """The torch device type to put tensors on: "musa", "cuda" or "cpu"."""
+        ...
+
+    def info(self) -> list[DeviceInfo]:
+        """Static facts, one per device, in index order (cached: cheap to call)."""
+        ...
+
+    def sample(self) -> list[DeviceSample]:
+        """Read every device's changing fields once; one entry per device, index order."""
+        ...
+
+    def memory_free_bytes(self, index: int = 0) -> int:
+        """Free device memory of device `index` (available RAM on CPU), bytes.
+
+        Raises UnknownDeviceError for an index outside the device list.
+        """
+        ...
+
+    def load_torch(self) -> ModuleType:
+        """Import torch (and the vendor plug-in, e.g. torch_musa) and check that torch sees
+        this backend's devices; returns the torch module. Raises BackendUnavailableError with
+        a sentence when torch cannot use them. Costs seconds the first time: call it from
+        the engine's loader, never from detection or sampling."""
+        ...
+
+    def close(self) -> None:
+        """Release the vendor library. Idempotent."""
+        ...
+
+
+def check_index(index: int, count: int, backend: str) -> None:
+    """Raise UnknownDeviceError with a sentence unless 0 <= index < count."""
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+        raise UnknownDeviceError(
+            f"There is no {backend} device with index {index!r}: this node has {count} "
+            f"(valid indices 0..{count - 1})." if count else
+            f"There is no {backend} device with index {index!r}: this node has none."
+        )
+
+
+def pct(value: float | int | None) -> float | None:
+    """A vendor percentage as float, clamped to 0..100; None stays None."""
+    if value is None:
+        return None
+    return float(min(100.0, max(0.0, float(value))))
