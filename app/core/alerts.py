@@ -1,0 +1,152 @@
+"""Alert rules: node offline, device too hot or memory too full, deploy failed, error rate up.
+
+Qt-free: the main window feeds it statuses, snapshots and deploy events and shows what it
+returns. An alert is keyed so that a condition that persists stays one alert, and it is
+resolved (removed) when the condition clears.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .nodes import ConnectionState, NodeStatus
+from .operations import DeployEvent
+from .samples import Snapshot
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    temperature_celsius: float = 85.0
+    memory_percent: float = 95.0
+    error_rate_percent: float = 5.0   # failed / finished requests over the last interval
+    offline_grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Alert:
+    key: str                # stable identity: (node, kind, subject)
+    node_id: str
+    node_label: str
+    kind: str               # offline, temperature, memory, deploy_failed, error_rate
+    severity: str           # warning, critical
+    message: str
+    since: float            # Unix seconds
+
+
+class AlertEngine:
+    """Keeps the set of open alerts up to date."""
+
+    def __init__(self, thresholds: AlertThresholds | None = None) -> None:
+        self.thresholds = thresholds or AlertThresholds()
+        self._open: dict[str, Alert] = {}
+        self._labels: dict[str, str] = {}
+        self._offline_since: dict[str, float] = {}
+        self._last_counts: dict[tuple[str, str], tuple[int, int]] = {}
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return sorted(self._open.values(), key=lambda a: a.since, reverse=True)
+
+    def forget_node(self, node_id: str) -> bool:
+        keys = [k for k, a in self._open.items() if a.node_id == node_id]
+        for k in keys:
+            del self._open[k]
+        self._offline_since.pop(node_id, None)
+        return bool(keys)
+
+    def dismiss(self, key: str) -> bool:
+        return self._open.pop(key, None) is not None
+
+    # Each update returns True when the set of open alerts changed.
+
+    def on_status(self, status: NodeStatus, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        self._labels[status.node_id] = status.address.label
+        key = f"{status.node_id}/offline"
+        if status.state is ConnectionState.OFFLINE:
+            since = self._offline_since.setdefault(status.node_id, now)
+            # A node that was never seen alerts at once; one that was, after a grace period.
+            if status.last_seen and now - since < self.thresholds.offline_grace_seconds:
+                return False
+            msg = f"{status.address.label} is offline: {status.last_error or 'no answer'}"
+            return self._raise(Alert(key, status.node_id, status.address.label, "offline",
+                                     "critical", msg, since))
+        self._offline_since.pop(status.node_id, None)
+        if status.state is ConnectionState.ONLINE:
+            return self._clear(key)
+        return False
+
+    def tick(self, statuses: list[NodeStatus], now: float | None = None) -> bool:
+        """Re-checks grace periods (call about once a second)."""
+        changed = False
+        for s in statuses:
+            if s.state is ConnectionState.OFFLINE:
+                changed |= self.on_status(s, now)
+        return changed
+
+    def on_snapshot(self, node_id: str, snap: Snapshot) -> bool:
+        if snap.backfill:
+            return False
+        th = self.thresholds
+        label = self._labels.get(node_id, node_id)
+        now = snap.time_unix_ms / 1000.0
+        changed = False
+        for d in snap.devices:
+            key = f"{node_id}/temperature/{d.index}"
+            t = d.temperature_celsius
+            if t is not None and t >= th.temperature_celsius:
+                changed |= self._raise(Alert(
+                    key, node_id, label, "temperature", "critical",
+                    f"{label} GPU {d.index} at {t:.0f} °C (threshold {th.temperature_celsius:.0f} °C)",
+                    now))
+            else:
+                changed |= self._clear(key)
+            key = f"{node_id}/memory/{d.index}"
+            m = d.memory_percent
+            if m is not None and m >= th.memory_percent:
+                changed |= self._raise(Alert(
+                    key, node_id, label, "memory", "warning",
+                    f"{label} GPU {d.index} memory {m:.0f}% full (threshold {th.memory_percent:.0f}%)",
+                    now))
+            else:
+                changed |= self._clear(key)
+        for m in snap.models:
+            prev = self._last_counts.get((node_id, m.model))
+            self._last_counts[(node_id, m.model)] = (m.requests_total, m.requests_failed)
+            if prev is None:
+                continue
+            done, failed = m.requests_total - prev[0], m.requests_failed - prev[1]
+            key = f"{node_id}/error_rate/{m.model}"
+            if done > 0 and failed > 0 and 100.0 * failed / done >= th.error_rate_percent:
+                changed |= self._raise(Alert(
+                    key, node_id, label, "error_rate", "warning",
+                    f"{label} {m.model}: {failed} of {done} requests failed "
+                    f"({100.0 * failed / done:.0f}%)", now))
+            elif done > 0:
+                changed |= self._clear(key)
+        return changed
+
+    def on_deploy_event(self, event: DeployEvent, now: float | None = None) -> bool:
+        if not event.done:
+            return False
+        label = self._labels.get(event.node_id, event.node_id)
+        key = f"{event.node_id}/deploy_failed/{event.model}"
+        if event.ok:
+            return self._clear(key)
+        return self._raise(Alert(key, event.node_id, label, "deploy_failed", "critical",
+                                 f"Deploy of {event.model} on {label} failed: {event.message}",
+                                 time.time() if now is None else now))
+
+    def _raise(self, alert: Alert) -> bool:
+        old = self._open.get(alert.key)
+        if old is not None:
+            if old.message == alert.message:
+                return False
+            alert = Alert(alert.key, alert.node_id, alert.node_label, alert.kind,
+                          alert.severity, alert.message, old.since)
+        self._open[alert.key] = alert
+        return True
+
+    def _clear(self, key: str) -> bool:
+        return self._open.pop(key, None) is not None

@@ -1,0 +1,605 @@
+"""NodeHub: every conversation the console has with its daemons, on one asyncio thread.
+
+Why it exists: the GUI thread must never make an RPC or wait on a future. NodeHub owns one
+asyncio loop on one thread and one grpc.aio channel per node. Commands (`add_node`,
+`deploy`, `generate`, `cancel`, ...) are thread-safe, return an id at once and are carried
+out on the loop. Results come back only through the listener's `on_*` methods, called on
+the hub thread with immutable dataclasses (never protobuf); errors arrive as values.
+
+Listener methods (all optional; a missing one is skipped):
+    on_status(NodeStatus)                          connection state changes
+    on_snapshots(node_id, tuple[Snapshot])         telemetry, batched (<= ~20 batches/s/node)
+    on_models(node_id, tuple[ModelEntry])          answer to refresh_models
+    on_deploy_event(DeployEvent)                   Deploy stages; the last has done=True
+    on_undeploy_done(UndeployResult)
+    on_tokens(TokenChunk)                          Generate text, batched (<= ~20/s/stream)
+    on_generation_done(GenerationDone)             exactly one per generate()
+    on_command_error(CommandError)                 a command failed before its result
+    on_node_removed(node_id)
+
+Every connection supervises itself: GetInfo, then Telemetry.Stream with a backfill of the
+history it missed; on failure it reports OFFLINE (or DEGRADED when the node answers but
+telemetry does not flow) with a sentence, and retries with capped exponential backoff and
+jitter on a fresh channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol
+
+import grpc
+
+from musaops.v1 import (inference_pb2_grpc, node_pb2, node_pb2_grpc, telemetry_pb2,
+                        telemetry_pb2_grpc)
+
+from ..core.nodes import ConnectionState, NodeAddress, NodeInfo, NodeStatus
+from ..core.operations import (CommandError, DeployEvent, DeploySpec, GenerateSpec,
+                               GenerationDone, ModelEntry, TokenChunk, UndeployResult)
+from ..core.samples import Snapshot
+from . import convert
+
+log = logging.getLogger(__name__)
+
+# Channel options: notice a silently dead peer, and let our own backoff (not grpc's) pace
+# reconnects, since every attempt uses a fresh channel.
+_CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.enable_retries", 0),
+)
+
+
+class NodeHubListener(Protocol):  # documentation of the interface; listeners may omit methods
+    def on_status(self, status: NodeStatus) -> None: ...
+    def on_snapshots(self, node_id: str, snapshots: tuple[Snapshot, ...]) -> None: ...
+    def on_models(self, node_id: str, models: tuple[ModelEntry, ...]) -> None: ...
+    def on_deploy_event(self, event: DeployEvent) -> None: ...
+    def on_undeploy_done(self, result: UndeployResult) -> None: ...
+    def on_tokens(self, chunk: TokenChunk) -> None: ...
+    def on_generation_done(self, done: GenerationDone) -> None: ...
+    def on_command_error(self, error: CommandError) -> None: ...
+    def on_node_removed(self, node_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with +-jitter: initial * factor**(attempt-1), at most cap."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.cap, self.initial * self.factor ** max(0, attempt - 1))
+        return max(0.0, base * (1.0 + random.uniform(-self.jitter, self.jitter)))
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    telemetry_interval_ms: int = 1000
+    backfill_seconds: int = 3600       # history asked for on the first connect
+    batch_interval_s: float = 0.05     # at most 20 listener batches a second per node/stream
+    rpc_timeout_s: float = 5.0         # unary RPCs (GetInfo, ListModels, Undeploy: see below)
+    undeploy_timeout_s: float = 60.0
+    backoff: Backoff = Backoff()
+
+
+def describe_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError, address: NodeAddress) -> str:
+    """One sentence an operator can act on."""
+    code = err.code()
+    details = (err.details() or "").strip()
+    low = details.lower()
+    target = address.target
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if any(w in low for w in ("ssl", "tls", "handshake", "certificate", "wrong_version")):
+            return (f"TLS handshake with {target} failed: check the CA, certificate and key "
+                    f"files and whether the node uses TLS ({details}).")
+        if "connection refused" in low:
+            return f"Cannot reach {target}: connection refused (is musad running on that port?)."
+        if "dns" in low or "resolve" in low or "name or service not known" in low:
+            return f"Cannot resolve the host name {address.host!r}."
+        if address.tls is None and ("socket closed" in low or "connection reset" in low
+                                    or "eof" in low):
+            return (f"{target} closed the connection: the node may require TLS "
+                    f"(add a CA file to this connection).")
+        return f"{target} is unavailable: {details or 'no answer'}."
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"{target} rejected the credentials: {details or 'unauthenticated'} (check the token)."
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return f"Permission denied by {target}: {details or 'this token may not do that'}."
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"{target} did not answer in time."
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return f"{target} does not implement this call (is it a musad of the same version?)."
+    if code == grpc.StatusCode.CANCELLED:
+        return "Cancelled."
+    return f"{details or code.name.replace('_', ' ').lower()} ({code.name})"
+
+
+def _read_tls(address: NodeAddress) -> grpc.ChannelCredentials:
+    tls = address.tls
+    assert tls is not None
+
+    def read(path: str, what: str) -> bytes | None:
+        if not path:
+            return None
+        try:
+            return Path(path).expanduser().read_bytes()
+        except OSError as e:
+            raise ValueError(f"Cannot read the TLS {what} file {path}: {e.strerror or e}.") from e
+
+    return grpc.ssl_channel_credentials(root_certificates=read(tls.ca, "CA"),
+                                        private_key=read(tls.key, "key"),
+                                        certificate_chain=read(tls.cert, "certificate"))
+
+
+class _Node:
+    """Hub-thread state of one connection."""
+
+    def __init__(self, node_id: str, address: NodeAddress) -> None:
+        self.id = node_id
+        self.address = address
+        self.channel: grpc.aio.Channel | None = None
+        self.task: asyncio.Task | None = None
+        self.status = NodeStatus(node_id, address, ConnectionState.CONNECTING)
+        self.pending: list[Snapshot] = []
+        self.flush: asyncio.TimerHandle | None = None
+        self.last_rx = 0.0            # monotonic time of the last snapshot
+        self.last_snapshot_ms = 0     # time_unix_ms of the newest snapshot (for backfill)
+        self.stale = False            # DEGRADED because telemetry stopped arriving
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        tok = self.address.token
+        return (("authorization", f"Bearer {tok}"),) if tok else ()
+
+
+class NodeHub:
+    def __init__(self, listener: Any, config: HubConfig | None = None) -> None:
+        self.listener = listener
+        self.config = config or HubConfig()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self._nodes: dict[str, _Node] = {}
+        self._ops: dict[str, asyncio.Task] = {}
+        self._ids = itertools.count(1)
+        self._ids_lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="NodeHub",
+                                        daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancels every stream, closes every channel and joins the hub thread."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._stopping.set)
+            except RuntimeError:  # loop already closed
+                pass
+        thread.join(timeout)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main(ready))
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._stopping = asyncio.Event()
+        ready.set()
+        watchdog = asyncio.get_running_loop().create_task(self._watchdog())
+        await self._stopping.wait()
+        watchdog.cancel()
+        tasks = [n.task for n in self._nodes.values() if n.task] + list(self._ops.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(watchdog, *tasks, return_exceptions=True)
+        for n in self._nodes.values():
+            await self._close_channel(n)
+
+    # --- commands (any thread) ------------------------------------------------------------
+
+    def new_id(self, prefix: str) -> str:
+        with self._ids_lock:
+            return f"{prefix}-{next(self._ids)}"
+
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._loop is None or not self.running:
+            raise RuntimeError("NodeHub is not running (call start() first).")
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def add_node(self, address: NodeAddress, node_id: str | None = None) -> str:
+        node_id = node_id or self.new_id("node")
+        self._post(self._add_node, node_id, address)
+        return node_id
+
+    def update_node(self, node_id: str, address: NodeAddress) -> None:
+        self._post(self._update_node, node_id, address)
+
+    def remove_node(self, node_id: str) -> None:
+        self._post(self._remove_node, node_id)
+
+    def refresh_models(self, node_id: str) -> None:
+        self._post(self._start_op, self.new_id("models"), node_id, self._list_models, ())
+
+    def deploy(self, node_id: str, spec: DeploySpec) -> str:
+        op_id = self.new_id("deploy")
+        self._post(self._start_op, op_id, node_id, self._deploy, (op_id, spec))
+        return op_id
+
+    def undeploy(self, node_id: str, model: str, cancel_inflight: bool = False) -> None:
+        self._post(self._start_op, self.new_id("undeploy"), node_id, self._undeploy,
+                   (model, cancel_inflight))
+
+    def generate(self, node_id: str, spec: GenerateSpec) -> str:
+        stream_id = self.new_id("gen")
+        self._post(self._start_op, stream_id, node_id, self._generate, (stream_id, spec))
+        return stream_id
+
+    def cancel(self, op_id: str) -> None:
+        """Cancels a deploy or a generate stream (its RPC is cancelled; the daemon stops)."""
+        self._post(self._cancel, op_id)
+
+    def run_on_node(self, node_id: str, op_id: str,
+                    fn: Callable[[grpc.aio.Channel, tuple, NodeAddress], Awaitable[None]]) -> None:
+        """Extension point for other services (e.g. audit): runs `await fn(channel, metadata,
+        address)` on the hub loop; cancellable with cancel(op_id). fn reports through the
+        listener itself; exceptions become on_command_error."""
+        self._post(self._start_op, op_id, node_id, self._run_custom, (op_id, fn))
+
+    def emit(self, method: str, *args: Any) -> None:
+        """Calls listener.method(*args) if it exists; listener errors never kill the hub."""
+        fn = getattr(self.listener, method, None)
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:  # a buggy listener must not take the connections down
+            log.exception("NodeHub listener %s failed", method)
+
+    # --- node supervision (hub thread) ----------------------------------------------------
+
+    def _add_node(self, node_id: str, address: NodeAddress) -> None:
+        if node_id in self._nodes:
+            self._update_node(node_id, address)
+            return
+        node = self._nodes[node_id] = _Node(node_id, address)
+        node.task = asyncio.get_running_loop().create_task(self._supervise(node))
+
+    def _update_node(self, node_id: str, address: NodeAddress) -> None:
+        node = self._nodes.get(node_id)
+        if node is None:
+            self._add_node(node_id, address)
+            return
+        if node.task:
+            node.task.cancel()
+        node.address = address
+        node.status = replace(node.status, address=address)
+        node.last_snapshot_ms = 0
+        node.task = asyncio.get_running_loop().create_task(self._supervise(node))
+
+    def _remove_node(self, node_id: str) -> None:
+        node = self._nodes.pop(node_id, None)
+        if node is None:
+            return
+        if node.task:
+            node.task.cancel()
+        if node.flush:
+            node.flush.cancel()
+        self.emit("on_node_removed", node_id)
+
+    def _set_status(self, node: _Node, state: ConnectionState, error: str = "",
+                    info: NodeInfo | None = None, retry_in: float = 0.0) -> None:
+        old = node.status
+        new = replace(old, address=node.address, state=state, last_error=error,
+                      info=info or old.info, retry_in=retry_in)
+        if new != old:
+            node.status = new
+            self.emit("on_status", new)
+
+    async def _close_channel(self, node: _Node) -> None:
+        ch, node.channel = node.channel, None
+        if ch is not None:
+            try:
+                await ch.close(grace=None)
+            except Exception:  # closing must not fail the supervisor
+                log.debug("closing channel of %s", node.id, exc_info=True)
+
+    def _make_channel(self, address: NodeAddress) -> grpc.aio.Channel:
+        if address.tls is not None:
+            return grpc.aio.secure_channel(address.target, _read_tls(address), _CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(address.target, _CHANNEL_OPTIONS)
+
+    async def _supervise(self, node: _Node) -> None:
+        cfg = self.config
+        problem = node.address.problem()
+        if problem:
+            self._set_status(node, ConnectionState.OFFLINE, problem)
+            return
+        attempt = 0
+        while True:
+            if attempt == 0:  # retries stay OFFLINE/DEGRADED (with retry_in) instead of flapping
+                self._set_status(node, ConnectionState.CONNECTING, node.status.last_error)
+            answered = False
+            try:
+                node.channel = self._make_channel(node.address)
+                reply = await node_pb2_grpc.NodeStub(node.channel).GetInfo(
+                    node_pb2.GetInfoRequest(), timeout=cfg.rpc_timeout_s, metadata=node.metadata)
+                answered = True
+                info = convert.node_info(reply)
+                node.status = replace(node.status, last_seen=time.time())
+                node.stale = False
+                node.last_rx = time.monotonic()
+                self._set_status(node, ConnectionState.ONLINE, info=info)
+                attempt = 0
+                await self._stream_telemetry(node)
+                error = f"{node.address.target} ended the telemetry stream."
+            except asyncio.CancelledError:
+                await self._close_channel(node)
+                raise
+            except grpc.RpcError as e:
+                error = describe_rpc_error(e, node.address)
+            except ValueError as e:  # unreadable TLS files, bad target
+                error = str(e)
+            except Exception as e:  # never let one node's surprise kill the hub
+                log.exception("node %s", node.id)
+                error = f"{type(e).__name__}: {e}"
+            await self._close_channel(node)
+            attempt += 1
+            delay = cfg.backoff.delay(attempt)
+            state = ConnectionState.DEGRADED if answered and not _is_unreachable(error) \
+                else ConnectionState.OFFLINE
+            self._set_status(node, state, error, retry_in=delay)
+            await asyncio.sleep(delay)
+
+    async def _stream_telemetry(self, node: _Node) -> None:
+        cfg = self.config
+        if node.last_snapshot_ms:  # reconnect: ask only for what we missed
+            missed = time.time() - node.last_snapshot_ms / 1000.0
+            backfill = int(min(cfg.backfill_seconds, max(0.0, missed) + 2))
+        else:
+            backfill = cfg.backfill_seconds
+        call = telemetry_pb2_grpc.TelemetryStub(node.channel).Stream(
+            telemetry_pb2.StreamRequest(interval_ms=cfg.telemetry_interval_ms,
+                                        backfill_seconds=backfill),
+            metadata=node.metadata)
+        try:
+            async for msg in call:
+                self._on_snapshot(node, convert.snapshot(msg))
+        finally:
+            call.cancel()
+            self._flush_snapshots(node)
+
+    def _on_snapshot(self, node: _Node, snap: Snapshot) -> None:
+        node.pending.append(snap)
+        node.last_rx = time.monotonic()
+        if snap.time_unix_ms > node.last_snapshot_ms:
+            node.last_snapshot_ms = snap.time_unix_ms
+        node.status = replace(node.status, last_seen=time.time())
+        if node.stale:
+            node.stale = False
+            self._set_status(node, ConnectionState.ONLINE)
+        if node.flush is None:
+            node.flush = asyncio.get_running_loop().call_later(
+                self.config.batch_interval_s, self._flush_snapshots, node)
+
+    def _flush_snapshots(self, node: _Node) -> None:
+        if node.flush is not None:
+            node.flush.cancel()
+            node.flush = None
+        if node.pending and node.id in self._nodes:
+            batch, node.pending = tuple(node.pending), []
+            self.emit("on_snapshots", node.id, batch)
+
+    async def _watchdog(self) -> None:
+        """Marks ONLINE nodes whose telemetry stopped arriving as DEGRADED."""
+        late_after = max(3.0, 3 * self.config.telemetry_interval_ms / 1000.0)
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for node in list(self._nodes.values()):
+                if (node.status.state is ConnectionState.ONLINE and node.last_rx
+                        and now - node.last_rx > late_after):
+                    node.stale = True
+                    self._set_status(node, ConnectionState.DEGRADED,
+                                     f"No telemetry for {now - node.last_rx:.0f} s.")
+
+    # --- operations (hub thread) ----------------------------------------------------------
+
+    def _start_op(self, op_id: str, node_id: str, fn: Callable[..., Awaitable[None]],
+                  args: tuple) -> None:
+        node = self._nodes.get(node_id)
+        task = asyncio.get_running_loop().create_task(self._op_guard(op_id, node_id, node, fn, args))
+        self._ops[op_id] = task
+        task.add_done_callback(lambda _t: self._ops.pop(op_id, None))
+
+    async def _op_guard(self, op_id: str, node_id: str, node: _Node | None,
+                        fn: Callable[..., Awaitable[None]], args: tuple) -> None:
+        if node is None or node.channel is None:
+            why = (f"Unknown node {node_id}." if node is None else
+                   f"{node.address.label} is {node.status.state.value}"
+                   + (f": {node.status.last_error}" if node.status.last_error else "."))
+            await fn(node_id, None, *args, unavailable=why)
+            return
+        await fn(node_id, node, *args, unavailable="")
+
+    def _cancel(self, op_id: str) -> None:
+        task = self._ops.get(op_id)
+        if task is not None:
+            task.cancel()
+
+    async def _list_models(self, node_id: str, node: _Node | None, *,
+                           unavailable: str) -> None:
+        if node is None:
+            self.emit("on_command_error", CommandError(node_id, "list_models", unavailable))
+            return
+        try:
+            reply = await node_pb2_grpc.NodeStub(node.channel).ListModels(
+                node_pb2.ListModelsRequest(), timeout=self.config.rpc_timeout_s,
+                metadata=node.metadata)
+        except grpc.RpcError as e:
+            self.emit("on_command_error",
+                      CommandError(node_id, "list_models", describe_rpc_error(e, node.address)))
+            return
+        self.emit("on_models", node_id, tuple(convert.model_entry(m) for m in reply.models))
+
+    async def _deploy(self, node_id: str, node: _Node | None, op_id: str, spec: DeploySpec, *,
+                      unavailable: str) -> None:
+        def fail(stage: str, message: str) -> None:
+            self.emit("on_deploy_event", DeployEvent(op_id, node_id, spec.model, stage,
+                                                     message=message, done=True, ok=False))
+
+        if node is None:
+            fail("failed", unavailable)
+            return
+        call = node_pb2_grpc.NodeStub(node.channel).Deploy(convert.deploy_request(spec),
+                                                           metadata=node.metadata)
+        finished = False
+        try:
+            async for p in call:
+                stage = convert.DEPLOY_STAGES.get(p.stage, "validating")
+                done = stage in ("ready", "failed")
+                finished |= done
+                self.emit("on_deploy_event", DeployEvent(
+                    op_id, node_id, spec.model, stage, fraction=p.fraction, message=p.message,
+                    done=done, ok=stage == "ready", done_bytes=p.done_bytes,
+                    total_bytes=p.total_bytes, elapsed_seconds=p.elapsed_seconds,
+                    entry=convert.model_entry(p.model) if p.HasField("model") else None))
+                if done:
+                    break
+            if not finished:
+                fail("failed", "The node ended the deploy stream without a result.")
+        except asyncio.CancelledError:
+            call.cancel()
+            fail("cancelled", "Deploy cancelled by the operator.")
+        except grpc.RpcError as e:
+            fail("failed", describe_rpc_error(e, node.address))
+
+    async def _undeploy(self, node_id: str, node: _Node | None, model: str,
+                        cancel_inflight: bool, *, unavailable: str) -> None:
+        if node is None:
+            self.emit("on_undeploy_done", UndeployResult(node_id, model, False, unavailable))
+            return
+        mode = node_pb2.UNDEPLOY_MODE_CANCEL if cancel_inflight else node_pb2.UNDEPLOY_MODE_DRAIN
+        try:
+            r = await node_pb2_grpc.NodeStub(node.channel).Undeploy(
+                node_pb2.UndeployRequest(model=model, mode=mode),
+                timeout=self.config.undeploy_timeout_s, metadata=node.metadata)
+        except grpc.RpcError as e:
+            self.emit("on_undeploy_done", UndeployResult(node_id, model, False,
+                                                         describe_rpc_error(e, node.address)))
+            return
+        self.emit("on_undeploy_done", UndeployResult(
+            node_id, model, True, f"{model} undeployed.", r.freed_bytes, r.cancelled_requests,
+            r.drained_requests))
+
+    async def _generate(self, node_id: str, node: _Node | None, stream_id: str,
+                        spec: GenerateSpec, *, unavailable: str) -> None:
+        if node is None:
+            self.emit("on_generation_done", GenerationDone(stream_id, "error", error=unavailable,
+                                                           node_id=node_id))
+            return
+        loop = asyncio.get_running_loop()
+        text: list[str] = []
+        tokens = 0
+        request_id = spec.request_id
+        handle: asyncio.TimerHandle | None = None
+
+        def flush() -> None:
+            nonlocal text, tokens, handle
+            if handle is not None:
+                handle.cancel()
+                handle = None
+            if text:
+                chunk = TokenChunk(stream_id, "".join(text), tokens, node_id, request_id)
+                text, tokens = [], 0
+                self.emit("on_tokens", chunk)
+
+        call = inference_pb2_grpc.InferenceStub(node.channel).Generate(
+            convert.generate_request(spec), metadata=node.metadata)
+        done: GenerationDone
+        try:
+            result = None
+            async for r in call:
+                if r.request_id:
+                    request_id = r.request_id
+                kind = r.WhichOneof("kind")
+                if kind == "text":
+                    text.append(r.text)
+                    tokens += r.tokens
+                    if handle is None:
+                        handle = loop.call_later(self.config.batch_interval_s, flush)
+                elif kind == "result":
+                    result = r.result
+            if result is None:
+                done = GenerationDone(stream_id, "error",
+                                      error="The node ended the stream without a result.",
+                                      node_id=node_id, request_id=request_id)
+            else:
+                done = GenerationDone(stream_id, convert.finish_reason(result.finish_reason),
+                                      convert.usage(result.usage), convert.timings(result.timings),
+                                      result.error, result.stop, node_id, request_id)
+        except asyncio.CancelledError:
+            call.cancel()
+            done = GenerationDone(stream_id, "cancelled", error="Stopped by the operator.",
+                                  node_id=node_id, request_id=request_id)
+        except grpc.RpcError as e:
+            done = GenerationDone(stream_id, "error", error=describe_rpc_error(e, node.address),
+                                  node_id=node_id, request_id=request_id)
+        flush()
+        self.emit("on_generation_done", done)
+
+    async def _run_custom(self, node_id: str, node: _Node | None, op_id: str,
+                          fn: Callable[..., Awaitable[None]], *, unavailable: str) -> None:
+        if node is None:
+            self.emit("on_command_error", CommandError(node_id, op_id, unavailable))
+            return
+        try:
+            await fn(node.channel, node.metadata, node.address)
+        except asyncio.CancelledError:
+            pass
+        except grpc.RpcError as e:
+            self.emit("on_command_error",
+                      CommandError(node_id, op_id, describe_rpc_error(e, node.address)))
+        except Exception as e:
+            log.exception("operation %s on %s", op_id, node_id)
+            self.emit("on_command_error", CommandError(node_id, op_id, f"{type(e).__name__}: {e}"))
+
+
+def _is_unreachable(error: str) -> bool:
+    """Errors meaning the node itself is gone (OFFLINE), as opposed to a failing call."""
+    low = error.lower()
+    return any(w in low for w in ("cannot reach", "unavailable", "closed the connection",
+                                  "tls handshake", "cannot resolve", "did not answer"))
