@@ -1,0 +1,210 @@
+"""Table model of one node's model repository, for the Models view.
+
+One row a model (name, state with its reason, architecture, parameters, bytes on disk,
+estimated memory per dtype, and the live deployment). Rows are replaced wholesale from the
+hub's `models` signal; when the names are unchanged only the changed cells are signalled,
+so the selection and the scroll position survive a refresh.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QColor
+
+from musaops.app.core import ModelEntry
+
+_Index = QModelIndex | QPersistentModelIndex
+
+DTYPE_COLUMNS = ("bfloat16", "float16", "float32")
+COLUMNS = (
+    "Model",
+    "State",
+    "Architecture",
+    "Parameters",
+    "On disk",
+    "Memory bf16",
+    "Memory fp16",
+    "Memory fp32",
+    "Deployment",
+    "Reason",
+)
+COL_NAME, COL_STATE, COL_ARCH, COL_PARAMS, COL_SIZE = range(5)
+COL_MEM0 = 5
+COL_DEPLOYMENT, COL_REASON = 8, 9
+
+SortRole = Qt.ItemDataRole.UserRole + 1  # a plain number or string for sorting
+EntryRole = Qt.ItemDataRole.UserRole + 2  # the ModelEntry itself
+
+# State colours (readable on the light and the dark theme).
+STATE_COLOURS = {
+    "ready": QColor("#2e9d5b"),
+    "loading": QColor("#d18b1f"),
+    "pending": QColor("#d18b1f"),
+    "unloading": QColor("#d18b1f"),
+    "available": QColor("#6b7a90"),
+    "failed": QColor("#d64545"),
+    "error": QColor("#d64545"),
+}
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover
+
+
+def human_count(n: int | None) -> str:
+    if not n:
+        return "—"
+    for threshold, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= threshold:
+            return f"{n / threshold:.1f} {suffix}"
+    return str(n)
+
+
+def deployment_text(entry: ModelEntry) -> str:
+    dep = entry.deployment
+    if dep is None:
+        return ""
+    devices = ",".join(str(i) for i in dep.device_indices) or "0"
+    return f"{dep.dtype} · dev {devices} · batch {dep.max_batch} · ctx {dep.max_context}"
+
+
+class ModelsTableModel(QAbstractTableModel):
+    """The repository of one node; `set_entries` replaces it."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._rows: list[ModelEntry] = []
+
+    # -- updates ---------------------------------------------------------------------
+    def set_entries(self, entries: Sequence[ModelEntry]) -> None:
+        new = list(entries)
+        if [e.name for e in new] == [e.name for e in self._rows]:
+            changed = [i for i, (a, b) in enumerate(zip(self._rows, new)) if a != b]
+            self._rows = new
+            for row in changed:
+                self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+            return
+        self.beginResetModel()
+        self._rows = new
+        self.endResetModel()
+
+    def entries(self) -> tuple[ModelEntry, ...]:
+        return tuple(self._rows)
+
+    def entry(self, row: int) -> ModelEntry | None:
+        return self._rows[row] if 0 <= row < len(self._rows) else None
+
+    def row_of(self, name: str) -> int:
+        for i, e in enumerate(self._rows):
+            if e.name == name:
+                return i
+        return -1
+
+    # -- Qt model API ------------------------------------------------------------------
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return COLUMNS[section]
+            if role == Qt.ItemDataRole.ToolTipRole and COL_MEM0 <= section < COL_MEM0 + 3:
+                return "Estimated device memory: weights plus the KV cache of one full context window"
+        return None
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self._rows) or index.column() >= len(COLUMNS):
+            return None
+        e = self._rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(e, col)
+        if role == SortRole:
+            return self._sort_key(e, col)
+        if role == EntryRole:
+            return e
+        if role == Qt.ItemDataRole.ForegroundRole and col == COL_STATE:
+            return STATE_COLOURS.get(e.state)
+        if role == Qt.ItemDataRole.DecorationRole and col == COL_STATE:
+            return STATE_COLOURS.get(e.state)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(e, col)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_SIZE, COL_MEM0, COL_MEM0 + 1, COL_MEM0 + 2):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    # -- cells ---------------------------------------------------------------------------
+    @staticmethod
+    def _estimate(e: ModelEntry, dtype: str):  # -> MemoryEstimate | None
+        for est in e.memory_estimates:
+            if est.dtype == dtype:
+                return est
+        return None
+
+    def _display(self, e: ModelEntry, col: int) -> str:
+        if col == COL_NAME:
+            return e.name
+        if col == COL_STATE:
+            return e.state.capitalize()
+        if col == COL_ARCH:
+            return e.architecture or "—"
+        if col == COL_PARAMS:
+            return human_count(e.parameters)
+        if col == COL_SIZE:
+            return human_bytes(e.size_bytes)
+        if COL_MEM0 <= col < COL_MEM0 + 3:
+            est = self._estimate(e, DTYPE_COLUMNS[col - COL_MEM0])
+            return human_bytes(est.total_bytes) if est else "—"
+        if col == COL_DEPLOYMENT:
+            return deployment_text(e)
+        if col == COL_REASON:
+            return e.reason
+        return ""
+
+    def _sort_key(self, e: ModelEntry, col: int) -> Any:
+        if col == COL_PARAMS:
+            return int(e.parameters or 0)
+        if col == COL_SIZE:
+            return int(e.size_bytes or 0)
+        if COL_MEM0 <= col < COL_MEM0 + 3:
+            est = self._estimate(e, DTYPE_COLUMNS[col - COL_MEM0])
+            return int(est.total_bytes) if est else -1
+        return self._display(e, col).lower()
+
+    def _tooltip(self, e: ModelEntry, col: int) -> str | None:
+        if COL_MEM0 <= col < COL_MEM0 + 3:
+            est = self._estimate(e, DTYPE_COLUMNS[col - COL_MEM0])
+            if est is None:
+                return None
+            return (
+                f"weights {human_bytes(est.weights_bytes)} + KV {human_bytes(est.kv_bytes_per_token)}/token"
+                f" × {e.max_position_embeddings or '?'} tokens = {human_bytes(est.total_bytes)}"
+            )
+        if col in (COL_STATE, COL_REASON) and e.reason:
+            return e.reason
+        if col == COL_NAME:
+            parts = [e.name]
+            if e.torch_dtype:
+                parts.append(f"saved as {e.torch_dtype}")
+            if e.max_position_embeddings:
+                parts.append(f"context {e.max_position_embeddings} tokens")
+            return " · ".join(parts)
+        if col == COL_DEPLOYMENT and e.deployment is not None:
+            d = e.deployment
+            return (
+                f"weights {human_bytes(d.weights_bytes)}, KV cache {human_bytes(d.kv_cache_bytes)}"
+                f" ({d.kv_blocks_total} blocks of {d.kv_block_size} tokens)"
+            )
+        return None

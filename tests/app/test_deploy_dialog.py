@@ -1,0 +1,115 @@
+"""The deploy dialog's memory check and the specs it submits (one node and several)."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from musaops.app.core import (DeviceInfo, DeviceSample, DeploySpec, EngineLimits, MemoryEstimate,
+                              ModelEntry, NodeInfo, Snapshot)
+from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice, check_memory
+
+GiB = 2**30
+
+
+def _entry(state: str = "available") -> ModelEntry:
+    return ModelEntry(
+        "llama-8b", state=state, torch_dtype="bfloat16", max_position_embeddings=8192,
+        memory_estimates=(
+            MemoryEstimate("bfloat16", weights_bytes=16 * GiB, kv_bytes_per_token=128 * 1024,
+                           total_bytes=17 * GiB),
+            MemoryEstimate("float32", weights_bytes=32 * GiB, kv_bytes_per_token=256 * 1024,
+                           total_bytes=34 * GiB),
+        ),
+    )
+
+
+def _node(node_id: str, used_gib: float, *, devices: int = 2, backend: str = "MUSA",
+          state: str = "available", online: bool = True, telemetry: bool = True) -> NodeChoice:
+    info = NodeInfo(
+        hostname=node_id, backend=backend,
+        devices=tuple(DeviceInfo(i, "MTT S4000", backend=backend, memory_total_bytes=48 * GiB)
+                      for i in range(devices)),
+        limits=EngineLimits(default_kv_cache_fraction=0.5, default_max_batch=32))
+    snap = Snapshot(1, devices=tuple(DeviceSample(i, memory_used_bytes=int(used_gib * GiB),
+                                                  memory_total_bytes=48 * GiB) for i in range(devices)))
+    return NodeChoice(node_id, node_id, online, info, snap if telemetry else None, (_entry(state),))
+
+
+def test_memory_check_compares_estimate_with_free_memory() -> None:
+    spec = DeploySpec("llama-8b", dtype="bfloat16", device_indices=(0,))
+    # 16 GiB weights + 128 KiB x 8192 tokens = 17 GiB needed.
+    ok = check_memory(_node("a", used_gib=10), spec)
+    assert ok.fits and ok.needed_bytes == 17 * GiB and ok.free_bytes == 38 * GiB
+    tight = check_memory(_node("b", used_gib=40), spec)
+    assert not tight.fits and "only 8.0 GiB free" in tight.sentence
+    # fp32 needs 34 GiB: two devices' free memory together hold it, one does not.
+    fp32 = DeploySpec("llama-8b", dtype="float32", device_indices=(0,))
+    assert not check_memory(_node("c", used_gib=20), fp32).fits
+    assert check_memory(_node("c", used_gib=20), DeploySpec("llama-8b", dtype="float32", device_indices=(0, 1))).fits
+
+
+def test_auto_dtype_is_float32_on_cpu_and_checkpoint_half_type_on_gpus() -> None:
+    spec = DeploySpec("llama-8b", device_indices=(0,))
+    assert check_memory(_node("g", used_gib=0), spec).dtype == "bfloat16"
+    assert check_memory(_node("c", used_gib=0, backend="CPU"), spec).dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    "node, spec, words",
+    [
+        (_node("x", 0, online=False), DeploySpec("llama-8b"), "not online"),
+        (_node("x", 0, state="ready"), DeploySpec("llama-8b"), "is ready"),
+        (_node("x", 0), DeploySpec("other"), "not in this node's repository"),
+        (_node("x", 0), DeploySpec("llama-8b", device_indices=(5,)), "no device 5"),
+        (_node("x", 0), DeploySpec("llama-8b", max_context=100_000), "exceeds the model's 8192"),
+    ],
+)
+def test_memory_check_refuses_with_a_sentence(node, spec, words) -> None:
+    verdict = check_memory(node, spec)
+    assert not verdict.fits and words in verdict.sentence
+
+
+def test_small_kv_fraction_warns_but_allows() -> None:
+    verdict = check_memory(_node("a", used_gib=30), DeploySpec("llama-8b", dtype="bfloat16",
+                                                              device_indices=(0,), kv_cache_fraction=0.05))
+    assert verdict.fits and "KV cache at 0.05" in verdict.warning
+
+
+def test_without_telemetry_the_total_memory_is_used_and_said() -> None:
+    verdict = check_memory(_node("a", used_gib=0, telemetry=False), DeploySpec("llama-8b", device_indices=(0,)))
+    assert verdict.fits and "no telemetry yet" in verdict.sentence
+
+
+def test_dialog_blocks_submit_until_every_checked_node_fits(qtbot) -> None:
+    nodes = [_node("gpu-a", used_gib=10), _node("gpu-b", used_gib=40)]
+    dialog = DeployDialog(nodes, node_id="gpu-a", model="llama-8b")
+    qtbot.addWidget(dialog)
+    dialog.dtype_box.setCurrentText("bfloat16")
+    assert dialog.deploy_button.isEnabled()
+    assert [n for n, _ in dialog.specs()] == ["gpu-a"]
+    # Check the second node too: it lacks memory on device 0, so Deploy is disabled.
+    dialog.nodes_tree.topLevelItem(1).setCheckState(0, Qt.CheckState.Checked)
+    assert not dialog.deploy_button.isEnabled()
+    assert "gpu-b" in dialog.summary.text() and "only 8.0 GiB" in dialog.summary.text()
+    # Move to device 1 on both... still full on gpu-b (both devices are equally used).
+    dialog.device_checks[0].setChecked(False)
+    dialog.device_checks[1].setChecked(True)
+    assert not dialog.deploy_button.isEnabled()
+    dialog.nodes_tree.topLevelItem(1).setCheckState(0, Qt.CheckState.Unchecked)
+    assert dialog.deploy_button.isEnabled()
+    dialog.batch_spin.setValue(16)
+    dialog.context_spin.setValue(4096)
+    dialog.kv_spin.setValue(0.3)
+    [(node_id, spec)] = dialog.specs()
+    assert node_id == "gpu-a"
+    assert spec == DeploySpec("llama-8b", dtype="bfloat16", device_indices=(1,), max_batch=16,
+                              max_context=4096, kv_cache_fraction=0.3)
+
+
+def test_dialog_with_no_devices_chosen_cannot_submit(qtbot) -> None:
+    dialog = DeployDialog([_node("a", used_gib=0)], model="llama-8b")
+    qtbot.addWidget(dialog)
+    for box in dialog.device_checks:
+        box.setChecked(False)
+    assert not dialog.deploy_button.isEnabled() and "device" in dialog.summary.text()
