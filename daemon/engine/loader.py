@@ -1,0 +1,181 @@
+"""Load an HF-format model folder onto a device: config.json + *.safetensors -> CausalLM.
+
+Tensors stream one at a time from the safetensors files (sharded via
+model.safetensors.index.json too) straight into preallocated parameters of the target
+dtype and device, so host memory never holds a second copy of the model. Every tensor is
+checked against the shape the config implies; anything wrong raises LoadError with a
+sentence naming the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import safe_open
+
+from .api import DTYPES, DeviceTarget, LoadError
+from .model import CausalLM, ModelConfig
+
+TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+ProgressFn = Callable[[str, int, int, str], None]
+
+
+def torch_device(target: DeviceTarget) -> torch.device:
+    """The torch device for a target; imports torch_musa when the backend is musa."""
+    backend = target.backend
+    if backend == "cpu":
+        return torch.device("cpu")
+    if backend == "musa" and not hasattr(torch, "musa"):
+        try:
+            import torch_musa  # noqa: F401  (registers the "musa" device)
+        except ImportError as exc:
+            raise LoadError(f"backend musa requested but torch_musa is not importable: {exc}") from exc
+    if backend == "cuda" and not torch.cuda.is_available():
+        raise LoadError("backend cuda requested but torch.cuda is not available")
+    if backend not in ("musa", "cuda"):
+        raise LoadError(f"unknown backend {backend!r} (musa, cuda or cpu)")
+    return torch.device(backend, target.indices[0] if target.indices else 0)
+
+
+def read_config(model_dir: Path) -> ModelConfig:
+    path = model_dir / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise LoadError(f"{model_dir} has no config.json") from exc
+    except json.JSONDecodeError as exc:
+        raise LoadError(f"config.json in {model_dir} is not valid JSON: {exc}") from exc
+    try:
+        cfg = ModelConfig.from_hf(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LoadError(f"config.json in {model_dir} is unusable: {exc}") from exc
+    gen = model_dir / "generation_config.json"
+    if gen.exists():  # generation_config's eos list is often more complete (chat models)
+        try:
+            eos = json.loads(gen.read_text()).get("eos_token_id")
+        except json.JSONDecodeError:
+            eos = None
+        ids = tuple(eos) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
+        if ids:
+            cfg = ModelConfig(**{**cfg.__dict__, "eos_token_ids": tuple(dict.fromkeys(cfg.eos_token_ids + ids))})
+    return cfg
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise LoadError(f"{index.name} is unreadable: {exc}") from exc
+        files = [model_dir / n for n in names]
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise LoadError(f"shard {missing[0]} listed in {index.name} is missing")
+        return files
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise LoadError(f"{model_dir} holds no *.safetensors weights")
+    return files
+
+
+def _targets(model: CausalLM) -> dict[str, tuple[torch.Tensor, int, int]]:
+    """HF tensor name -> (our parameter, row offset, rows), splitting the fused projections."""
+    cfg = model.cfg
+    q, kv, inter = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size
+    out: dict[str, tuple[torch.Tensor, int, int]] = {
+        "model.embed_tokens.weight": (model.embed_tokens.weight, 0, cfg.vocab_size),
+        "model.norm.weight": (model.norm.weight, 0, cfg.hidden_size),
+    }
+    if not cfg.tie_word_embeddings:
+        out["lm_head.weight"] = (model.lm_head.weight, 0, cfg.vocab_size)
+    for i, layer in enumerate(model.layers):
+        p = f"model.layers.{i}."
+        a, m = layer.self_attn, layer.mlp
+        for name, off, rows in (("q", 0, q), ("k", q, kv), ("v", q + kv, kv)):
+            out[p + f"self_attn.{name}_proj.weight"] = (a.qkv_proj.weight, off, rows)
+            if cfg.qkv_bias:
+                out[p + f"self_attn.{name}_proj.bias"] = (a.qkv_proj.bias, off, rows)
+        out[p + "self_attn.o_proj.weight"] = (a.o_proj.weight, 0, cfg.hidden_size)
+        out[p + "mlp.gate_proj.weight"] = (m.gate_up_proj.weight, 0, inter)
+        out[p + "mlp.up_proj.weight"] = (m.gate_up_proj.weight, inter, inter)
+        out[p + "mlp.down_proj.weight"] = (m.down_proj.weight, 0, cfg.hidden_size)
+        out[p + "input_layernorm.weight"] = (layer.input_layernorm.weight, 0, cfg.hidden_size)
+        out[p + "post_attention_layernorm.weight"] = (layer.post_attention_layernorm.weight, 0, cfg.hidden_size)
+    return out
+
+
+def load_model(model_dir: str | Path, dtype: str, device: torch.device, max_positions: int,
+               progress: ProgressFn | None = None,
+               cancel: threading.Event | None = None) -> CausalLM:
+    """Build the model for `model_dir` on `device` in `dtype` and fill it from safetensors."""
+    model_dir = Path(model_dir)
+    if dtype not in DTYPES:
+        raise LoadError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    cfg = read_config(model_dir)
+    files = weight_files(model_dir)
+    tdtype = TORCH_DTYPES[dtype]
+    try:
+        with torch.device("meta"):
+            model = CausalLM(cfg, max_positions, "meta", tdtype)
+        model = model.to_empty(device=device)
+        model.eval().requires_grad_(False)
+        targets = _targets(model)
+        # Sizes first, so progress can say "bytes of total".
+        total = 0
+        for f in files:
+            with safe_open(str(f), framework="pt") as sf:
+                for name in sf.keys():
+                    if name in targets:
+                        sl = sf.get_slice(name)
+                        n = 1
+                        for d in sl.get_shape():
+                            n *= d
+                        total += n * torch.tensor([], dtype=tdtype).element_size()
+        done = 0
+        loaded: set[str] = set()
+        if progress:
+            progress("loading_weights", 0, total, f"loading {len(targets)} tensors from {len(files)} file(s)")
+        open_dev = str(device) if device.type == "cuda" else "cpu"
+        with torch.inference_mode():
+            for f in files:
+                with safe_open(str(f), framework="pt", device=open_dev) as sf:
+                    for name in sf.keys():
+                        if cancel is not None and cancel.is_set():
+                            raise LoadError("loading was cancelled")
+                        target = targets.get(name)
+                        if target is None:
+                            continue  # e.g. rotary inv_freq buffers, or lm_head when tied
+                        param, off, rows = target
+                        t = sf.get_tensor(name)
+                        want = (rows, *param.shape[1:])
+                        if tuple(t.shape) != want:
+                            raise LoadError(
+                                f"tensor {name} in {f.name} has shape {tuple(t.shape)} but the config "
+                                f"implies {want}")
+                        param[off:off + rows].copy_(t.to(device=device, dtype=tdtype))
+                        loaded.add(name)
+                        done += param[off:off + rows].nbytes
+                        if progress:
+                            progress("loading_weights", done, total, name)
+        missing = [n for n in targets if n not in loaded]
+        if missing:
+            raise LoadError(f"tensor {missing[0]} is missing from the weights "
+                            f"({len(missing)} missing in all)")
+        model.build_rope(device)
+    except LoadError:
+        raise
+    except (RuntimeError, MemoryError) as exc:
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+            raise LoadError(f"out of memory while loading {model_dir.name} in {dtype}: {exc}") from exc
+        raise LoadError(f"could not load {model_dir.name}: {exc}") from exc
+    except OSError as exc:  # unreadable or corrupt safetensors
+        raise LoadError(f"could not read weights of {model_dir.name}: {exc}") from exc
+    except Exception as exc:  # safetensors raises its own error type for corrupt headers
+        raise LoadError(f"could not read weights of {model_dir.name}: {exc}") from exc
+    return model

@@ -1,0 +1,272 @@
+"""The Llama-family decoder (Llama, Qwen2, Mistral shapes) over a paged KV cache.
+
+One readable file in the manner of gpt-fast / nano-vllm: fused QKV and gate/up projections,
+RoPE from a precomputed table, grouped-query attention through SDPA. A forward pass takes a
+flat batch of tokens from many sequences (prefill chunks and decodes mixed) plus an
+`AttentionBatch` saying where each sequence's keys and values live in the cache.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The fields of an HF config.json the decoder needs."""
+
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: dict[str, Any] | None
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    qkv_bias: bool
+    eos_token_ids: tuple[int, ...] = ()
+    bos_token_id: int | None = None
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any]) -> "ModelConfig":
+        archs = cfg.get("architectures") or []
+        arch = next((a for a in archs if a in ARCHITECTURES), None)
+        if arch is None:
+            raise ValueError(
+                f"architecture {archs or cfg.get('model_type')!r} is not supported "
+                f"(supported: {', '.join(ARCHITECTURES)})")
+        heads = int(cfg["num_attention_heads"])
+        hidden = int(cfg["hidden_size"])
+        # transformers >= 5 writes rope settings into "rope_parameters".
+        rope_params = cfg.get("rope_parameters") or {}
+        theta = float(cfg.get("rope_theta") or rope_params.get("rope_theta") or 10000.0)
+        scaling = cfg.get("rope_scaling") or (rope_params if rope_params else None)
+        if scaling is not None:
+            kind = scaling.get("rope_type") or scaling.get("type") or "default"
+            scaling = None if kind == "default" else dict(scaling, rope_type=kind)
+        eos = cfg.get("eos_token_id")
+        eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
+        return cls(
+            architecture=arch,
+            vocab_size=int(cfg["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(cfg["intermediate_size"]),
+            num_layers=int(cfg["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            rope_theta=theta,
+            rope_scaling=scaling,
+            max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            qkv_bias=arch == "Qwen2ForCausalLM" or bool(cfg.get("attention_bias", False)),
+            eos_token_ids=eos_ids,
+            bos_token_id=cfg.get("bos_token_id"),
+        )
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies, with llama3-style or linear scaling when the config asks."""
+    dim = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    sc = cfg.rope_scaling
+    if not sc:
+        return inv
+    kind = sc["rope_type"]
+    if kind == "linear":
+        return inv / float(sc["factor"])
+    if kind == "llama3":
+        factor = float(sc["factor"])
+        low, high = float(sc["low_freq_factor"]), float(sc["high_freq_factor"])
+        old_ctx = float(sc["original_max_position_embeddings"])
+        low_wl, high_wl = old_ctx / low, old_ctx / high
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > low_wl, inv / factor, inv)
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wl) * ~(wavelen > low_wl)
+        return torch.where(medium, smoothed, scaled)
+    raise ValueError(f"rope_scaling type {kind!r} is not supported (default, linear, llama3)")
+
+
+@dataclass
+class AttentionBatch:
+    """Where a step's tokens go in the KV cache and what each sequence attends to.
+
+    Tokens are laid out decodes first (one token each), then each prefill chunk.
+    """
+
+    slot_mapping: torch.Tensor                 # [T] flat cache slot per token
+    num_decode: int = 0
+    decode_block_tables: torch.Tensor | None = None  # [Bd, max_blocks]
+    decode_context_lens: torch.Tensor | None = None  # [Bd]
+    decode_mask: torch.Tensor | None = None          # [Bd, 1, 1, max_blocks*block_size] bool
+    # per prefill chunk: (token start, token end, context length after the chunk, block table)
+    prefills: list[tuple[int, int, int, torch.Tensor]] = field(default_factory=list)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, **factory: Any) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim, **factory))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, **factory: Any) -> None:
+        super().__init__()
+        self.nh, self.nkv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_size, self.kv_size = self.nh * self.hd, self.nkv * self.hd
+        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size,
+                                  bias=cfg.qkv_bias, **factory)
+        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False, **factory)
+        self.scale = self.hd ** -0.5
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                k_cache: torch.Tensor, v_cache: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        t = x.shape[0]
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(t, self.nh, self.hd)
+        k = k.view(t, self.nkv, self.hd)
+        v = v.view(t, self.nkv, self.hd)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        # Write this step's keys and values into their cache slots.
+        bs = k_cache.shape[1]
+        k_flat = k_cache.view(-1, self.nkv, self.hd)
+        v_flat = v_cache.view(-1, self.nkv, self.hd)
+        k_flat.index_copy_(0, batch.slot_mapping, k)
+        v_flat.index_copy_(0, batch.slot_mapping, v)
+        out = torch.empty_like(q)
+        nd = batch.num_decode
+        if nd:
+            out[:nd] = self._decode(q[:nd], k_cache, v_cache, batch)
+        for start, end, ctx_len, table in batch.prefills:
+            qs = q[start:end]
+            n = end - start
+            if ctx_len == n:   # no cached prefix: attend to this chunk only
+                ks, vs = k[start:end], v[start:end]
+            else:
+                nb = (ctx_len + bs - 1) // bs
+                ks = k_cache[table[:nb]].view(-1, self.nkv, self.hd)[:ctx_len]
+                vs = v_cache[table[:nb]].view(-1, self.nkv, self.hd)[:ctx_len]
+            out[start:end] = self._prefill(qs, ks, vs, ctx_len)
+        return self.o_proj(out.view(t, self.q_size))
+
+    def _decode(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                batch: AttentionBatch) -> torch.Tensor:
+        # One query per sequence; its query heads sharing a KV head become that head's
+        # "query length", so plain SDPA does grouped-query attention without copying K/V.
+        b = q.shape[0]
+        tables = batch.decode_block_tables
+        ks = k_cache[tables].view(b, -1, self.nkv, self.hd).transpose(1, 2)
+        vs = v_cache[tables].view(b, -1, self.nkv, self.hd).transpose(1, 2)
+        qg = q.view(b, self.nkv, self.nh // self.nkv, self.hd)
+        o = F.scaled_dot_product_attention(qg, ks, vs, attn_mask=batch.decode_mask, scale=self.scale)
+        return o.reshape(b, self.nh, self.hd)
+
+    def _prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_len: int) -> torch.Tensor:
+        n = q.shape[0]
+        rep = self.nh // self.nkv
+        qh = q.transpose(0, 1)                                        # [nh, n, hd]
+        kh = k.transpose(0, 1).repeat_interleave(rep, dim=0)          # [nh, ctx, hd]
+        vh = v.transpose(0, 1).repeat_interleave(rep, dim=0)
+        if ctx_len == n:
+            o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=self.scale)
+        else:
+            pos = torch.arange(ctx_len - n, ctx_len, device=q.device)
+            mask = torch.arange(ctx_len, device=q.device)[None, :] <= pos[:, None]
+            o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=self.scale)
+        return o.transpose(0, 1)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, **factory: Any) -> None:
+        super().__init__()
+        self.inter = cfg.intermediate_size
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * self.inter, bias=False, **factory)
+        self.down_proj = nn.Linear(self.inter, cfg.hidden_size, bias=False, **factory)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, **factory: Any) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
+        self.self_attn = Attention(cfg, **factory)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
+        self.mlp = MLP(cfg, **factory)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, batch):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, batch)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class CausalLM(nn.Module):
+    """Decoder plus LM head; parameter names follow HF except the fused projections."""
+
+    def __init__(self, cfg: ModelConfig, max_positions: int, device: torch.device | str,
+                 dtype: torch.dtype) -> None:
+        super().__init__()
+        self.cfg = cfg
+        factory = {"device": device, "dtype": dtype}
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, **factory)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, **factory) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
+        if cfg.tie_word_embeddings:
+            self.lm_head_weight = None
+        else:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, **factory)
+        self.max_positions = max_positions
+
+    def build_rope(self, device: torch.device) -> None:
+        """Precompute cos/sin for every position (after weights are materialised)."""
+        inv = rope_inv_freq(self.cfg).to(device)
+        freqs = torch.arange(self.max_positions, device=device).float()[:, None] * inv[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        dtype = self.embed_tokens.weight.dtype
+        self.cos_table = emb.cos().to(dtype)
+        self.sin_table = emb.sin().to(dtype)
+
+    def lm_weight(self) -> torch.Tensor:
+        return self.embed_tokens.weight if self.cfg.tie_word_embeddings else self.lm_head.weight
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]],
+                batch: AttentionBatch, logits_index: torch.Tensor) -> torch.Tensor:
+        """Returns float32 logits for the tokens at `logits_index` (one per sequence)."""
+        x = self.embed_tokens(input_ids)
+        cos = self.cos_table[positions].unsqueeze(1)
+        sin = self.sin_table[positions].unsqueeze(1)
+        for layer, (kc, vc) in zip(self.layers, kv):
+            x = layer(x, cos, sin, kc, vc, batch)
+        x = self.norm(x[logits_index])
+        return F.linear(x, self.lm_weight()).float()
