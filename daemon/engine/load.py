@@ -1,0 +1,90 @@
+"""load_engine: a model folder -> a running LLMEngine, reporting each stage's progress.
+
+Called by the deployment manager in a worker thread (blocking). Stages: loading_weights
+(bytes), allocating_kv_cache (blocks), warming_up (steps).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+from .api import DeviceTarget, EngineInfo, EngineSpec, LoadError, LoadProgress, RequestObserver
+from .engine import LLMEngine
+from .kv_cache import KVCache, bytes_per_block, free_memory_bytes
+from .loader import TORCH_DTYPES, load_model, read_config, torch_device
+from .runner import ModelRunner
+from .scheduler import ScheduledChunk, Sequence
+from .tokenizer import Tokenizer
+
+WARMUP_STEPS = 3
+
+
+def _cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def load_engine(model_dir: str | Path, spec: EngineSpec, target: DeviceTarget,
+                progress: LoadProgress | None = None, observer: RequestObserver | None = None,
+                cancel: threading.Event | None = None) -> LLMEngine:
+    model_dir = Path(model_dir)
+    report = progress or (lambda stage, done, total, message: None)
+    if spec.max_batch < 1 or spec.max_context < 2 or spec.kv_block_size < 1:
+        raise LoadError("max_batch, max_context and kv_block_size must be positive")
+    device = torch_device(target)
+    if device.type == "cpu":
+        torch.set_num_threads(_cpu_threads())
+    cfg = read_config(model_dir)
+    tokenizer = Tokenizer(model_dir)
+    max_context = min(spec.max_context, cfg.max_position_embeddings)
+    model = load_model(model_dir, spec.dtype, device, max_context, report, cancel)
+
+    # KV cache: a fraction of what is free now, no more than max_batch full contexts need.
+    dtype = TORCH_DTYPES[spec.dtype]
+    bs = spec.kv_block_size
+    per_block = bytes_per_block(cfg, bs, dtype)
+    blocks_per_seq = -(-max_context // bs)
+    if spec.kv_blocks is not None:
+        num_blocks = spec.kv_blocks
+    else:
+        budget = int(spec.kv_cache_fraction * free_memory_bytes(device))
+        num_blocks = min(budget // per_block, spec.max_batch * blocks_per_seq)
+    if num_blocks < 1:
+        raise LoadError(f"out of memory for the KV cache: one {bs}-token block needs {per_block} bytes "
+                        f"and kv_cache_fraction {spec.kv_cache_fraction} of free memory is less")
+    report("allocating_kv_cache", 0, num_blocks, f"{num_blocks} blocks of {bs} tokens")
+    try:
+        cache = KVCache(cfg, num_blocks, bs, dtype, device)
+    except (RuntimeError, MemoryError) as exc:
+        raise LoadError(f"out of memory allocating {num_blocks * per_block} bytes of KV cache: {exc}") from exc
+    report("allocating_kv_cache", num_blocks, num_blocks, f"{cache.nbytes} bytes")
+    max_context = min(max_context, num_blocks * bs)  # one sequence alone must always fit
+
+    # Warm-up: one prefill and a few decodes through the real runner.
+    runner = ModelRunner(model, cache, device)
+    n = min(8, max_context - WARMUP_STEPS)
+    if n > 0:
+        from .api import SamplingParams
+        seq = Sequence("warmup", [0] * n, SamplingParams(), max_tokens=WARMUP_STEPS)
+        seq.block_table = list(range(min(num_blocks, -(-(n + WARMUP_STEPS) // bs))))
+        for step in range(WARMUP_STEPS):
+            if cancel is not None and cancel.is_set():
+                raise LoadError("loading was cancelled")
+            chunk = ScheduledChunk(seq, 0, n) if step == 0 else ScheduledChunk(seq, seq.num_tokens - 1, 1)
+            logits = runner.run([chunk])
+            seq.num_computed = chunk.start + chunk.length
+            seq.output_ids.append(int(logits[0].argmax()))
+            report("warming_up", step + 1, WARMUP_STEPS, "")
+    eos = tuple(dict.fromkeys(cfg.eos_token_ids + tuple(
+        i for i in [tokenizer.token_id(tokenizer.eos_token)] if i is not None)))
+    weights_bytes = sum(p.nbytes for p in model.parameters())
+    info = EngineInfo(dtype=spec.dtype, max_batch=spec.max_batch, max_context=max_context,
+                      weights_bytes=weights_bytes, kv_cache_bytes=cache.nbytes, kv_block_size=bs,
+                      kv_blocks_total=num_blocks, eos_token_ids=eos)
+    return LLMEngine(model, tokenizer, cache, spec, device, info, observer)

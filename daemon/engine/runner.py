@@ -1,0 +1,65 @@
+"""Turns a step's scheduled chunks into tensors and runs the model once over all of them.
+
+Host-side work per step is a handful of small list-to-tensor copies; every layer sees the
+whole batch in one forward (decodes batched, prefill chunks packed behind them).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .kv_cache import KVCache
+from .model import AttentionBatch, CausalLM
+from .scheduler import ScheduledChunk
+
+
+class ModelRunner:
+    def __init__(self, model: CausalLM, cache: KVCache, device: torch.device) -> None:
+        self.model = model
+        self.cache = cache
+        self.device = device
+        self.bs = cache.block_size
+
+    def _tensor(self, data: list[int]) -> torch.Tensor:
+        t = torch.tensor(data, dtype=torch.long)
+        return t.to(self.device, non_blocking=True) if self.device.type != "cpu" else t
+
+    @torch.inference_mode()
+    def run(self, chunks: list[ScheduledChunk]) -> torch.Tensor:
+        """Forward the chunks; float32 logits for each chunk that samples, in chunk order."""
+        bs = self.bs
+        ids: list[int] = []
+        pos: list[int] = []
+        slots: list[int] = []
+        logits_index: list[int] = []
+        decode_tables: list[list[int]] = []
+        decode_lens: list[int] = []
+        prefills: list[tuple[int, int, int, list[int]]] = []
+        num_decode = 0
+        for c in chunks:
+            seq, start = c.seq, c.start
+            begin = len(ids)
+            for p in range(start, start + c.length):
+                ids.append(seq.token_at(p))
+                pos.append(p)
+                slots.append(seq.block_table[p // bs] * bs + p % bs)
+            ctx = start + c.length
+            if c.length == 1:
+                num_decode += 1
+                decode_tables.append(seq.block_table[: -(-ctx // bs)])
+                decode_lens.append(ctx)
+            else:
+                prefills.append((begin, len(ids), ctx, seq.block_table))
+            if c.samples:
+                logits_index.append(len(ids) - 1)
+        batch = AttentionBatch(slot_mapping=self._tensor(slots), num_decode=num_decode)
+        if num_decode:
+            width = max(len(t) for t in decode_tables)
+            batch.decode_block_tables = self._tensor([t + [0] * (width - len(t)) for t in decode_tables])
+            lens = self._tensor(decode_lens)
+            batch.decode_context_lens = lens
+            batch.decode_mask = (torch.arange(width * bs, device=self.device)[None, :]
+                                 < lens[:, None]).view(num_decode, 1, 1, width * bs)
+        batch.prefills = [(b, e, ctx, self._tensor(table)) for b, e, ctx, table in prefills]
+        return self.model(self._tensor(ids), self._tensor(pos), self.cache.layers, batch,
+                          self._tensor(logits_index))
