@@ -1,0 +1,334 @@
+"""The Models view: a node's repository, deploying and undeploying models.
+
+Top: the node picker and the actions (Refresh, Deploy…, Undeploy). Then an inline banner
+for errors, the repository table, and a Deployments panel with one progress row per
+running deploy (several rows when one model goes to several nodes at once). Every command
+goes to the NodeHub and returns at once; answers arrive as bridge signals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QSortFilterProxyModel, Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView, QCheckBox, QComboBox, QFrame, QHBoxLayout, QHeaderView, QLabel,
+    QMessageBox, QPushButton, QScrollArea, QSizePolicy, QTableView, QVBoxLayout, QWidget,
+)
+
+from musaops.app.core import CommandError, DeployEvent, DeploySpec, UndeployResult
+from musaops.app.qt.models.models_model import (
+    COL_NAME, COL_REASON, EntryRole, ModelsTableModel, SortRole, human_bytes,
+)
+from musaops.app.qt.views.banner import Banner
+from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice
+from musaops.app.qt.views.deploy_progress import DeployProgressRow
+from musaops.app.qt.views.node_directory import NodeDirectory
+
+
+class ModelsView(QWidget):
+    """Repository table, deploy dialog, per-node deploy progress, undeploy."""
+
+    def __init__(self, hub: Any, bridge: Any, parent: QWidget | None = None,
+                 directory: NodeDirectory | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("modelsView")
+        self.hub = hub
+        self.directory = directory or NodeDirectory(bridge, self)
+        self.rows: dict[str, DeployProgressRow] = {}   # op_id -> row
+        self.deploy_dialog: DeployDialog | None = None
+        self.confirm_box: QMessageBox | None = None
+        self._pending_node = ""
+
+        title = QLabel("Models")
+        title.setObjectName("viewTitle")
+        title.setStyleSheet("font-size: 18px; font-weight: 600;")
+        self.node_box = QComboBox()
+        self.node_box.setMinimumWidth(220)
+        self.node_box.setToolTip("Node whose repository is shown")
+        self.refresh_button = QPushButton("Refresh")
+        self.deploy_button = QPushButton("Deploy…")
+        self.deploy_button.setToolTip("Deploy a model to this node or to several nodes at once")
+        self.undeploy_button = QPushButton("Undeploy")
+        self.undeploy_button.setEnabled(False)
+        header = QHBoxLayout()
+        header.addWidget(title)
+        header.addSpacing(16)
+        header.addWidget(QLabel("Node"))
+        header.addWidget(self.node_box)
+        header.addStretch(1)
+        header.addWidget(self.refresh_button)
+        header.addWidget(self.deploy_button)
+        header.addWidget(self.undeploy_button)
+
+        self.banner = Banner(self)
+        self.repo_label = QLabel()
+        self.repo_label.setStyleSheet("color: #6b7a90;")
+
+        self.model = ModelsTableModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SortRole)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(COL_NAME, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(28)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(COL_REASON, QHeaderView.ResizeMode.Stretch)
+        hh.setHighlightSections(False)
+        self.empty_label = QLabel("No node connected. Add a node to see its model repository.")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setStyleSheet("color: #6b7a90; padding: 24px;")
+
+        ops_title = QLabel("Deployments")
+        ops_title.setStyleSheet("font-weight: 600;")
+        self.ops_hint = QLabel("No deploy running.")
+        self.ops_hint.setStyleSheet("color: #6b7a90;")
+        self._ops_box = QWidget()
+        self._ops_layout = QVBoxLayout(self._ops_box)
+        self._ops_layout.setContentsMargins(0, 0, 0, 0)
+        self._ops_layout.setSpacing(6)
+        self._ops_layout.addWidget(self.ops_hint)
+        self._ops_layout.addStretch(1)
+        ops_scroll = QScrollArea()
+        ops_scroll.setWidgetResizable(True)
+        ops_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        ops_scroll.setWidget(self._ops_box)
+        ops_scroll.setMinimumHeight(120)
+        ops_scroll.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.ops_scroll = ops_scroll
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 12, 16, 12)
+        layout.setSpacing(8)
+        layout.addLayout(header)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.repo_label)
+        layout.addWidget(self.table, 3)
+        layout.addWidget(self.empty_label)
+        layout.addWidget(ops_title)
+        layout.addWidget(ops_scroll, 2)
+
+        self.node_box.currentIndexChanged.connect(self._on_node_chosen)
+        self.refresh_button.clicked.connect(self.refresh)
+        self.deploy_button.clicked.connect(self.open_deploy_dialog)
+        self.undeploy_button.clicked.connect(self.ask_undeploy)
+        self.table.selectionModel().selectionChanged.connect(self._update_actions)
+        self.table.doubleClicked.connect(lambda _i: self.open_deploy_dialog())
+        self.directory.nodes_changed.connect(self._fill_nodes)
+        self.directory.models_changed.connect(self._on_models)
+        bridge.deploy_event.connect(self._on_deploy_event)
+        bridge.undeploy_done.connect(self._on_undeploy_done)
+        if hasattr(bridge, "command_error"):
+            bridge.command_error.connect(self._on_command_error)
+        self._fill_nodes()
+
+    # -- node picker -------------------------------------------------------------------------
+    def current_node(self) -> str:
+        return self.node_box.currentData() or ""
+
+    def select_node(self, node_id: str) -> None:
+        i = self.node_box.findData(node_id)
+        if i >= 0:
+            self.node_box.setCurrentIndex(i)
+
+    def _fill_nodes(self) -> None:
+        current = self.current_node()
+        ids = self.directory.node_ids()
+        self.node_box.blockSignals(True)
+        self.node_box.clear()
+        for nid in ids:
+            state = self.directory.status(nid).state.value
+            self.node_box.addItem(f"{self.directory.label(nid)}  ·  {state}", nid)
+        self.node_box.blockSignals(False)
+        if current in ids:
+            self.node_box.setCurrentIndex(ids.index(current))
+        elif ids:
+            self.node_box.setCurrentIndex(0)
+        if self.current_node() != current or (self.current_node() and not self.model.rowCount()):
+            self._on_node_chosen()
+        self._update_actions()
+
+    def _on_node_chosen(self, *_: object) -> None:
+        nid = self.current_node()
+        self.model.set_entries(self.directory.models(nid))
+        self._update_empty()
+        if nid and self.directory.online(nid) and nid != self._pending_node:
+            self.refresh()
+
+    def refresh(self) -> None:
+        nid = self.current_node()
+        if not nid:
+            return
+        self._pending_node = nid
+        self.repo_label.setText(f"Loading the repository of {self.directory.label(nid)}…")
+        self.hub.refresh_models(nid)
+
+    def _on_models(self, node_id: str) -> None:
+        if node_id == self._pending_node:
+            self._pending_node = ""
+        if node_id != self.current_node():
+            return
+        entries = self.directory.models(node_id)
+        self.model.set_entries(entries)
+        ready = sum(1 for e in entries if e.state == "ready")
+        self.repo_label.setText(f"{len(entries)} model{'s' if len(entries) != 1 else ''} in the repository"
+                                f" of {self.directory.label(node_id)} · {ready} deployed")
+        if self.banner.kind == "error" and "repository" in self.banner.text():
+            self.banner.clear()
+        self._update_empty()
+        self._update_actions()
+
+    def _update_empty(self) -> None:
+        nid = self.current_node()
+        if not nid:
+            text = "No node connected. Add a node to see its model repository."
+        elif not self.directory.online(nid):
+            status = self.directory.status(nid)
+            why = f": {status.last_error}" if status and status.last_error else "."
+            text = f"{self.directory.label(nid)} is {status.state.value if status else 'offline'}{why}"
+        elif self.model.rowCount() == 0:
+            text = "The repository is empty. Put an HF-format model folder in the node's models directory."
+        else:
+            text = ""
+        self.empty_label.setText(text)
+        self.empty_label.setVisible(bool(text) and self.model.rowCount() == 0)
+
+    def selected_entry(self):  # -> ModelEntry | None
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return self.proxy.data(rows[0], EntryRole)
+
+    def select_model(self, name: str) -> None:
+        row = self.model.row_of(name)
+        if row >= 0:
+            self.table.selectRow(self.proxy.mapFromSource(self.model.index(row, 0)).row())
+
+    def _update_actions(self, *_: object) -> None:
+        nid = self.current_node()
+        online = bool(nid) and self.directory.online(nid)
+        entry = self.selected_entry()
+        self.refresh_button.setEnabled(online)
+        self.deploy_button.setEnabled(any(self.directory.online(n) for n in self.directory.node_ids()))
+        self.undeploy_button.setEnabled(online and entry is not None and entry.state in ("ready", "loading", "pending"))
+
+    # -- deploy --------------------------------------------------------------------------------
+    def node_choices(self) -> list[NodeChoice]:
+        out = []
+        for nid in self.directory.node_ids():
+            status = self.directory.status(nid)
+            out.append(NodeChoice(nid, self.directory.label(nid), self.directory.online(nid),
+                                  status.info if status else None, self.directory.latest(nid),
+                                  self.directory.models(nid)))
+        return out
+
+    def open_deploy_dialog(self) -> DeployDialog | None:
+        nodes = [n for n in self.node_choices() if n.online]
+        if not nodes:
+            self.banner.show_message("No node is online to deploy to.", "warning")
+            return None
+        entry = self.selected_entry()
+        dialog = DeployDialog(nodes, node_id=self.current_node(), model=entry.name if entry else "", parent=self)
+        dialog.accepted.connect(lambda: self.submit_deploy(dialog.specs()))
+        dialog.finished.connect(dialog.deleteLater)
+        self.deploy_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def submit_deploy(self, specs: list[tuple[str, DeploySpec]]) -> list[str]:
+        """Sends one Deploy per node; returns the op ids (one progress row each)."""
+        ops = []
+        for node_id, spec in specs:
+            op_id = self.hub.deploy(node_id, spec)
+            self._add_row(op_id, self.directory.label(node_id), spec.model)
+            ops.append(op_id)
+        self.banner.clear()
+        return ops
+
+    def _add_row(self, op_id: str, node_label: str, model: str) -> DeployProgressRow:
+        row = DeployProgressRow(op_id, node_label, model)
+        row.cancel_requested.connect(self.hub.cancel)
+        row.dismissed.connect(self._dismiss_row)
+        self.rows[op_id] = row
+        self._ops_layout.insertWidget(self._ops_layout.count() - 1, row)
+        self.ops_hint.hide()
+        return row
+
+    def _dismiss_row(self, op_id: str) -> None:
+        row = self.rows.pop(op_id, None)
+        if row is not None:
+            row.setParent(None)
+            row.deleteLater()
+        self.ops_hint.setVisible(not self.rows)
+
+    def _on_deploy_event(self, event: DeployEvent) -> None:
+        row = self.rows.get(event.op_id)
+        if row is None:  # a deploy started elsewhere (another view, a test): show it too
+            row = self._add_row(event.op_id, self.directory.label(event.node_id), event.model)
+        row.apply(event)
+        if event.done:
+            if event.node_id == self.current_node():
+                self.refresh()
+            if not event.ok and event.stage != "cancelled":
+                self.banner.show_message(
+                    f"Deploy of {event.model} on {self.directory.label(event.node_id)} failed: {event.message}")
+
+    # -- undeploy ------------------------------------------------------------------------------
+    def ask_undeploy(self) -> QMessageBox | None:
+        entry, nid = self.selected_entry(), self.current_node()
+        if entry is None or not nid:
+            return None
+        box = QMessageBox(QMessageBox.Icon.Question, "Undeploy model",
+                          f"Undeploy {entry.name} from {self.directory.label(nid)}?", parent=self)
+        box.setInformativeText("Its device memory is freed. New requests are refused; requests in "
+                               "flight finish first unless you cancel them.")
+        cancel_box = QCheckBox("Cancel requests in flight")
+        box.setCheckBox(cancel_box)
+        yes = box.addButton("Undeploy", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        model_name = entry.name
+
+        def done(_result: int) -> None:
+            if box.clickedButton() is yes:
+                self.undeploy(nid, model_name, cancel_box.isChecked())
+            self.confirm_box = None
+            box.deleteLater()
+
+        box.finished.connect(done)
+        self.confirm_box = box
+        box.open()
+        return box
+
+    def undeploy(self, node_id: str, model: str, cancel_inflight: bool = False) -> None:
+        self.hub.undeploy(node_id, model, cancel_inflight)
+        self.banner.show_message(f"Undeploying {model} from {self.directory.label(node_id)}…", "info")
+        self.undeploy_button.setEnabled(False)
+
+    def _on_undeploy_done(self, result: UndeployResult) -> None:
+        label = self.directory.label(result.node_id)
+        if result.ok:
+            extra = f" Freed {human_bytes(result.freed_bytes)}." if result.freed_bytes else ""
+            if result.cancelled_requests:
+                extra += f" {result.cancelled_requests} request(s) cancelled."
+            self.banner.show_message(f"{result.model} undeployed from {label}.{extra}", "ok")
+        else:
+            self.banner.show_message(f"Undeploy of {result.model} on {label} failed: {result.message}")
+        if result.node_id == self.current_node():
+            self.refresh()
+
+    def _on_command_error(self, error: CommandError) -> None:
+        if error.command == "list_models":
+            if error.node_id == self._pending_node:
+                self._pending_node = ""
+            if error.node_id == self.current_node():
+                self.repo_label.setText("")
+                self.banner.show_message(f"Could not read the repository: {error.message}")

@@ -1,0 +1,691 @@
+"""The Playground: try prompts against a deployed model and see how it answers, and how fast.
+
+Left, the request: node and model, system prompt, sampling parameters (temperature, top-p,
+top-k, penalties, seed, max tokens, stop sequences) and presets. Right, the conversation:
+streamed text, and under each answer its prompt and completion tokens, TTFT, tokens/s and
+finish reason. Stop cancels the Generate RPC (the daemon frees the request's KV blocks).
+Compare mode sends one prompt to 2 to 4 node/model targets side by side. "Copy as Python"
+puts the current request on the clipboard as a runnable grpc script.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QFont, QGuiApplication, QKeySequence, QShortcut, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
+    QInputDialog, QLabel, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QSplitter,
+    QStackedWidget, QTextEdit, QVBoxLayout, QWidget,
+)
+
+from musaops.app.core import ChatMessage, GenerateSpec, GenerationDone, Sampling, TokenChunk
+from musaops.app.qt.bridge import GuiInvoker
+from musaops.app.qt.views.banner import Banner
+from musaops.app.qt.views.node_directory import NodeDirectory
+from musaops.app.services.snippet import SnippetRequest, python_snippet
+
+MAX_COMPARE = 4
+PRESET_KIND = "playground"
+
+_ROLE_COLOURS = {"user": "#2f6fde", "assistant": "#2e9d5b", "system": "#8a5cd6"}
+_ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
+
+
+def parse_stops(text: str) -> tuple[str, ...]:
+    r"""One stop sequence a line; `\n` and `\t` are written as escapes."""
+    out = []
+    for line in text.splitlines():
+        if line:
+            out.append(line.replace("\\n", "\n").replace("\\t", "\t"))
+    return tuple(out)
+
+
+def format_stops(stops: tuple[str, ...]) -> str:
+    return "\n".join(s.replace("\n", "\\n").replace("\t", "\\t") for s in stops)
+
+
+def stats_text(done: GenerationDone) -> str:
+    """The per-response line: tokens, TTFT, tokens/s and finish reason."""
+    t, u = done.timings, done.usage
+    rate = t.tokens_per_second
+    if not rate and u.completion_tokens and t.total_ms > t.ttft_ms:
+        rate = 1000.0 * max(u.completion_tokens - 1, 1) / (t.total_ms - t.ttft_ms)
+    parts = [f"prompt {u.prompt_tokens} tok", f"completion {u.completion_tokens} tok"]
+    if t.ttft_ms:
+        parts.append(f"TTFT {t.ttft_ms:.0f} ms")
+    if rate:
+        parts.append(f"{rate:.1f} tok/s")
+    reason = done.finish_reason + (f" ({done.stop!r})" if done.stop else "")
+    parts.append(reason)
+    return "  ·  ".join(parts)
+
+
+class TargetPicker(QWidget):
+    """Node and model combo boxes, filled from the NodeDirectory (ready models only)."""
+
+    changed = Signal()
+
+    def __init__(self, directory: NodeDirectory, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.directory = directory
+        self.node_box = QComboBox()
+        self.model_box = QComboBox()
+        self.node_box.setMinimumWidth(140)
+        self.model_box.setMinimumWidth(140)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.node_box, 1)
+        layout.addWidget(self.model_box, 1)
+        self.node_box.currentIndexChanged.connect(self._fill_models)
+        self.model_box.currentIndexChanged.connect(lambda _i: self.changed.emit())
+        directory.nodes_changed.connect(self.refill)
+        directory.models_changed.connect(lambda _n: self._fill_models())
+        self.refill()
+
+    def node_id(self) -> str:
+        return self.node_box.currentData() or ""
+
+    def model(self) -> str:
+        return self.model_box.currentText()
+
+    def set_target(self, node_id: str, model: str = "") -> None:
+        i = self.node_box.findData(node_id)
+        if i >= 0:
+            self.node_box.setCurrentIndex(i)
+        j = self.model_box.findText(model) if model else -1
+        if j >= 0:
+            self.model_box.setCurrentIndex(j)
+
+    def refill(self) -> None:
+        current = self.node_id()
+        self.node_box.blockSignals(True)
+        self.node_box.clear()
+        for nid in self.directory.node_ids():
+            self.node_box.addItem(self.directory.label(nid), nid)
+        i = self.node_box.findData(current)
+        self.node_box.setCurrentIndex(i if i >= 0 else 0 if self.node_box.count() else -1)
+        self.node_box.blockSignals(False)
+        self._fill_models()
+
+    def _fill_models(self, *_: object) -> None:
+        current = self.model()
+        names = self.directory.ready_models(self.node_id()) if self.node_id() else []
+        self.model_box.blockSignals(True)
+        self.model_box.clear()
+        self.model_box.addItems(names)
+        if current in names:
+            self.model_box.setCurrentIndex(names.index(current))
+        self.model_box.setPlaceholderText("no model deployed" if self.node_id() else "no node")
+        self.model_box.blockSignals(False)
+        self.changed.emit()
+
+
+class Transcript(QTextEdit):
+    """A read-only conversation: role headings, streamed text, a stats line per answer."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setObjectName("transcript")
+        self.document().setDocumentMargin(12)
+
+    def _cursor(self) -> QTextCursor:
+        cur = self.textCursor()
+        cur.movePosition(QTextCursor.MoveOperation.End)
+        return cur
+
+    def add_heading(self, role: str, title: str = "") -> None:
+        cur = self._cursor()
+        if not self.document().isEmpty():
+            cur.insertBlock()
+            cur.insertBlock()
+        fmt = QTextCharFormat()
+        fmt.setFontWeight(QFont.Weight.DemiBold)
+        fmt.setForeground(QColor(_ROLE_COLOURS.get(role, "#444")))
+        cur.insertText(title or _ROLE_TITLES.get(role, role), fmt)
+        cur.insertBlock()
+
+    def append_text(self, text: str, colour: str = "") -> None:
+        cur = self._cursor()
+        fmt = QTextCharFormat()
+        if colour:
+            fmt.setForeground(QColor(colour))
+        cur.insertText(text, fmt)
+        self.ensureCursorVisible()
+
+    def add_stats(self, text: str, colour: str = "#6b7a90") -> None:
+        cur = self._cursor()
+        cur.insertBlock()
+        fmt = QTextCharFormat()
+        fmt.setForeground(QColor(colour))
+        fmt.setFontPointSize(max(7.0, self.font().pointSizeF() - 1))
+        cur.insertText(text, fmt)
+        self.ensureCursorVisible()
+
+
+class ComparePane(QFrame):
+    """One target of compare mode: its picker, its streamed answer, its stats."""
+
+    def __init__(self, directory: NodeDirectory, index: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("comparePane")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.picker = TargetPicker(directory)
+        self.output = Transcript()
+        self.stats = QLabel("")
+        self.stats.setWordWrap(True)
+        self.stats.setStyleSheet("color: #6b7a90;")
+        title = QLabel(f"Target {index + 1}")
+        title.setStyleSheet("font-weight: 600;")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(title)
+        layout.addWidget(self.picker)
+        layout.addWidget(self.output, 1)
+        layout.addWidget(self.stats)
+        self.text = ""
+
+    def begin(self) -> None:
+        self.output.clear()
+        self.text = ""
+        self.stats.setText("Waiting for the first token…")
+        self.stats.setStyleSheet("color: #6b7a90;")
+
+
+class PlaygroundView(QWidget):
+    """Chat and compare playground over the NodeHub's Generate streams."""
+
+    def __init__(self, hub: Any, bridge: Any, parent: QWidget | None = None,
+                 directory: NodeDirectory | None = None, store: Any = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("playgroundView")
+        self.hub = hub
+        self.store = store
+        self.directory = directory or NodeDirectory(bridge, self)
+        self.history: list[ChatMessage] = []        # completed turns (user, assistant, ...)
+        self.streams: dict[str, Any] = {}           # stream_id -> "chat" or a ComparePane
+        self._answer = ""                           # the chat answer being streamed
+        self._pending_user = ""
+        self.last_done: dict[str, GenerationDone] = {}
+        self.presets: dict[str, dict] = {}
+        self._invoke = GuiInvoker(self)   # store answers come back on the GUI thread
+
+        # ---- left: the request --------------------------------------------------------------
+        self.picker = TargetPicker(self.directory)
+        self.system_edit = QPlainTextEdit()
+        self.system_edit.setPlaceholderText("You are a helpful assistant.")
+        self.system_edit.setFixedHeight(72)
+        self.raw_check = QCheckBox("Raw completion (no chat template, no history)")
+
+        self.temperature = self._dspin(0.0, 2.0, 0.05, 0.7)
+        self.top_p = self._dspin(0.0, 1.0, 0.05, 1.0)
+        self.top_k = QSpinBox()
+        self.top_k.setRange(0, 1000)
+        self.top_k.setSpecialValueText("off")
+        self.repetition_penalty = self._dspin(0.0, 2.0, 0.05, 1.0)
+        self.repetition_penalty.setSpecialValueText("default")
+        self.frequency_penalty = self._dspin(-2.0, 2.0, 0.1, 0.0)
+        self.presence_penalty = self._dspin(-2.0, 2.0, 0.1, 0.0)
+        self.seed_check = QCheckBox("fixed")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setEnabled(False)
+        self.seed_check.toggled.connect(self.seed.setEnabled)
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_check)
+        seed_row.addWidget(self.seed, 1)
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, 32768)
+        self.max_tokens.setValue(256)
+        self.stop_edit = QPlainTextEdit()
+        self.stop_edit.setPlaceholderText("one per line; \\n for a newline")
+        self.stop_edit.setFixedHeight(52)
+
+        sampling = QGroupBox("Sampling")
+        form = QFormLayout(sampling)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Top-k", self.top_k)
+        form.addRow("Repetition penalty", self.repetition_penalty)
+        form.addRow("Frequency penalty", self.frequency_penalty)
+        form.addRow("Presence penalty", self.presence_penalty)
+        form.addRow("Seed", seed_row)
+        form.addRow("Max tokens", self.max_tokens)
+        form.addRow("Stop sequences", self.stop_edit)
+
+        self.preset_box = QComboBox()
+        self.preset_box.setPlaceholderText("Presets")
+        self.preset_box.setMinimumWidth(120)
+        self.save_preset_button = QPushButton("Save…")
+        self.delete_preset_button = QPushButton("Delete")
+        presets = QGroupBox("Presets")
+        prow = QHBoxLayout(presets)
+        prow.addWidget(self.preset_box, 1)
+        prow.addWidget(self.save_preset_button)
+        prow.addWidget(self.delete_preset_button)
+
+        target = QGroupBox("Target")
+        tl = QVBoxLayout(target)
+        tl.addWidget(self.picker)
+        system = QGroupBox("System prompt")
+        sl = QVBoxLayout(system)
+        sl.addWidget(self.system_edit)
+        sl.addWidget(self.raw_check)
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 8, 0)
+        ll.addWidget(target)
+        ll.addWidget(system)
+        ll.addWidget(sampling)
+        ll.addWidget(presets)
+        ll.addStretch(1)
+        left_scroll = QScrollArea()
+        left_scroll.setWidgetResizable(True)
+        left_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        left_scroll.setWidget(left)
+        left_scroll.setMinimumWidth(300)
+        left_scroll.setMaximumWidth(420)
+
+        # ---- right: the conversation -----------------------------------------------------------
+        title = QLabel("Playground")
+        title.setStyleSheet("font-size: 18px; font-weight: 600;")
+        self.compare_check = QCheckBox("Compare")
+        self.compare_check.setToolTip("Send one prompt to several node/model targets side by side")
+        self.compare_count = QSpinBox()
+        self.compare_count.setRange(2, MAX_COMPARE)
+        self.compare_count.setSuffix(" targets")
+        self.compare_count.setEnabled(False)
+        self.clear_button = QPushButton("Clear")
+        self.copy_button = QPushButton("Copy as Python")
+        self.copy_button.setToolTip("Copy this request as a runnable Python script (grpc + musaops.v1 stubs)")
+        bar = QHBoxLayout()
+        bar.addWidget(title)
+        bar.addStretch(1)
+        bar.addWidget(self.compare_check)
+        bar.addWidget(self.compare_count)
+        bar.addWidget(self.clear_button)
+        bar.addWidget(self.copy_button)
+
+        self.banner = Banner(self)
+        self.transcript = Transcript()
+        self.transcript.setPlaceholderText("Pick a node and a deployed model, type a prompt and press Ctrl+Enter.")
+        self.stats_label = QLabel("")
+        self.stats_label.setStyleSheet("color: #6b7a90;")
+        chat_page = QWidget()
+        cl = QVBoxLayout(chat_page)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(self.transcript, 1)
+        cl.addWidget(self.stats_label)
+
+        self.panes: list[ComparePane] = [ComparePane(self.directory, i, self) for i in range(MAX_COMPARE)]
+        compare_page = QWidget()
+        self._compare_layout = QHBoxLayout(compare_page)
+        self._compare_layout.setContentsMargins(0, 0, 0, 0)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(chat_page)
+        self.pages.addWidget(compare_page)
+
+        self.input = QPlainTextEdit()
+        self.input.setPlaceholderText("Message…  (Ctrl+Enter to send)")
+        self.input.setFixedHeight(84)
+        self.send_button = QPushButton("Send")
+        self.send_button.setDefault(True)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.setToolTip("Cancel the request on the node (Esc)")
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addStretch(1)
+        input_row = QHBoxLayout()
+        input_row.addWidget(self.input, 1)
+        input_row.addLayout(buttons)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(8, 0, 0, 0)
+        rl.addLayout(bar)
+        rl.addWidget(self.banner)
+        rl.addWidget(self.pages, 1)
+        rl.addLayout(input_row)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left_scroll)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 12, 16, 12)
+        layout.addWidget(splitter)
+
+        # ---- wiring -------------------------------------------------------------------------------
+        self.send_button.clicked.connect(self.send)
+        self.stop_button.clicked.connect(self.stop)
+        self.clear_button.clicked.connect(self.clear)
+        self.copy_button.clicked.connect(self.copy_snippet)
+        self.compare_check.toggled.connect(self.set_compare)
+        self.compare_count.valueChanged.connect(lambda _n: self._show_panes())
+        self.save_preset_button.clicked.connect(self._ask_preset_name)
+        self.delete_preset_button.clicked.connect(self._delete_current_preset)
+        self.preset_box.activated.connect(lambda _i: self.load_preset(self.preset_box.currentText()))
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.send)
+        QShortcut(QKeySequence("Ctrl+Enter"), self, activated=self.send)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.stop)
+        bridge.tokens.connect(self._on_tokens)
+        bridge.generation_done.connect(self._on_done)
+        self._show_panes()
+        self._load_presets()
+
+    @staticmethod
+    def _dspin(lo: float, hi: float, step: float, value: float) -> QDoubleSpinBox:
+        box = QDoubleSpinBox()
+        box.setRange(lo, hi)
+        box.setSingleStep(step)
+        box.setDecimals(2)
+        box.setValue(value)
+        return box
+
+    # -- request --------------------------------------------------------------------------------
+    def sampling(self) -> Sampling:
+        return Sampling(
+            temperature=round(self.temperature.value(), 4),
+            top_p=round(self.top_p.value(), 4),
+            top_k=self.top_k.value() or None,
+            repetition_penalty=round(self.repetition_penalty.value(), 4) or None,
+            frequency_penalty=round(self.frequency_penalty.value(), 4) or None,
+            presence_penalty=round(self.presence_penalty.value(), 4) or None,
+            seed=self.seed.value() if self.seed_check.isChecked() else None,
+            max_tokens=self.max_tokens.value(),
+            stop=parse_stops(self.stop_edit.toPlainText()),
+        )
+
+    def build_spec(self, model: str, prompt: str, with_history: bool = True) -> GenerateSpec:
+        """The GenerateSpec for a prompt: chat messages (system, history, prompt) or raw text."""
+        if self.raw_check.isChecked():
+            return GenerateSpec(model=model, prompt=prompt, sampling=self.sampling())
+        messages: list[ChatMessage] = []
+        system = self.system_edit.toPlainText().strip()
+        if system:
+            messages.append(ChatMessage("system", system))
+        if with_history:
+            messages += self.history
+        messages.append(ChatMessage("user", prompt))
+        return GenerateSpec(model=model, messages=tuple(messages), sampling=self.sampling())
+
+    def busy(self) -> bool:
+        return bool(self.streams)
+
+    def send(self) -> list[str]:
+        """Sends the input to the chat target, or to every compare target; returns stream ids."""
+        prompt = self.input.toPlainText().strip()
+        if self.busy():
+            return []
+        if not prompt:
+            self.banner.show_message("Type a prompt first.", "info")
+            return []
+        if self.compare_check.isChecked():
+            return self._send_compare(prompt)
+        node_id, model = self.picker.node_id(), self.picker.model()
+        problem = self._target_problem(node_id, model)
+        if problem:
+            self.banner.show_message(problem, "warning")
+            return []
+        self.banner.clear()
+        spec = self.build_spec(model, prompt)
+        stream_id = self.hub.generate(node_id, spec)
+        self.streams[stream_id] = "chat"
+        self._pending_user, self._answer = prompt, ""
+        self.transcript.add_heading("user")
+        self.transcript.append_text(prompt)
+        self.transcript.add_heading("assistant", f"{model} · {self.directory.label(node_id)}")
+        self.stats_label.setText("Waiting for the first token…")
+        self.input.clear()
+        self._set_running(True)
+        return [stream_id]
+
+    def _send_compare(self, prompt: str) -> list[str]:
+        panes = self.panes[: self.compare_count.value()]
+        problems = [f"Target {i + 1}: {p}" for i, pane in enumerate(panes)
+                    if (p := self._target_problem(pane.picker.node_id(), pane.picker.model()))]
+        if problems:
+            self.banner.show_message(" ".join(problems), "warning")
+            return []
+        self.banner.clear()
+        ids = []
+        for pane in panes:
+            spec = self.build_spec(pane.picker.model(), prompt, with_history=False)
+            stream_id = self.hub.generate(pane.picker.node_id(), spec)
+            self.streams[stream_id] = pane
+            pane.begin()
+            ids.append(stream_id)
+        self._set_running(True)
+        return ids
+
+    def _target_problem(self, node_id: str, model: str) -> str:
+        if not node_id:
+            return "Connect a node first."
+        if not self.directory.online(node_id):
+            return f"{self.directory.label(node_id)} is not online."
+        if not model:
+            return f"No model is deployed on {self.directory.label(node_id)}: deploy one in Models."
+        return ""
+
+    def stop(self) -> None:
+        """Cancels every running Generate RPC; each ends with finish reason cancelled."""
+        for stream_id in list(self.streams):
+            self.hub.cancel(stream_id)
+        if self.streams:
+            self.stop_button.setEnabled(False)
+            self.stats_label.setText("Stopping…")
+
+    def clear(self) -> None:
+        if self.busy():
+            self.stop()
+        self.history.clear()
+        self.transcript.clear()
+        self.stats_label.clear()
+        for pane in self.panes:
+            pane.output.clear()
+            pane.stats.clear()
+        self.banner.clear()
+
+    def _set_running(self, running: bool) -> None:
+        self.send_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.compare_check.setEnabled(not running)
+        self.compare_count.setEnabled(not running and self.compare_check.isChecked())
+
+    def set_compare(self, on: bool) -> None:
+        self.compare_check.setChecked(on)
+        self.compare_count.setEnabled(on and not self.busy())
+        self.pages.setCurrentIndex(1 if on else 0)
+        if on:  # start the first target where the chat is pointed
+            self.panes[0].picker.set_target(self.picker.node_id(), self.picker.model())
+
+    def _show_panes(self) -> None:
+        """Only the panes in use sit in the layout (hidden ones would still claim width)."""
+        n = self.compare_count.value()
+        for i, pane in enumerate(self.panes):
+            in_layout = self._compare_layout.indexOf(pane) >= 0
+            if i < n and not in_layout:
+                self._compare_layout.insertWidget(i, pane, 1)
+                pane.show()
+            elif i >= n and in_layout:
+                self._compare_layout.removeWidget(pane)
+                pane.hide()
+
+    # -- stream results ---------------------------------------------------------------------------
+    def _on_tokens(self, chunk: TokenChunk) -> None:
+        owner = self.streams.get(chunk.stream_id)
+        if owner is None:
+            return
+        if owner == "chat":
+            self._answer += chunk.text
+            self.transcript.append_text(chunk.text)
+            self.stats_label.setText("Streaming…")
+        else:
+            owner.text += chunk.text
+            owner.output.append_text(chunk.text)
+            owner.stats.setText("Streaming…")
+
+    def _on_done(self, done: GenerationDone) -> None:
+        owner = self.streams.pop(done.stream_id, None)
+        if owner is None:
+            return
+        self.last_done[done.stream_id] = done
+        failed = done.finish_reason == "error"
+        line = f"Error: {done.error}" if failed else stats_text(done)
+        colour = "#d64545" if failed else "#b7791f" if done.finish_reason == "cancelled" else "#6b7a90"
+        if owner == "chat":
+            if failed:
+                self.transcript.append_text("(no answer)", "#8a94a6")
+                self.banner.show_message(f"Generate failed: {done.error}")
+            elif self._answer or done.finish_reason != "cancelled":
+                self.history += [ChatMessage("user", self._pending_user), ChatMessage("assistant", self._answer)]
+            self.transcript.add_stats(line, colour)
+            self.stats_label.setText(line)
+        else:
+            owner.stats.setText(line)
+            owner.stats.setStyleSheet(f"color: {colour};")
+            if failed:
+                self.banner.show_message(f"A compare target failed: {done.error}")
+        if not self.streams:
+            self._set_running(False)
+
+    # -- snippet ----------------------------------------------------------------------------------
+    def snippet(self) -> str:
+        """The current request (the chat target, or compare target 1) as a Python script."""
+        if self.compare_check.isChecked():
+            node_id, model = self.panes[0].picker.node_id(), self.panes[0].picker.model()
+        else:
+            node_id, model = self.picker.node_id(), self.picker.model()
+        status = self.directory.status(node_id)
+        if status is None:
+            raise ValueError("Connect a node first.")
+        prompt = self.input.toPlainText().strip() or self._pending_user or "Hello!"
+        spec = self.build_spec(model, prompt, with_history=not self.compare_check.isChecked())
+        s = spec.sampling
+        addr = status.address
+        tls = addr.tls
+        return python_snippet(SnippetRequest(
+            host=addr.host, port=addr.port, model=model, prompt=spec.prompt,
+            messages=tuple((m.role, m.content) for m in spec.messages),
+            sampling={
+                "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
+                "repetition_penalty": s.repetition_penalty, "frequency_penalty": s.frequency_penalty,
+                "presence_penalty": s.presence_penalty, "seed": s.seed,
+                "max_tokens": s.max_tokens or None, "stop": list(s.stop),
+            },
+            tls=tls is not None, tls_ca=(tls.ca or None) if tls else None,
+            tls_cert=(tls.cert or None) if tls else None, tls_key=(tls.key or None) if tls else None,
+            auth=bool(addr.token) or bool(status.info and status.info.auth_required),
+        ))
+
+    def copy_snippet(self) -> str:
+        try:
+            text = self.snippet()
+        except ValueError as e:
+            self.banner.show_message(f"Cannot write the request: {e}", "warning")
+            return ""
+        QGuiApplication.clipboard().setText(text)
+        self.banner.show_message("Request copied as a Python script (the token is read from $MUSA_OPS_TOKEN).", "ok")
+        return text
+
+    # -- presets ------------------------------------------------------------------------------------
+    def preset(self) -> dict:
+        """The request settings worth keeping (not the node, model or conversation)."""
+        return {
+            "system": self.system_edit.toPlainText(),
+            "raw": self.raw_check.isChecked(),
+            "temperature": self.temperature.value(),
+            "top_p": self.top_p.value(),
+            "top_k": self.top_k.value(),
+            "repetition_penalty": self.repetition_penalty.value(),
+            "frequency_penalty": self.frequency_penalty.value(),
+            "presence_penalty": self.presence_penalty.value(),
+            "seed": self.seed.value() if self.seed_check.isChecked() else None,
+            "max_tokens": self.max_tokens.value(),
+            "stop": list(self.sampling().stop),
+        }
+
+    def apply_preset(self, values: dict) -> None:
+        self.system_edit.setPlainText(str(values.get("system", "")))
+        self.raw_check.setChecked(bool(values.get("raw", False)))
+        for name in ("temperature", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty"):
+            if name in values:
+                getattr(self, name).setValue(float(values[name]))
+        if "top_k" in values:
+            self.top_k.setValue(int(values["top_k"] or 0))
+        seed = values.get("seed")
+        self.seed_check.setChecked(seed is not None)
+        if seed is not None:
+            self.seed.setValue(int(seed))
+        if "max_tokens" in values:
+            self.max_tokens.setValue(int(values["max_tokens"]))
+        self.stop_edit.setPlainText(format_stops(tuple(values.get("stop", ()))))
+
+    def _store_submit(self, method: str, *args: Any, then: Callable[[Any], None] | None = None) -> None:
+        """Runs a Store call on the store's worker thread; `then(result)` runs on the GUI thread."""
+        if self.store is None:
+            return
+
+        def done(result: Any, error: str) -> None:  # worker thread
+            self._invoke(self._store_answer, method, result, error, then)
+
+        self.store.submit(method, *args, done=done)
+
+    def _store_answer(self, method: str, result: Any, error: str,
+                      then: Callable[[Any], None] | None) -> None:
+        if error:
+            self.banner.show_message(f"Presets: {error}", "warning")
+        elif then is not None:
+            then(result)
+
+    def _load_presets(self) -> None:
+        self._store_submit("list_presets", PRESET_KIND,
+                           then=lambda rows: self._on_presets({p.name: p.value for p in rows}))
+
+    def _on_presets(self, presets: dict) -> None:
+        self.presets = {str(k): dict(v) for k, v in presets.items()}
+        current = self.preset_box.currentText()
+        self.preset_box.blockSignals(True)
+        self.preset_box.clear()
+        self.preset_box.addItems(sorted(self.presets))
+        i = self.preset_box.findText(current)
+        self.preset_box.setCurrentIndex(i)
+        self.preset_box.blockSignals(False)
+        self.delete_preset_button.setEnabled(bool(self.presets))
+
+    def save_preset(self, name: str) -> None:
+        name = name.strip()
+        if not name:
+            return
+        self.presets[name] = self.preset()
+        self._on_presets(dict(self.presets))
+        self.preset_box.setCurrentText(name)
+        self._store_submit("save_preset", PRESET_KIND, name, self.presets[name])
+
+    def load_preset(self, name: str) -> bool:
+        values = self.presets.get(name)
+        if values is None:
+            return False
+        self.apply_preset(values)
+        self.banner.show_message(f"Preset {name!r} loaded.", "ok")
+        return True
+
+    def delete_preset(self, name: str) -> None:
+        if self.presets.pop(name, None) is not None:
+            self._on_presets(dict(self.presets))
+            self._store_submit("delete_preset", PRESET_KIND, name)
+
+    def _ask_preset_name(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save preset", "Preset name:", text=self.preset_box.currentText())
+        if ok:
+            self.save_preset(name)
+
+    def _delete_current_preset(self) -> None:
+        self.delete_preset(self.preset_box.currentText())
