@@ -1,0 +1,167 @@
+"""The `musad` command: serve, demo-model (and, registered by their own modules, token,
+certs, audit).
+
+Each subcommand is one `register(subparsers)` function that adds its parser and sets
+`func(args) -> exit code`. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or
+configuration (a config error, a port in use, an absent backend), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+
+from . import __version__
+from .config import DEVICES, ConfigError, load_config
+
+log = logging.getLogger("musaops.daemon")
+
+
+class LogfmtFormatter(logging.Formatter):
+    """One line per record: `time=... level=... logger=... msg="..."` (plus the traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        line = f'time={ts} level={record.levelname} logger={record.name} msg="{msg}"'
+        if record.exc_info:
+            exc = self.formatException(record.exc_info).replace("\n", "\\n")
+            line += f' exc="{exc}"'
+        return line
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"musad: {message}", file=sys.stderr)
+    return code
+
+
+# -- musad serve ----------------------------------------------------------------------------
+
+_FLAG_KEYS = {  # flag dest -> config key
+    "listen": "server.listen", "metrics_listen": "server.metrics_listen", "models": "models.dir",
+    "device": "models.device", "db": "storage.db_url", "state_dir": "storage.state_dir",
+    "tls_cert": "tls.cert", "tls_key": "tls.key", "client_ca": "tls.client_ca",
+}
+
+
+def register_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the daemon", description="Run the musad gRPC daemon.")
+    p.add_argument("--config", metavar="FILE", help="TOML config file (see resources/musad.toml)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (default 127.0.0.1:50051)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help='Prometheus /metrics address (default 127.0.0.1:9400; "" disables)')
+    p.add_argument("--models", metavar="DIR", help="model repository folder")
+    p.add_argument("--device", choices=DEVICES, help="accelerator backend (default auto: MUSA, CUDA, CPU)")
+    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the daemon database (default SQLite in the state folder)")
+    p.add_argument("--state-dir", metavar="DIR", help="state folder (database, tokens)")
+    p.add_argument("--tls-cert", metavar="PEM", help="server certificate")
+    p.add_argument("--tls-key", metavar="PEM", help="server private key")
+    p.add_argument("--client-ca", metavar="PEM", help="CA for client certificates (mTLS)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="allow plaintext gRPC on a non-loopback address")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.set_defaults(func=cmd_serve)
+
+
+def serve_overrides(args: argparse.Namespace) -> dict:
+    out = {key: getattr(args, dest) for dest, key in _FLAG_KEYS.items() if getattr(args, dest, None) is not None}
+    if getattr(args, "insecure", None):
+        out["server.insecure"] = True
+    return out
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, serve_overrides(args))
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    setup_logging(args.log_level)
+    from .server import PortInUseError
+
+    try:
+        return asyncio.run(_serve(config))
+    except PortInUseError as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # devices absent, unreadable state folder, ...
+        from .devices import DeviceError
+
+        if isinstance(exc, (DeviceError, PermissionError, FileNotFoundError)):
+            return _fail(str(exc))
+        raise
+
+
+async def _serve(config) -> int:
+    from .server import run_server
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_server(config) as (_server, port, ctx):
+        log.info("listening on %s (port %d); metrics on %s", config.server.listen, port,
+                 f"port {ctx.metrics.port}" if config.server.metrics_listen else "off")
+        await stop.wait()
+        log.info("signal received: shutting down")
+    return 0
+
+
+# -- musad demo-model -----------------------------------------------------------------------
+
+def register_demo_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo-model", help="write a tiny Llama checkpoint for demos and tests",
+                       description="Write a small seeded-random LlamaForCausalLM (under 5 MB) into DIR.")
+    p.add_argument("dir", metavar="DIR", help="folder to write (created; becomes the model's folder)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    p.set_defaults(func=cmd_demo_model)
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from .demo_model import write_demo_model
+
+    try:
+        out = write_demo_model(args.dir, seed=args.seed)
+    except OSError as exc:
+        return _fail(f"cannot write the demo model to {args.dir}: {exc.strerror or exc}", 1)
+    print(out)
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musad", description="musa-ops node daemon")
+    parser.add_argument("--version", action="version", version=f"musad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    register_serve(sub)
+    register_demo_model(sub)
+    # Other parts add their subcommands here, one register(sub) call each (token, certs, audit).
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""musad configuration: a TOML file plus command-line flags, merged into one frozen `Config`.
+
+Flags override the file, the file overrides the defaults. Every key is checked: an unknown
+key, a wrong type or a bad value raises `ConfigError` naming the key (`server.listen`) and
+the problem; `musad serve` prints it and exits 2. Paths in the file are relative to the
+file's folder; paths from flags are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEVICES = ("auto", "musa", "cuda", "cpu")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, as one sentence naming the key."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:50051"           # gRPC HOST:PORT (port 0 picks a free port)
+    metrics_listen: str = "127.0.0.1:9400"    # Prometheus HOST:PORT; "" disables /metrics
+    grace_seconds: float = 30.0               # on SIGTERM, how long in-flight RPCs may finish
+    insecure: bool = False                    # allow plaintext on a non-loopback address
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: str | None = None       # server certificate (PEM)
+    key: str | None = None        # its private key (PEM)
+    client_ca: str | None = None  # CA that signs client certificates (enables mTLS)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    state_dir: str = ""   # "" = /var/lib/musad as root, else the user's state folder
+    db_url: str = ""      # SQLAlchemy URL; "" = SQLite file musad.db in state_dir
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    dir: str = ""         # "" = <state_dir>/models
+    device: str = "auto"  # auto | musa | cuda | cpu
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_models: int = 4
+    max_queue: int = 256
+    max_tokens: int = 4096
+    max_stop_strings: int = 16
+    default_max_batch: int = 32
+    default_kv_cache_fraction: float = 0.5
+    kv_block_size: int = 16
+    prefill_token_budget: int = 2048
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    history_seconds: int = 900  # span of the in-memory history ring (1 s resolution)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    store_prompts: bool = False  # keep prompt text in audit records (off: only sizes/hashes)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    required: bool = True  # RPCs need a bearer token (or a client certificate)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+    @property
+    def state_dir(self) -> pathlib.Path:
+        return pathlib.Path(self.storage.state_dir)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls.cert and self.tls.key)
+
+
+def default_state_dir() -> str:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return "/var/lib/musad"
+    import platformdirs
+
+    return platformdirs.user_state_dir("musad", appauthor=False)
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port); raises ValueError with a sentence."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is outside 0..65535")
+    return host, int(port)
+
+
+def _check_listen(v: str) -> None:
+    parse_hostport(v)
+
+
+def _check_metrics(v: str) -> None:
+    if v:
+        parse_hostport(v)
+
+
+def _positive(v: float) -> None:
+    if v <= 0:
+        raise ValueError(f"must be greater than 0, got {v}")
+
+
+def _non_negative(v: float) -> None:
+    if v < 0:
+        raise ValueError(f"must not be negative, got {v}")
+
+
+def _fraction(v: float) -> None:
+    if not 0 < v <= 0.95:
+        raise ValueError(f"must be in (0, 0.95], got {v}")
+
+
+def _device(v: str) -> None:
+    if v not in DEVICES:
+        raise ValueError(f"must be one of {', '.join(DEVICES)}, got {v!r}")
+
+
+def _history(v: int) -> None:
+    if not 1 <= v <= 86400:
+        raise ValueError(f"must be 1..86400 seconds, got {v}")
+
+
+_VALUE_CHECKS: dict[str, Callable[[Any], None]] = {
+    "server.listen": _check_listen,
+    "server.metrics_listen": _check_metrics,
+    "server.grace_seconds": _non_negative,
+    "models.device": _device,
+    "engine.default_kv_cache_fraction": _fraction,
+    "telemetry.history_seconds": _history,
+    **{f"engine.{k}": _positive for k in (
+        "max_models", "max_queue", "max_tokens", "max_stop_strings", "default_max_batch",
+        "kv_block_size", "prefill_token_budget")},
+}
+_PATH_KEYS = {"tls.cert", "tls.key", "tls.client_ca", "storage.state_dir", "models.dir"}
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Checks `value` against the field's type; ints are accepted where floats are."""
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+        elif t is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif t is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        elif t is str:
+            if isinstance(value, str):
+                return value
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Reads `path` (TOML; None = defaults only), applies dotted-key `overrides`, validates."""
+    raw: dict[str, Any] = {}
+    base = pathlib.Path.cwd()
+    if path is not None:
+        p = pathlib.Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(p)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+        base = p.resolve().parent
+
+    sections = _sections()
+    values: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    for name, section in raw.items():
+        if name not in sections:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(sections)})")
+        if not isinstance(section, dict):
+            raise ConfigError(f"{name}: expected a [{name}] table, got {type(section).__name__}")
+        for key, value in section.items():
+            values[name][key] = (value, base)
+    for dotted, value in (overrides or {}).items():
+        name, _, key = dotted.partition(".")
+        if name not in sections:
+            raise ConfigError(f"{dotted}: unknown section")
+        values[name][key] = (value, pathlib.Path.cwd())
+
+    built = {}
+    for name, cls in sections.items():
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, (value, rel) in values[name].items():
+            dotted = f"{name}.{key}"
+            if key not in hints:
+                raise ConfigError(f"{dotted}: unknown key (known: {', '.join(hints)})")
+            value = _coerce(dotted, value, hints[key])
+            if dotted in _VALUE_CHECKS:
+                try:
+                    _VALUE_CHECKS[dotted](value)
+                except ValueError as exc:
+                    raise ConfigError(f"{dotted}: {exc}") from None
+            if dotted in _PATH_KEYS and value:
+                value = str((rel / pathlib.Path(value).expanduser()).resolve())
+            kwargs[key] = value
+        built[name] = cls(**kwargs)
+    cfg = Config(**built)
+    return _resolve_defaults(cfg)
+
+
+def _resolve_defaults(cfg: Config) -> Config:
+    """Fills the derived defaults: state folder, models folder, SQLite URL."""
+    state = cfg.storage.state_dir or default_state_dir()
+    db_url = cfg.storage.db_url or f"sqlite:///{pathlib.Path(state) / 'musad.db'}"
+    models = cfg.models.dir or str(pathlib.Path(state) / "models")
+    if bool(cfg.tls.cert) != bool(cfg.tls.key):
+        raise ConfigError("tls.cert and tls.key: give both or neither")
+    if cfg.tls.client_ca and not cfg.tls.cert:
+        raise ConfigError("tls.client_ca: needs tls.cert and tls.key (mTLS runs over TLS)")
+    return dataclasses.replace(
+        cfg,
+        storage=dataclasses.replace(cfg.storage, state_dir=state, db_url=db_url),
+        models=dataclasses.replace(cfg.models, dir=models),
+    )

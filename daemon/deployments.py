@@ -1,0 +1,419 @@
+"""Deployments: which models are loaded, their state machine, and the Deploy stage stream.
+
+`DeploymentManager` validates a Deploy request against the repository, the devices and the
+engine limits, runs the engine's blocking `load_engine(...)` in a worker thread, and turns
+its progress callback into a stream of `DeployEvent`s (VALIDATING, LOADING_WEIGHTS,
+ALLOCATING_KV_CACHE, WARMING_UP, then READY or FAILED with the reason). States:
+pending -> loading -> ready | failed(reason) -> unloading. It also keeps per-model latency
+windows (fed by the engine's RequestObserver) for telemetry percentiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+import grpc
+import numpy as np
+
+from .config import EngineConfig
+from .engine.api import DTYPES, DeviceTarget, EngineSpec, EngineStats, LoadError, RequestMetrics
+from .repository import ModelEntry, ModelRepository
+
+log = logging.getLogger(__name__)
+
+_WINDOW_S = 60.0          # latency percentiles cover requests finished in the last minute
+_WINDOW_MAX = 4096        # and at most this many samples of each kind
+_RATE_WINDOW_S = 2.0      # tokens/s is measured over about this span
+MAX_BATCH_LIMIT = 4096
+
+
+class RequestError(Exception):
+    """A request the daemon refuses: a gRPC status code and a sentence."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class State(enum.Enum):
+    PENDING = "pending"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADING = "unloading"
+
+
+class Stage(enum.Enum):
+    VALIDATING = "validating"
+    LOADING_WEIGHTS = "loading_weights"
+    ALLOCATING_KV_CACHE = "allocating_kv_cache"
+    WARMING_UP = "warming_up"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    model: str
+    dtype: str = ""
+    device_indices: tuple[int, ...] = ()
+    max_batch: int = 0
+    max_context: int = 0
+    kv_cache_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeployEvent:
+    stage: Stage
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    elapsed_s: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        if self.stage == Stage.READY:
+            return 1.0
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class ModelStatsSample:
+    """One model's statistics for telemetry (percentiles in seconds; 0 when no data)."""
+
+    model: str
+    stats: EngineStats
+    prompt_tokens_per_s: float = 0.0
+    generation_tokens_per_s: float = 0.0
+    ttft: tuple[float, float, float] = (0.0, 0.0, 0.0)   # p50, p95, p99
+    itl: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    e2e: tuple[float, float] = (0.0, 0.0)                 # p50, p99
+
+
+class _Window:
+    """Recent request latencies (thread-safe), with cached percentiles."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.ttft: collections.deque[tuple[float, float]] = collections.deque(maxlen=_WINDOW_MAX)
+        self.itl: collections.deque[tuple[float, float]] = collections.deque(maxlen=_WINDOW_MAX)
+        self.e2e: collections.deque[tuple[float, float]] = collections.deque(maxlen=_WINDOW_MAX)
+        self._version = 0
+        self._cached: tuple[int, float, Any] = (-1, 0.0, None)
+
+    def add(self, m: RequestMetrics) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if m.completion_tokens > 0:
+                self.ttft.append((now, m.ttft_s))
+            self.itl.extend((now, g) for g in m.itl_s)
+            self.e2e.append((now, m.total_s))
+            self._version += 1
+
+    def percentiles(self) -> tuple[tuple, tuple, tuple]:
+        now = time.monotonic()
+        with self._lock:
+            version, at, cached = self._cached
+            if version == self._version and now - at < 1.0 and cached is not None:
+                return cached
+            cutoff = now - _WINDOW_S
+
+            def pct(d, qs):
+                vals = [v for t, v in d if t >= cutoff]
+                return tuple(float(x) for x in np.percentile(vals, qs)) if vals else tuple(0.0 for _ in qs)
+
+            result = (pct(self.ttft, (50, 95, 99)), pct(self.itl, (50, 95, 99)), pct(self.e2e, (50, 99)))
+            self._cached = (self._version, now, result)
+            return result
+
+
+@dataclass
+class Deployment:
+    """One model's deployment (mutated only on the event loop)."""
+
+    name: str
+    entry: ModelEntry
+    spec: EngineSpec
+    target: DeviceTarget
+    state: State = State.PENDING
+    reason: str = ""
+    engine: Any = None
+    ready_unix_ms: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    window: _Window = field(default_factory=_Window)
+    rate_samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+
+    @property
+    def active(self) -> bool:
+        return self.state in (State.PENDING, State.LOADING, State.READY, State.UNLOADING)
+
+
+@dataclass(frozen=True)
+class UndeployResult:
+    freed_bytes: int
+    drained: int
+    cancelled: int
+
+
+def _default_loader(*args, **kwargs):
+    try:
+        from .engine import load_engine
+    except ImportError as exc:
+        raise LoadError(f"the inference engine is not available in this build ({exc})") from None
+    return load_engine(*args, **kwargs)
+
+
+class DeploymentManager:
+    """Validates, loads, tracks and unloads models. Call its coroutines on the event loop."""
+
+    def __init__(self, repository: ModelRepository, devices, limits: EngineConfig,
+                 loader: Callable[..., Any] = _default_loader,
+                 on_request: Callable[[str, RequestMetrics], None] | None = None):
+        self.repository = repository
+        self.devices = devices
+        self.limits = limits
+        self._loader = loader
+        self._on_request = on_request
+        self._deployments: dict[str, Deployment] = {}
+        self._background: set[asyncio.Future] = set()
+        self._closed = False
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def get(self, name: str) -> Deployment | None:
+        return self._deployments.get(name)
+
+    def all(self) -> list[Deployment]:
+        return list(self._deployments.values())
+
+    def engine_for(self, name: str):
+        """The READY engine serving `name`, else RequestError (NOT_FOUND / FAILED_PRECONDITION)."""
+        dep = self._deployments.get(name)
+        if dep is None or dep.state != State.READY:
+            if dep is None and self.repository.get(name) is None:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, f"There is no model named {name!r} on this node.")
+            state = dep.state.value if dep else "not deployed"
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"Model {name!r} is {state}; deploy it and wait for READY first.")
+        return dep.engine
+
+    def engine_stats(self) -> dict[str, EngineStats]:
+        """READY engines' counters (any thread; cheap)."""
+        out = {}
+        for dep in list(self._deployments.values()):
+            eng = dep.engine
+            if eng is not None and dep.state == State.READY:
+                try:
+                    out[dep.name] = eng.stats()
+                except Exception:  # noqa: BLE001
+                    log.exception("stats() of %s failed", dep.name)
+        return out
+
+    def stats(self) -> list[ModelStatsSample]:
+        """Per READY model: counters, token rates over ~2 s, latency percentiles (any thread)."""
+        now = time.monotonic()
+        out = []
+        for name, st in self.engine_stats().items():
+            dep = self._deployments.get(name)
+            if dep is None:
+                continue
+            rs = dep.rate_samples
+            rs.append((now, st.prompt_tokens_total, st.generation_tokens_total))
+            while len(rs) > 2 and now - rs[1][0] >= _RATE_WINDOW_S:
+                rs.popleft()
+            t0, p0, g0 = rs[0]
+            span = now - t0
+            p_rate = (st.prompt_tokens_total - p0) / span if span > 0 else 0.0
+            g_rate = (st.generation_tokens_total - g0) / span if span > 0 else 0.0
+            ttft, itl, e2e = dep.window.percentiles()
+            out.append(ModelStatsSample(name, st, p_rate, g_rate, ttft, itl, e2e))
+        return out
+
+    # -- deploy ----------------------------------------------------------------------------
+
+    def validate(self, req: DeployRequest) -> tuple[ModelEntry, EngineSpec, DeviceTarget]:
+        """Checks a Deploy request; raises RequestError with the status and a sentence."""
+        bad = grpc.StatusCode.INVALID_ARGUMENT
+        if self._closed:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "The daemon is shutting down; try another node.")
+        if not req.model:
+            raise RequestError(bad, "Say which model to deploy: `model` is empty.")
+        entry = self.repository.get(req.model)
+        if entry is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"There is no model named {req.model!r} in the repository {self.repository.root}.")
+        if not entry.ok:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"Model {req.model!r} cannot be deployed: {entry.error}")
+        backend = self.devices.backend
+        dtype = req.dtype.lower()
+        if dtype in ("", "auto"):
+            dtype = "float32" if backend == "cpu" else "bfloat16"
+        if dtype not in DTYPES:
+            raise RequestError(bad, f"dtype {req.dtype!r} is not supported; use one of {', '.join(DTYPES)} or auto.")
+        count = len(self.devices.info())
+        indices = tuple(req.device_indices) or (0,)
+        for i in indices:
+            if not 0 <= i < count:
+                raise RequestError(bad, f"There is no device with index {i}: this node has {count} "
+                                        f"{backend} device(s) (valid indices 0..{count - 1}).")
+        if len(set(indices)) != len(indices):
+            raise RequestError(bad, f"device_indices {list(indices)} names a device twice.")
+        fraction = req.kv_cache_fraction or self.limits.default_kv_cache_fraction
+        if not 0 < fraction <= 0.95:
+            raise RequestError(bad, f"kv_cache_fraction {req.kv_cache_fraction} is outside (0, 0.95].")
+        max_batch = req.max_batch or self.limits.default_max_batch
+        if max_batch > MAX_BATCH_LIMIT:
+            raise RequestError(bad, f"max_batch {max_batch} is above the limit of {MAX_BATCH_LIMIT}.")
+        model_max = entry.max_position_embeddings
+        max_context = req.max_context or model_max or 4096
+        if model_max and max_context > model_max:
+            raise RequestError(bad, f"max_context {max_context} is above the model's "
+                                    f"max_position_embeddings of {model_max}.")
+        existing = self._deployments.get(req.model)
+        if existing is not None and existing.active:
+            raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
+                               f"Model {req.model!r} is already deployed ({existing.state.value}); undeploy it first.")
+        active = sum(d.active for d in self._deployments.values())
+        if active >= self.limits.max_models:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"This node already serves {active} models, its limit (engine.max_models); "
+                               "undeploy one and retry.")
+        spec = EngineSpec(dtype=dtype, max_batch=max_batch, max_context=max_context,
+                          kv_cache_fraction=fraction, max_queue=self.limits.max_queue,
+                          kv_block_size=self.limits.kv_block_size,
+                          prefill_token_budget=self.limits.prefill_token_budget)
+        return entry, spec, DeviceTarget(self.devices.torch_device_type, indices)
+
+    async def deploy(self, req: DeployRequest) -> AsyncIterator[DeployEvent]:
+        """Validates (raising RequestError before the first event) and loads, streaming stages.
+
+        Closing the iterator early (the client cancelled) sets the loader's cancel event; the
+        model returns to the repository once the loader has stopped."""
+        start = time.monotonic()
+        entry, spec, target = self.validate(req)
+        dep = Deployment(entry.name, entry, spec, target)
+        self._deployments[entry.name] = dep
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[DeployEvent] = asyncio.Queue()
+
+        def progress(stage: str, done: int, total: int, message: str = "") -> None:
+            try:
+                st = Stage(stage)
+            except ValueError:
+                return
+            ev = DeployEvent(st, int(done), int(total), message, time.monotonic() - start)
+            loop.call_soon_threadsafe(events.put_nowait, ev)
+
+        def observe(m: RequestMetrics) -> None:
+            dep.window.add(m)
+            if self._on_request is not None:
+                self._on_request(dep.name, m)
+
+        yield DeployEvent(Stage.VALIDATING, 1, 1, f"{entry.name}: {spec.dtype} on {target.backend}"
+                                                  f"{list(target.indices)}", time.monotonic() - start)
+        dep.state = State.LOADING
+        work = loop.run_in_executor(None, lambda: self._loader(
+            entry.path, spec, target, progress=progress, observer=observe, cancel=dep.cancel))
+        finished = False
+        getter: asyncio.Future | None = None
+        try:
+            while True:
+                getter = asyncio.ensure_future(events.get())
+                done, _ = await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                while not events.empty():
+                    yield events.get_nowait()
+                break
+            try:
+                dep.engine = work.result()
+            except LoadError as exc:
+                dep.state, dep.reason = State.FAILED, str(exc)
+            except Exception as exc:  # noqa: BLE001 - report, never crash the daemon
+                log.exception("loading %s failed", entry.name)
+                dep.state, dep.reason = State.FAILED, f"loading failed unexpectedly: {type(exc).__name__}: {exc}"
+            else:
+                if dep.cancel.is_set() or self._closed:
+                    await asyncio.to_thread(dep.engine.close)
+                    dep.state, dep.reason, dep.engine = State.FAILED, "the deploy was cancelled", None
+                else:
+                    dep.state, dep.ready_unix_ms = State.READY, int(time.time() * 1000)
+            finished = True
+            if dep.state == State.READY:
+                yield DeployEvent(Stage.READY, 1, 1, f"{entry.name} is ready", time.monotonic() - start)
+            else:
+                yield DeployEvent(Stage.FAILED, 0, 0, dep.reason, time.monotonic() - start)
+        finally:
+            if getter is not None:
+                getter.cancel()
+            if not finished:  # the client went away (or the daemon is stopping): abort loading
+                dep.cancel.set()
+                fut = asyncio.ensure_future(self._reap_cancelled(dep, work))
+                self._background.add(fut)
+                fut.add_done_callback(self._background.discard)
+
+    async def _reap_cancelled(self, dep: Deployment, work: asyncio.Future) -> None:
+        try:
+            engine = await work
+        except Exception:  # noqa: BLE001 - a cancelled load may fail in any way
+            engine = None
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
+        if self._deployments.get(dep.name) is dep:
+            del self._deployments[dep.name]
+        log.info("deploy of %s cancelled", dep.name)
+
+    # -- undeploy --------------------------------------------------------------------------
+
+    async def undeploy(self, name: str, cancel: bool = False, drain_timeout_s: float = 30.0) -> UndeployResult:
+        dep = self._deployments.get(name)
+        if dep is None:
+            if self.repository.get(name) is None:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, f"There is no model named {name!r} on this node.")
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Model {name!r} is not deployed.")
+        if dep.state == State.FAILED:
+            del self._deployments[name]
+            return UndeployResult(0, 0, 0)
+        if dep.state != State.READY:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"Model {name!r} is {dep.state.value}; cancel its Deploy call or wait for READY.")
+        dep.state = State.UNLOADING
+        return await self._unload(dep, 0.0 if cancel else drain_timeout_s)
+
+    async def _unload(self, dep: Deployment, timeout_s: float) -> UndeployResult:
+        engine = dep.engine
+        drained = cancelled = 0
+        try:
+            drained, cancelled = await engine.drain(timeout_s)
+        except Exception:  # noqa: BLE001
+            log.exception("drain of %s failed", dep.name)
+        info = engine.info
+        try:
+            await asyncio.to_thread(engine.close)
+        finally:
+            dep.engine = None
+            if self._deployments.get(dep.name) is dep:
+                del self._deployments[dep.name]
+        return UndeployResult(int(info.weights_bytes + info.kv_cache_bytes), int(drained), int(cancelled))
+
+    async def close(self, drain_timeout_s: float = 0.0) -> None:
+        """Shutdown: abort loads, drain (up to the timeout) and close every engine."""
+        self._closed = True
+        for dep in list(self._deployments.values()):
+            dep.cancel.set()
+        ready = [d for d in self._deployments.values() if d.state == State.READY]
+        for d in ready:
+            d.state = State.UNLOADING
+        await asyncio.gather(*(self._unload(d, drain_timeout_s) for d in ready), return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,0 +1,206 @@
+"""Assembles musad's grpc.aio server: parts, interceptors, servicers, health, reflection.
+
+`run_server(config)` is an async context manager yielding `(server, port, ctx)`; leaving it
+shuts down in order: health NOT_SERVING, telemetry streams ended, new RPCs refused, in-flight
+RPCs given up to `server.grace_seconds`, then engines, metrics, devices and the audit log
+closed. The security wiring extends `_interceptors` and `_server_credentials`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import pathlib
+import socket
+from typing import Any, AsyncIterator, Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from musaops.v1 import node_pb2, node_pb2_grpc
+
+from .config import Config, parse_hostport
+from .context import DaemonContext
+from .deployments import DeploymentManager
+from .metrics import DaemonMetrics
+from .repository import ModelRepository
+from .services import telemetry as telemetry_service
+from .services.node import NodeServicer
+from .telemetry import TelemetrySampler, model_stats_pb
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = ("musaops.v1.Node", "musaops.v1.Telemetry", "musaops.v1.Inference", "musaops.v1.Audit")
+# Servicers other parts own: module under daemon/services, class, generated add function.
+_OPTIONAL_SERVICES = (
+    ("inference", "InferenceServicer", "musaops.v1.inference_pb2_grpc", "add_InferenceServicer_to_server",
+     "musaops.v1.Inference"),
+    ("audit", "AuditServicer", "musaops.v1.audit_pb2_grpc", "add_AuditServicer_to_server", "musaops.v1.Audit"),
+)
+_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class PortInUseError(OSError):
+    """The listen address cannot be bound (the message says which and why)."""
+
+
+def _interceptors(ctx: DaemonContext) -> list[grpc.aio.ServerInterceptor]:
+    """Server interceptors, outermost first (the security wiring adds auth here)."""
+    return []
+
+
+def _server_credentials(ctx: DaemonContext) -> grpc.ServerCredentials | None:
+    """TLS/mTLS credentials for the gRPC port, or None for plaintext (security wiring)."""
+    return None
+
+
+def _open_audit(config: Config, hostname: str) -> Any:
+    try:
+        from .audit import AuditLog
+    except ImportError:
+        log.warning("audit module absent: control actions are not audited")
+        return None
+    return AuditLog.open(config.storage.db_url, node=hostname)
+
+
+def _register_services(server: grpc.aio.Server, ctx: DaemonContext) -> list[str]:
+    node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(ctx), server)
+    telemetry_service.add_to_server(telemetry_service.TelemetryServicer(ctx), server)
+    names = ["musaops.v1.Node", "musaops.v1.Telemetry"]
+    for module_name, cls_name, grpc_module, add_name, full_name in _OPTIONAL_SERVICES:
+        try:
+            module = importlib.import_module(f"{__package__}.services.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.services.{module_name}":
+                raise
+            log.warning("service %s is not part of this build", full_name)
+            continue
+        if hasattr(module, "register"):  # a module may register itself (custom handlers)
+            module.register(server, ctx)
+        else:
+            add = getattr(importlib.import_module(grpc_module), add_name)
+            add(getattr(module, cls_name)(ctx), server)
+        names.append(full_name)
+    return names
+
+
+def build_context(config: Config, *, devices: Any = None, loader: Callable[..., Any] | None = None) -> DaemonContext:
+    """The node's parts, ready but not started (no threads, no ports)."""
+    if devices is None:
+        from .devices import detect
+
+        devices = detect(config.models.device)
+    hostname = socket.gethostname()
+    pathlib.Path(config.storage.state_dir).mkdir(parents=True, exist_ok=True)
+    repository = ModelRepository(config.models.dir)
+    holder: dict[str, Any] = {}
+    metrics = DaemonMetrics(
+        device_names=lambda: {d.index: d.name for d in devices.info()},
+        device_samples=lambda: _latest_devices(holder.get("telemetry")),
+        engine_stats=lambda: holder["deployments"].engine_stats(),
+    )
+    kwargs = {"loader": loader} if loader is not None else {}
+    deployments = DeploymentManager(repository, devices, config.engine,
+                                    on_request=metrics.observe_request, **kwargs)
+    telemetry = TelemetrySampler(devices, lambda: [model_stats_pb(s) for s in deployments.stats()],
+                                 history_seconds=config.telemetry.history_seconds)
+    holder.update(telemetry=telemetry, deployments=deployments)
+    return DaemonContext(config=config, devices=devices, repository=repository, deployments=deployments,
+                         telemetry=telemetry, metrics=metrics, audit=_open_audit(config, hostname),
+                         hostname=hostname)
+
+
+def _latest_devices(telemetry: TelemetrySampler | None) -> list:
+    """Device samples for a /metrics scrape: the sampler's latest (at most ~1 s old)."""
+    latest = telemetry.latest if telemetry is not None else None
+    return list(latest.device_samples) if latest is not None else []
+
+
+@contextlib.asynccontextmanager
+async def run_server(config: Config, *, devices: Any = None,
+                     loader: Callable[..., Any] | None = None) -> AsyncIterator[tuple[grpc.aio.Server, int, DaemonContext]]:
+    """Starts musad on config.server.listen; yields (server, bound port, ctx); stops on exit.
+
+    Raises PortInUseError when the gRPC or metrics address cannot be bound."""
+    ctx = build_context(config, devices=devices, loader=loader)
+    try:
+        server = grpc.aio.server(
+            interceptors=_interceptors(ctx),
+            options=[("grpc.max_receive_message_length", _MAX_MESSAGE),
+                     ("grpc.max_send_message_length", _MAX_MESSAGE),
+                     ("grpc.so_reuseport", 0)],
+        )
+        names = _register_services(server, ctx)
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection(
+            (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        port = _bind(server, ctx)
+        if config.server.metrics_listen:
+            host, mport = parse_hostport(config.server.metrics_listen)
+            try:
+                ctx.metrics.serve(host, mport)
+            except OSError as exc:
+                raise PortInUseError(f"Cannot serve /metrics on {config.server.metrics_listen}: {exc.strerror or exc}. "
+                                     "Is another musad running? Use --metrics-listen to pick another address.") from None
+        await server.start()
+        ctx.telemetry.start()
+        for name in ("", *names):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("musad serving on port %d (%s backend, models in %s)", port, ctx.devices.backend, config.models.dir)
+    except BaseException:
+        await _close_parts(ctx)
+        raise
+    try:
+        yield server, port, ctx
+    finally:
+        await shutdown(server, ctx, health)
+
+
+def _bind(server: grpc.aio.Server, ctx: DaemonContext) -> int:
+    listen = ctx.config.server.listen
+    host, want = parse_hostport(listen)
+    creds = _server_credentials(ctx)
+    ctx.tls = creds is not None
+    address = f"[{host}]:{want}" if ":" in host else f"{host}:{want}"
+    try:
+        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise PortInUseError(f"Cannot listen on {listen}: the address is in use or not available on this host "
+                             f"({exc}). Use --listen to pick another.") from None
+    if port == 0:
+        raise PortInUseError(f"Cannot listen on {listen}: the address is in use or not available on this host. "
+                             "Use --listen to pick another.")
+    return port
+
+
+async def shutdown(server: grpc.aio.Server, ctx: DaemonContext, health: HealthServicer) -> None:
+    """Graceful stop: see the module docstring."""
+    ctx.shutting_down.set()
+    await health.enter_graceful_shutdown()
+    ctx.telemetry.close()  # infinite streams end now instead of holding the drain
+    log.info("draining: in-flight RPCs have %.0f s", ctx.config.server.grace_seconds)
+    await server.stop(ctx.config.server.grace_seconds)
+    await _close_parts(ctx)
+    log.info("musad stopped")
+
+
+async def _close_parts(ctx: DaemonContext) -> None:
+    for name, close in (("telemetry", ctx.telemetry.close), ("metrics", ctx.metrics.close)):
+        try:
+            close()
+        except Exception:  # noqa: BLE001
+            log.exception("closing %s failed", name)
+    try:
+        await ctx.deployments.close()
+    except Exception:  # noqa: BLE001
+        log.exception("closing deployments failed")
+    for name, obj in (("devices", ctx.devices), ("audit", ctx.audit)):
+        if obj is not None:
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing %s failed", name)

@@ -1,0 +1,250 @@
+"""One shared sampler for every Telemetry.Stream subscriber, plus the history ring.
+
+A single thread samples the host (psutil), the devices and the deployments' statistics
+into a protobuf `Snapshot`, serialises it once, and hands it to the event loop with one
+`loop.call_soon_threadsafe` per tick. On the loop, each subscriber gets the snapshot when
+its own interval is due. The thread ticks at the fastest interval any subscriber asks for
+(at least once a second, which feeds the history ring), so 100 subscribers cost one
+sample per tick, not 100.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import psutil
+
+from musaops.v1 import common_pb2, telemetry_pb2
+
+log = logging.getLogger(__name__)
+
+HISTORY_PERIOD_S = 1.0   # resolution of the history ring
+_QUEUE_DEPTH = 8         # snapshots a slow subscriber may lag before the oldest is dropped
+_CLOSED = None           # queue sentinel: the stream ends
+
+
+@dataclass(frozen=True)
+class Published:
+    """A snapshot as sampled (`message`) and serialised once (`data`)."""
+
+    time: float              # time.monotonic() at sampling
+    message: telemetry_pb2.Snapshot
+    data: bytes
+    device_samples: tuple = ()  # the devices.DeviceSample dataclasses behind message.devices
+
+
+class Subscription:
+    """One subscriber's queue and cadence; iterate with `await next_snapshot()`."""
+
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self.next_due = 0.0
+        self.queue: asyncio.Queue[Published | None] = asyncio.Queue(_QUEUE_DEPTH)
+        self.dropped = 0
+
+    def offer(self, item: Published | None) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(item)
+
+    async def next_snapshot(self) -> Published | None:
+        """The next due snapshot, or None once the sampler has closed."""
+        return await self.queue.get()
+
+
+def device_sample_pb(s) -> common_pb2.DeviceSample:
+    """A devices.DeviceSample dataclass -> proto (None fields stay unset)."""
+    msg = common_pb2.DeviceSample(index=s.index)
+    for name in ("memory_used_bytes", "memory_total_bytes", "utilization_percent",
+                 "memory_utilization_percent", "temperature_celsius", "power_watts",
+                 "power_limit_watts", "sm_clock_mhz", "memory_clock_mhz"):
+        v = getattr(s, name, None)
+        if v is not None:
+            setattr(msg, name, v)
+    return msg
+
+
+class TelemetrySampler:
+    """Owns the sampling thread, the history ring and the subscribers.
+
+    `devices` is an Accelerator (sample() -> DeviceSample list); `model_stats` returns the
+    deployments' `telemetry_pb2.ModelStats` list. Both are called on the sampler thread.
+    """
+
+    def __init__(self, devices, model_stats: Callable[[], list], history_seconds: int = 900,
+                 on_sample: Callable[[telemetry_pb2.Snapshot, list], None] | None = None):
+        self._devices = devices
+        self._model_stats = model_stats
+        self._on_sample = on_sample
+        self.history: collections.deque[Published] = collections.deque(
+            maxlen=max(1, int(history_seconds / HISTORY_PERIOD_S)))
+        self._subs: set[Subscription] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._tick_s = HISTORY_PERIOD_S
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._last_history = 0.0
+        self._last_tick = 0.0
+        self.latest: Published | None = None
+        self.samples_taken = 0     # for tests and benchmarks: sampler ticks so far
+        self.sample_errors = 0
+
+    # -- lifecycle (event loop side) -------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        psutil.cpu_percent(interval=None)  # prime the host CPU baseline
+        self._thread = threading.Thread(target=self._run, name="telemetry-sampler", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stops the thread and ends every subscriber's stream (call on the loop)."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+            subs = list(self._subs)
+            self._subs.clear()
+        for sub in subs:
+            sub.offer(_CLOSED)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def closed(self) -> bool:
+        return self._stopping
+
+    # -- subscribers (event loop side) -----------------------------------------------------
+
+    def subscribe(self, interval_s: float) -> Subscription:
+        sub = Subscription(interval_s)
+        with self._lock:
+            if self._stopping:
+                sub.offer(_CLOSED)
+                return sub
+            self._subs.add(sub)
+            self._retune()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs.discard(sub)
+            self._retune()
+
+    def backfill(self, seconds: float) -> list[Published]:
+        """History of the last `seconds`, oldest first."""
+        if seconds <= 0:
+            return []
+        cutoff = time.monotonic() - seconds
+        with self._lock:
+            return [p for p in self.history if p.time >= cutoff]
+
+    def _retune(self) -> None:
+        """Tick at the fastest subscriber's interval (lock held)."""
+        fastest = min((s.interval_s for s in self._subs), default=HISTORY_PERIOD_S)
+        tick = min(fastest, HISTORY_PERIOD_S)
+        if tick < self._tick_s:
+            self._wake.notify_all()  # wake the sleeping thread to adopt the faster tick
+        self._tick_s = tick
+
+    def _publish(self, pub: Published) -> None:
+        """On the loop: hand `pub` to each subscriber whose interval is due."""
+        # Deliver when within half a tick of due, so a 1 s subscriber on a 0.1 s tick gets
+        # every 10th sample instead of drifting to every 11th.
+        slack = self._tick_s / 2
+        for sub in tuple(self._subs):
+            if pub.time + slack >= sub.next_due:
+                sub.next_due = max(sub.next_due + sub.interval_s, pub.time + sub.interval_s - slack)
+                sub.offer(pub)
+
+    # -- sampling (sampler thread) ---------------------------------------------------------
+
+    def sample_now(self) -> Published:
+        """Takes one snapshot (any thread)."""
+        now_wall = time.time()
+        vm = psutil.virtual_memory()
+        try:
+            load1 = psutil.getloadavg()[0]
+        except (AttributeError, OSError):
+            load1 = 0.0
+        snap = telemetry_pb2.Snapshot(
+            time_unix_ms=int(now_wall * 1000),
+            host=telemetry_pb2.HostSample(
+                cpu_percent=psutil.cpu_percent(interval=None),
+                memory_used_bytes=vm.total - vm.available,
+                memory_total_bytes=vm.total,
+                load_average_1m=load1,
+            ),
+        )
+        device_samples = []
+        try:
+            device_samples = self._devices.sample()
+            snap.devices.extend(device_sample_pb(s) for s in device_samples)
+        except Exception:  # noqa: BLE001 - a failing vendor call must not kill telemetry
+            self.sample_errors += 1
+            log.exception("device sampling failed")
+        try:
+            snap.models.extend(self._model_stats())
+        except Exception:  # noqa: BLE001
+            self.sample_errors += 1
+            log.exception("engine statistics failed")
+        if self._on_sample is not None:
+            try:
+                self._on_sample(snap, device_samples)
+            except Exception:  # noqa: BLE001
+                log.exception("metrics update failed")
+        self.samples_taken += 1
+        return Published(time.monotonic(), snap, snap.SerializeToString(), tuple(device_samples))
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while True:
+            with self._lock:
+                while not self._stopping:
+                    wait = next_tick - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._wake.wait(wait)
+                    # a faster subscriber may have arrived: pull the next tick in
+                    next_tick = min(next_tick, self._last_tick + self._tick_s)
+                if self._stopping:
+                    return
+                tick = self._tick_s
+            pub = self.sample_now()
+            self._last_tick = pub.time
+            with self._lock:
+                self.latest = pub
+                if pub.time - self._last_history >= HISTORY_PERIOD_S - tick / 2:
+                    self.history.append(pub)
+                    self._last_history = pub.time
+                has_subs = bool(self._subs)
+            if has_subs and self._loop is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self._publish, pub)
+                except RuntimeError:  # loop closed
+                    return
+            next_tick = max(next_tick + tick, time.monotonic() - tick)
+
+
+def model_stats_pb(s) -> telemetry_pb2.ModelStats:
+    """A deployments.ModelStatsSample -> proto (latencies in ms)."""
+    st = s.stats
+    ms = lambda v: v * 1000.0  # noqa: E731
+    return telemetry_pb2.ModelStats(
+        model=s.model, running=st.running, waiting=st.waiting, kv_cache_usage=st.kv_cache_usage,
+        generation_tokens_per_second=s.generation_tokens_per_s, prompt_tokens_per_second=s.prompt_tokens_per_s,
+        ttft_p50_ms=ms(s.ttft[0]), ttft_p95_ms=ms(s.ttft[1]), ttft_p99_ms=ms(s.ttft[2]),
+        itl_p50_ms=ms(s.itl[0]), itl_p95_ms=ms(s.itl[1]), itl_p99_ms=ms(s.itl[2]),
+        e2e_p50_ms=ms(s.e2e[0]), e2e_p99_ms=ms(s.e2e[1]),
+        requests_total=st.requests_total, requests_failed=st.requests_failed,
+        prompt_tokens_total=st.prompt_tokens_total, generation_tokens_total=st.generation_tokens_total,
+        preemptions_total=st.preemptions_total,
+    )
