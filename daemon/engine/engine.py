@@ -307,6 +307,7 @@ class LLMEngine:
         self._prompt_total += len(seq.prompt_ids)
         if reason is FinishReason.ERROR:
             self._req_failed += 1
+        self._update_gauges()  # before the result reaches the caller
         self._emit(seq, GenerationResult(finish_reason=reason, metrics=metrics, error=error, stop=stop))
         if self.observer is not None:
             try:
