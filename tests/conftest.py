@@ -33,3 +33,95 @@ def postgres_url() -> str:
             pytest.fail("MUSA_OPS_REQUIRE_POSTGRES=1 but MUSA_OPS_TEST_POSTGRES_URL is unset")
         pytest.skip("PostgreSQL tests need MUSA_OPS_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
     return url
+
+
+class DaemonHandle:
+    """A real musad (run_server) on its own event-loop thread, so sync tests (Qt) and async
+    tests alike can use it. `.address` "127.0.0.1:PORT", `.port`, `.ctx`, `.config`;
+    `.channel()` a grpc.aio channel for the caller's loop, `.sync_channel()` a blocking one,
+    `.call(coro)` runs a coroutine on the daemon's loop (for ctx.deployments and friends)."""
+
+    def __init__(self, config, **server_kwargs):
+        import asyncio
+        import threading
+
+        from musaops.daemon.server import run_server
+
+        self.config = config
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="test-daemon", daemon=True)
+        self._thread.start()
+        self._cm = run_server(config, **server_kwargs)
+        try:
+            self.server, self.port, self.ctx = self.call(self._cm.__aenter__(), timeout=60)
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.address = f"127.0.0.1:{self.port}"
+        self._channels: list = []
+
+    def call(self, coro, timeout: float = 60):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def channel(self):
+        import grpc
+
+        ch = grpc.aio.insecure_channel(self.address)
+        return ch
+
+    def sync_channel(self):
+        import grpc
+
+        ch = grpc.insecure_channel(self.address)
+        self._channels.append(ch)
+        return ch
+
+    def stop(self) -> None:
+        for ch in self._channels:
+            ch.close()
+        try:
+            self.call(self._cm.__aexit__(None, None, None), timeout=120)
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def make_daemon(tmp_path, demo_model_dir):
+    """Factory: make_daemon(models_dir=None, **config_overrides) -> a started DaemonHandle.
+
+    Defaults: port 0, metrics on port 0, CPU device, state and SQLite in tmp_path, models
+    from the demo repository, auth off (pass **{"auth.required": True} to test auth),
+    grace 5 s. Every daemon made is stopped at teardown."""
+    from musaops.daemon.config import load_config
+
+    handles: list[DaemonHandle] = []
+
+    def make(models_dir=None, server_kwargs=None, **overrides) -> DaemonHandle:
+        n = len(handles)
+        cfg = {
+            "server.listen": "127.0.0.1:0", "server.metrics_listen": "127.0.0.1:0",
+            "server.grace_seconds": 5.0, "models.device": "cpu", "auth.required": False,
+            "storage.state_dir": str(tmp_path / f"state{n}"),
+            "models.dir": str(models_dir or demo_model_dir.parent),
+        }
+        cfg.update({k.replace("__", "."): v for k, v in overrides.items()})
+        handle = DaemonHandle(load_config(None, cfg), **(server_kwargs or {}))
+        handles.append(handle)
+        return handle
+
+    yield make
+    for h in reversed(handles):
+        h.stop()
+
+
+@pytest.fixture
+def daemon(make_daemon) -> DaemonHandle:
+    """A started daemon with the default test settings (see make_daemon)."""
+    return make_daemon()
