@@ -380,3 +380,33 @@ class AuditLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def config_params(config: Any) -> dict[str, Any]:
+    """The config as audit parameters: every section, keys sorted (it holds no secrets:
+    TLS keys and tokens are referred to by path or kept out of it)."""
+    import dataclasses
+
+    params = json.loads(canonical_params(dataclasses.asdict(config)))
+    storage = params.get("storage", {})
+    if storage.get("db_url"):
+        storage["db_url"] = sa.make_url(normalize_db_url(storage["db_url"])).render_as_string(hide_password=True)
+    return params
+
+
+def record_config_if_changed(log_: AuditLog, config: Any) -> AuditEntry | None:
+    """Records "config.change" at start when the effective config differs from the last
+    one recorded on this node (the first start records it too). Blocking."""
+    params = config_params(config)
+    last = [e for e in log_.query(AuditFilter(action="config.change", node=log_.node),
+                                  limit=1, descending=True)]
+    before = json.loads(last[0].params_json).get("config", {}) if last else {}
+    if before == params:
+        return None
+    changed = sorted(f"{s}.{k}" for s in set(params) | set(before)
+                     for k in set(params.get(s, {})) | set(before.get(s, {}))
+                     if params.get(s, {}).get(k) != before.get(s, {}).get(k))
+    from .auth import local_caller
+
+    return log_.record_sync("config.change", "musad", {"changed": changed, "config": params},
+                            caller=local_caller())

@@ -255,3 +255,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 else grpc.stream_stream_rpc_method_handler)
         return make(stream_response, request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer)
+
+
+# -- wiring into the daemon -------------------------------------------------------------------
+
+def security_interceptors(ctx) -> list[grpc.aio.ServerInterceptor]:  # noqa: ANN001 (DaemonContext)
+    """Creates the token store on the audit database (ctx.auth), audits a changed config,
+    and returns the auth interceptor. Called once by server.py before the port opens."""
+    from .audit import record_config_if_changed
+    from .tokens import TokenStore
+
+    if ctx.audit is not None:
+        if ctx.auth is None:
+            ctx.auth = TokenStore(ctx.audit.engine, audit=ctx.audit)
+        record_config_if_changed(ctx.audit, ctx.config)
+    if not ctx.config.auth.required:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "auth.required is off: every caller may call every RPC (recorded as anonymous)")
+    return [AuthInterceptor(ctx.auth, ctx.audit, required=ctx.config.auth.required)]

@@ -49,12 +49,16 @@ class PortInUseError(OSError):
 
 def _interceptors(ctx: DaemonContext) -> list[grpc.aio.ServerInterceptor]:
     """Server interceptors, outermost first (the security wiring adds auth here)."""
-    return []
+    from .auth import security_interceptors
+
+    return security_interceptors(ctx)
 
 
 def _server_credentials(ctx: DaemonContext) -> grpc.ServerCredentials | None:
     """TLS/mTLS credentials for the gRPC port, or None for plaintext (security wiring)."""
-    return None
+    from .tls import server_credentials
+
+    return server_credentials(ctx.config)
 
 
 def _open_audit(config: Config, hostname: str) -> Any:

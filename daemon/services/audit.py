@@ -47,10 +47,16 @@ def filter_from_proto(q: audit_pb2.AuditQuery) -> AuditFilter:
 
 
 class AuditServicer(audit_pb2_grpc.AuditServicer):
-    def __init__(self, log: AuditLog) -> None:
+    def __init__(self, log: AuditLog | None) -> None:
         self.log = log
 
+    async def _require_log(self, context: grpc.aio.ServicerContext) -> AuditLog:
+        if self.log is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this node runs without an audit log")
+        return self.log  # type: ignore[return-value]
+
     async def Query(self, request: audit_pb2.AuditQuery, context: grpc.aio.ServicerContext):
+        await self._require_log(context)
         try:
             f = filter_from_proto(request)
         except ValueError as exc:
@@ -70,6 +76,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             after, left = rows[-1].seq, left - len(rows)
 
     async def Verify(self, request: audit_pb2.VerifyRequest, context: grpc.aio.ServicerContext):
+        await self._require_log(context)
         try:
             r = await asyncio.to_thread(self.log.verify)
         except Exception as exc:
@@ -82,3 +89,8 @@ def add_audit_service(server: grpc.aio.Server, log: AuditLog) -> AuditServicer:
     servicer = AuditServicer(log)
     audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)
     return servicer
+
+
+def register(server: grpc.aio.Server, ctx) -> None:  # noqa: ANN001 (DaemonContext)
+    """server.py's hook: the Audit service over ctx.audit."""
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(ctx.audit), server)
