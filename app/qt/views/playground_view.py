@@ -239,6 +239,8 @@ class PlaygroundView(QWidget):
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 32768)
         self.max_tokens.setValue(256)
+        self.ignore_eos = QCheckBox("Ignore EOS (run to max tokens)")
+        self.ignore_eos.setToolTip("Keep generating past the end-of-sequence token, as benchmarks do")
         self.stop_edit = QPlainTextEdit()
         self.stop_edit.setPlaceholderText("one per line; \\n for a newline")
         self.stop_edit.setFixedHeight(52)
@@ -254,6 +256,7 @@ class PlaygroundView(QWidget):
         form.addRow("Presence penalty", self.presence_penalty)
         form.addRow("Seed", seed_row)
         form.addRow("Max tokens", self.max_tokens)
+        form.addRow("", self.ignore_eos)
         form.addRow("Stop sequences", self.stop_edit)
 
         self.preset_box = QComboBox()
@@ -401,6 +404,7 @@ class PlaygroundView(QWidget):
             seed=self.seed.value() if self.seed_check.isChecked() else None,
             max_tokens=self.max_tokens.value(),
             stop=parse_stops(self.stop_edit.toPlainText()),
+            ignore_eos=self.ignore_eos.isChecked(),
         )
 
     def build_spec(self, model: str, prompt: str, with_history: bool = True) -> GenerateSpec:
@@ -578,7 +582,7 @@ class PlaygroundView(QWidget):
                 "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
                 "repetition_penalty": s.repetition_penalty, "frequency_penalty": s.frequency_penalty,
                 "presence_penalty": s.presence_penalty, "seed": s.seed,
-                "max_tokens": s.max_tokens or None, "stop": list(s.stop),
+                "max_tokens": s.max_tokens or None, "stop": list(s.stop), "ignore_eos": s.ignore_eos,
             },
             tls=tls is not None, tls_ca=(tls.ca or None) if tls else None,
             tls_cert=(tls.cert or None) if tls else None, tls_key=(tls.key or None) if tls else None,
@@ -610,6 +614,7 @@ class PlaygroundView(QWidget):
             "seed": self.seed.value() if self.seed_check.isChecked() else None,
             "max_tokens": self.max_tokens.value(),
             "stop": list(self.sampling().stop),
+            "ignore_eos": self.ignore_eos.isChecked(),
         }
 
     def apply_preset(self, values: dict) -> None:
@@ -626,6 +631,7 @@ class PlaygroundView(QWidget):
             self.seed.setValue(int(seed))
         if "max_tokens" in values:
             self.max_tokens.setValue(int(values["max_tokens"]))
+        self.ignore_eos.setChecked(bool(values.get("ignore_eos", False)))
         self.stop_edit.setPlainText(format_stops(tuple(values.get("stop", ()))))
 
     def _store_submit(self, method: str, *args: Any, then: Callable[[Any], None] | None = None) -> None:
