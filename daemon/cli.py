@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     register_serve(sub)
     register_demo_model(sub)
     # Other parts add their subcommands here, one register(sub) call each (token, certs, audit).
+    from . import cli_security
+
+    cli_security.register_token(sub)
+    cli_security.register_certs(sub)
+    cli_security.register_audit(sub)
     return parser
 
 
