@@ -1,0 +1,172 @@
+"""Node.Deploy / Undeploy of the demo model through the real engine, on a real server."""
+
+from __future__ import annotations
+
+import shutil
+
+import grpc
+import pytest
+
+from musaops.daemon.demo_model import DEMO_MODEL_NAME
+from musaops.v1 import common_pb2, node_pb2, node_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
+
+pytestmark = pytest.mark.timeout(180)
+SMALL = dict(max_batch=4, max_context=256, kv_cache_fraction=0.05)
+
+
+async def _deploy(stub, model=DEMO_MODEL_NAME, **kw):
+    return [p async for p in stub.Deploy(node_pb2.DeployRequest(model=model, **{**SMALL, **kw}))]
+
+
+async def test_deploy_streams_stages_then_ready_and_undeploy_frees(daemon):
+    async with daemon.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        stages = await _deploy(stub)
+        kinds = [p.stage for p in stages]
+        assert kinds[0] == node_pb2.DEPLOY_STAGE_VALIDATING and kinds[-1] == node_pb2.DEPLOY_STAGE_READY, stages[-1]
+        order = [node_pb2.DEPLOY_STAGE_VALIDATING, node_pb2.DEPLOY_STAGE_LOADING_WEIGHTS,
+                 node_pb2.DEPLOY_STAGE_ALLOCATING_KV_CACHE, node_pb2.DEPLOY_STAGE_WARMING_UP,
+                 node_pb2.DEPLOY_STAGE_READY]
+        assert sorted(set(kinds), key=order.index) == order
+        assert [order.index(k) for k in kinds] == sorted(order.index(k) for k in kinds)
+        weights = [p for p in stages if p.stage == node_pb2.DEPLOY_STAGE_LOADING_WEIGHTS]
+        assert weights[-1].done_bytes == weights[-1].total_bytes > 0 and weights[-1].fraction == 1.0
+        ready = stages[-1]
+        assert ready.model.state == common_pb2.MODEL_STATE_READY
+        dep = ready.model.deployment
+        assert dep.dtype == "float32" and dep.max_batch == 4 and dep.kv_blocks_total > 0 and dep.weights_bytes > 0
+        assert dep.ready_unix_ms > 0 and list(dep.device_indices) == [0]
+
+        (m,) = (await stub.ListModels(node_pb2.ListModelsRequest())).models
+        assert m.state == common_pb2.MODEL_STATE_READY and m.deployment.kv_cache_bytes > 0
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _deploy(stub)
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+        # telemetry carries the model's engine statistics
+        async for snap in telemetry_pb2_grpc.TelemetryStub(ch).Stream(telemetry_pb2.StreamRequest(interval_ms=100)):
+            if snap.models:
+                assert snap.models[0].model == DEMO_MODEL_NAME
+                break
+
+        resp = await stub.Undeploy(node_pb2.UndeployRequest(model=DEMO_MODEL_NAME, mode=node_pb2.UNDEPLOY_MODE_CANCEL))
+        assert resp.freed_bytes == dep.weights_bytes + dep.kv_cache_bytes
+        (m,) = (await stub.ListModels(node_pb2.ListModelsRequest())).models
+        assert m.state == common_pb2.MODEL_STATE_AVAILABLE and not m.HasField("deployment")
+
+        # and it can be deployed again
+        assert (await _deploy(stub))[-1].stage == node_pb2.DEPLOY_STAGE_READY
+
+
+async def test_max_models_is_resource_exhausted(make_daemon, tmp_path, demo_model_dir):
+    repo = tmp_path / "repo"
+    for name in ("a", "b"):
+        shutil.copytree(demo_model_dir, repo / name)
+    d = make_daemon(models_dir=repo, **{"engine.max_models": 1})
+    async with d.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        assert (await _deploy(stub, "a"))[-1].stage == node_pb2.DEPLOY_STAGE_READY
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _deploy(stub, "b")
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "engine.max_models" in err.value.details()
+
+
+async def test_weights_that_do_not_fit_the_model_fail_with_the_reason(make_daemon, tmp_path, demo_model_dir):
+    """A checkpoint whose header is sound but whose shapes are wrong: FAILED with a reason, and
+    the model shows FAILED until undeployed."""
+    import json
+
+    repo = tmp_path / "repo"
+    shutil.copytree(demo_model_dir, repo / "wrong")
+    cfg = json.loads((repo / "wrong" / "config.json").read_text())
+    cfg["hidden_size"] = 128  # weights are 64 wide
+    (repo / "wrong" / "config.json").write_text(json.dumps(cfg))
+    d = make_daemon(models_dir=repo)
+    async with d.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        last = (await _deploy(stub, "wrong"))[-1]
+        assert last.stage == node_pb2.DEPLOY_STAGE_FAILED and last.message
+        assert last.model.state == common_pb2.MODEL_STATE_FAILED and last.model.reason == last.message
+        await stub.Undeploy(node_pb2.UndeployRequest(model="wrong"))
+        (m,) = (await stub.ListModels(node_pb2.ListModelsRequest())).models
+        assert m.state == common_pb2.MODEL_STATE_AVAILABLE
+
+
+async def _wait_state(stub, state, model=DEMO_MODEL_NAME):
+    import asyncio
+
+    for _ in range(600):
+        models = {m.name: m for m in (await stub.ListModels(node_pb2.ListModelsRequest())).models}
+        if models[model].state == state:
+            return models[model]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{model} never reached {common_pb2.ModelState.Name(state)}")
+
+
+async def test_cancelling_deploy_returns_the_model_to_available(daemon):
+    async with daemon.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        call = stub.Deploy(node_pb2.DeployRequest(model=DEMO_MODEL_NAME, **SMALL))
+        first = await call.read()
+        assert first.stage == node_pb2.DEPLOY_STAGE_VALIDATING
+        call.cancel()
+        await _wait_state(stub, common_pb2.MODEL_STATE_AVAILABLE)
+        assert daemon.ctx.deployments.get(DEMO_MODEL_NAME) is None
+        # nothing is left behind: a fresh deploy succeeds
+        assert (await _deploy(stub))[-1].stage == node_pb2.DEPLOY_STAGE_READY
+
+
+async def test_undeploy_drains_in_flight_generate_and_everything_is_audited(daemon):
+    import asyncio
+
+    from musaops.daemon.audit import AuditFilter
+    from musaops.v1 import inference_pb2, inference_pb2_grpc
+
+    async with daemon.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        assert (await _deploy(stub))[-1].stage == node_pb2.DEPLOY_STAGE_READY
+        gen = inference_pb2_grpc.InferenceStub(ch).Generate(inference_pb2.GenerateRequest(
+            model=DEMO_MODEL_NAME, prompt="Hello",
+            sampling=inference_pb2.SamplingParams(max_tokens=120, ignore_eos=True, temperature=0)))
+        first = await gen.read()  # the request is running
+        assert first.text or first.HasField("result")
+        undeploy = asyncio.ensure_future(stub.Undeploy(node_pb2.UndeployRequest(
+            model=DEMO_MODEL_NAME, mode=node_pb2.UNDEPLOY_MODE_DRAIN, drain_timeout_ms=60000)))
+        results = []
+        while (r := await gen.read()) is not grpc.aio.EOF:
+            if r.HasField("result"):
+                results.append(r)
+        resp = await undeploy
+    assert results and results[-1].result.finish_reason == inference_pb2.FINISH_REASON_LENGTH
+    assert resp.drained_requests == 1 and resp.cancelled_requests == 0 and resp.freed_bytes > 0
+    # the model's latency histograms go away with it
+    dropped = daemon.ctx.metrics.registry.get_sample_value(
+        "musad:e2e_request_latency_seconds_count", {"model": DEMO_MODEL_NAME})
+    assert dropped is None  # the series is dropped at undeploy
+    actions = [(e.action, e.outcome) for e in daemon.ctx.audit.query(AuditFilter())]
+    assert ("node.Deploy", "ok") in actions and ("node.Undeploy", "ok") in actions
+
+
+async def test_finished_requests_feed_telemetry_percentiles_and_metrics(daemon):
+    from musaops.v1 import inference_pb2, inference_pb2_grpc
+
+    async with daemon.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        assert (await _deploy(stub))[-1].stage == node_pb2.DEPLOY_STAGE_READY
+        for _ in range(3):
+            async for _r in inference_pb2_grpc.InferenceStub(ch).Generate(inference_pb2.GenerateRequest(
+                    model=DEMO_MODEL_NAME, prompt="Hi there",
+                    sampling=inference_pb2.SamplingParams(max_tokens=8, ignore_eos=True, temperature=0))):
+                pass
+        async for snap in telemetry_pb2_grpc.TelemetryStub(ch).Stream(telemetry_pb2.StreamRequest(interval_ms=100)):
+            if snap.models and snap.models[0].requests_total >= 3:
+                s = snap.models[0]
+                break
+    assert s.generation_tokens_total >= 24 and s.prompt_tokens_total > 0
+    assert 0 < s.ttft_p50_ms <= s.ttft_p99_ms and 0 < s.itl_p50_ms <= s.itl_p99_ms and 0 < s.e2e_p50_ms
+    reg = daemon.ctx.metrics.registry
+    assert reg.get_sample_value("musad:e2e_request_latency_seconds_count", {"model": DEMO_MODEL_NAME}) == 3
+    assert reg.get_sample_value("musad:inter_token_latency_seconds_count", {"model": DEMO_MODEL_NAME}) == 21
+    assert reg.get_sample_value("musad:generation_tokens_total", {"model": DEMO_MODEL_NAME}) == 24
+    assert reg.get_sample_value("musad:num_requests_running", {"model": DEMO_MODEL_NAME}) == 0
