@@ -87,7 +87,17 @@ class TokenStore:
 
     def create(self, name: str, role: str, expires_days: float | None = None,
                caller: Caller | None = None) -> str:
-        """Creates token `name`; returns the token text (shown once, never stored)."""
+        """Creates token `name`; returns the token text (shown once, never stored).
+        A refused create is audited as failed too."""
+        try:
+            return self._create(name, role, expires_days, caller)
+        except TokenError as exc:
+            self._audit("token.create", str(name)[:128], {"name": str(name)[:128], "role": str(role)[:16]},
+                        caller, "failed", str(exc))
+            raise
+
+    def _create(self, name: str, role: str, expires_days: float | None,
+                caller: Caller | None) -> str:
         if not NAME_RE.match(name or ""):
             raise TokenError(f"token name {name!r} is not valid: use 1-128 letters, digits and ._@:-")
         if role not in ROLES:
