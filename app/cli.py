@@ -1,0 +1,163 @@
+"""musa-console: the desktop console's command line.
+
+    musa-console [--connect HOST:PORT ...] [--token-file F] [--tls-ca F [--tls-cert F --tls-key F]]
+                 [--theme light|dark] [--data-dir DIR]
+                 [--screenshot PATH [--view fleet|node|models|playground|audit] [--after S]]
+
+--screenshot renders the main window offscreen after --after seconds, saves a PNG and
+exits 0 (saved connections are not loaded, so the picture shows exactly --connect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+_T0 = time.perf_counter()
+
+VIEWS = ("fleet", "node", "models", "playground", "audit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="musa-console", description="Desktop console for musad nodes.")
+    p.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
+                   help="connect to a node for this session (repeatable)")
+    p.add_argument("--token-file", help="file holding the bearer token for --connect nodes")
+    p.add_argument("--tls-ca", help="CA certificate (PEM) for --connect nodes; enables TLS")
+    p.add_argument("--tls-cert", help="client certificate (PEM) for mTLS")
+    p.add_argument("--tls-key", help="client private key (PEM) for mTLS")
+    p.add_argument("--theme", choices=("light", "dark"), help="colour theme (default: saved, else light)")
+    p.add_argument("--data-dir", help="folder for the console's SQLite store "
+                   "(default: the platform's user data folder; env MUSA_CONSOLE_DATA_DIR)")
+    p.add_argument("--screenshot", metavar="PATH", help="render offscreen, save a PNG, exit")
+    p.add_argument("--view", choices=VIEWS, default="fleet", help="view to show first")
+    p.add_argument("--after", type=float, default=3.0, metavar="SECONDS",
+                   help="with --screenshot: wait this long before rendering (default 3)")
+    p.add_argument("--size", default="1280x800", help="window size WxH (default 1280x800)")
+    p.add_argument("--first-paint", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def _addresses(args: argparse.Namespace):
+    from .core.nodes import TlsFiles, parse_address
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).expanduser().read_text(encoding="utf-8").strip() or None
+        except OSError as e:
+            raise SystemExit(f"musa-console: cannot read the token file {args.token_file}: {e.strerror}")
+    if (args.tls_cert or args.tls_key) and not args.tls_ca:
+        raise SystemExit("musa-console: --tls-cert/--tls-key need --tls-ca")
+    tls = TlsFiles(args.tls_ca, args.tls_cert or "", args.tls_key or "") if args.tls_ca else None
+    out = []
+    for text in args.connect:
+        try:
+            out.append(parse_address(text, token=token, tls=tls))
+        except ValueError as e:
+            raise SystemExit(f"musa-console: {e}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    addresses = _addresses(args)
+    if args.screenshot or args.first_paint:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"musa-console: --size must look like 1280x800, not {args.size!r}")
+
+    from PySide6.QtCore import QEvent, QObject, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from .qt.bridge import HubBridge
+    from .qt.main_window import MainWindow
+    from .services.node_hub import NodeHub
+    from .services.store import Store, StoreWorker, default_db_path
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("musa-console")
+    app.setOrganizationName("musa-ops")
+
+    data_dir = args.data_dir or os.environ.get("MUSA_CONSOLE_DATA_DIR")
+    db_path = Path(data_dir) / "console.sqlite3" if data_dir else default_db_path()
+    try:
+        store = StoreWorker(Store(db_path))
+    except Exception as e:  # an unusable store must not stop the console
+        print(f"musa-console: the local store at {db_path} is unusable ({e}); "
+              "connections will not be saved.", file=sys.stderr)
+        store = None
+
+    bridge = HubBridge()
+    hub = NodeHub(bridge)
+    hub.start()
+    window = MainWindow(hub, bridge, store, theme=args.theme or "light")
+    window.resize(width, height)
+    for address in addresses:
+        window.connect_address(address)
+    window.show_view(args.view)
+
+    if store is not None and not args.screenshot:
+        def loaded(result, error):
+            if not error:
+                window.invoke(apply_saved, *result)
+
+        def apply_saved(settings, profiles):
+            window.settings.update(settings)
+            if settings.get("alert_thresholds"):
+                from .core.alerts import AlertThresholds
+                window.state.set_thresholds(AlertThresholds(**settings["alert_thresholds"]))
+            if not args.theme and settings.get("theme") in ("light", "dark"):
+                window.apply_theme(settings["theme"])
+            window.load_profiles(profiles)
+
+        store.submit("startup", done=loaded)
+
+    exit_code = [0]
+    if args.first_paint:
+        class _FirstPaint(QObject):
+            def eventFilter(self, obj, event):
+                if event.type() == QEvent.Type.Paint:
+                    print(f"first-paint {time.perf_counter() - _T0:.3f}", flush=True)
+                    QTimer.singleShot(0, app.quit)
+                    obj.removeEventFilter(self)
+                return False
+        painter_watch = _FirstPaint(window)
+        window.installEventFilter(painter_watch)
+
+    if args.screenshot:
+        def shoot():
+            if args.view == "node" and window.state.order:
+                window.open_node(window.state.order[0])
+            app.processEvents()
+            window.node_view.panel.redraw(force=True)
+            path = Path(args.screenshot)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not window.grab().save(str(path)):
+                print(f"musa-console: could not write {path}", file=sys.stderr)
+                exit_code[0] = 1
+            app.quit()
+        QTimer.singleShot(int(max(0.0, args.after) * 1000), shoot)
+
+    window.show()
+    try:
+        app.exec()
+    finally:
+        window.shutdown()
+        hub.stop()
+        if store is not None:
+            store.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: Qt/pyqtgraph objects destroyed in arbitrary order at exit
+    # can crash PySide (the same workaround as pyqtgraph.exit()). Everything that holds
+    # state (hub thread, store) is closed above.
+    os._exit(exit_code[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

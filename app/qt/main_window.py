@@ -1,0 +1,367 @@
+"""The main window: left navigation, one stacked view per section, toolbar, status bar,
+alerts dock, connections and settings dialogs.
+
+It wires the parts together and owns nothing slow: RPCs go through the hub, database work
+through the store worker, and each panel redraws on its own timer. Views that other
+helpers build (Models, Playground, Audit) are imported if present; otherwise a clear
+placeholder says what is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QApplication, QLabel, QListWidget, QListWidgetItem, QMainWindow,
+                               QSizePolicy, QHBoxLayout, QStackedWidget, QToolBar, QWidget)
+
+from ..core.alerts import AlertThresholds
+from ..core.nodes import ConnectionState, NodeAddress, NodeStatus
+from ..services.node_hub import NodeHub
+from ..services.store import NodeProfile, StoreWorker
+from . import theme as theme_mod
+from .bridge import GuiInvoker, HubBridge
+from .fleet_state import FleetState
+from .views.about import show_about
+from .views.alerts_panel import AlertsPanel
+from .views.connections_dialog import ConnectionEditor, ConnectionsDialog
+from .views.fleet_view import FleetView
+from .views.node_view import NodeView
+from .views.settings_dialog import SettingsDialog
+
+log = logging.getLogger(__name__)
+
+VIEWS = ("fleet", "node", "models", "playground", "audit")
+TITLES = {"fleet": "Fleet", "node": "Node", "models": "Models", "playground": "Playground",
+          "audit": "Audit"}
+# Optional views: (module, class) under musaops.app.qt.views.
+OPTIONAL_VIEWS = {"models": ("models_view", "ModelsView"),
+                  "playground": ("playground_view", "PlaygroundView"),
+                  "audit": ("audit_view", "AuditView")}
+
+
+def profile_node_id(profile_id: int) -> str:
+    return f"profile-{profile_id}"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, hub: NodeHub, bridge: HubBridge, store: StoreWorker | None = None,
+                 settings: dict[str, Any] | None = None, theme: str = "light") -> None:
+        super().__init__()
+        self.hub = hub
+        self.bridge = bridge
+        self.store = store
+        self.settings = dict(settings or {})
+        self.theme_name = theme
+        self.profiles: dict[str, NodeProfile] = {}   # node_id -> saved profile
+        self.invoke = GuiInvoker(self)
+        self.connections_dialog: ConnectionsDialog | None = None
+        self.dialog: QWidget | None = None           # the open modal-ish dialog, for tests
+
+        self.setWindowTitle("musa-console")
+        self.setWindowIcon(theme_mod.icon("app", "#1f5fd1", 64))
+        self.resize(1280, 800)
+        thresholds = AlertThresholds(**self.settings.get("alert_thresholds", {})) \
+            if self.settings.get("alert_thresholds") else AlertThresholds()
+        self.state = FleetState(bridge, thresholds=thresholds, parent=self)
+        bridge.command_error.connect(self._on_command_error)
+
+        # Views.
+        self.fleet_view = FleetView(self.state)
+        self.fleet_view.node_activated.connect(self.open_node)
+        self.node_view = NodeView(self.state)
+        self.directory = None
+        try:
+            from .views.node_directory import NodeDirectory
+            self.directory = NodeDirectory(bridge, self)
+        except ImportError:
+            pass
+        self.views: dict[str, QWidget] = {"fleet": self.fleet_view, "node": self.node_view}
+        for key, (module, cls) in OPTIONAL_VIEWS.items():
+            self.views[key] = self._optional_view(key, module, cls)
+
+        self.nav = QListWidget()
+        self.nav.setObjectName("navigation")
+        self.nav.setIconSize(QSize(20, 20))
+        self.nav.setFixedWidth(176)
+        self.stack = QStackedWidget()
+        for key in VIEWS:
+            QListWidgetItem(TITLES[key], self.nav).setData(Qt.ItemDataRole.UserRole, key)
+            self.stack.addWidget(self.views[key])
+        self.nav.currentRowChanged.connect(self._nav_changed)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self.nav)
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self.alerts_panel = AlertsPanel(self.state, self)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.alerts_panel)
+        self.alerts_panel.hide()
+
+        self._build_toolbar()
+        self._build_status_bar()
+        self._build_shortcuts()
+        self.apply_theme(theme)
+        self.nav.setCurrentRow(0)
+
+    # --- construction ----------------------------------------------------------------------
+
+    def _optional_view(self, key: str, module: str, cls: str) -> QWidget:
+        try:
+            mod = importlib.import_module(f"musaops.app.qt.views.{module}")
+        except ImportError as e:
+            if getattr(e, "name", "") and module not in str(e.name):
+                log.warning("%s view failed to import: %s", key, e)
+            return self._placeholder(f"The {TITLES[key]} view is not part of this build.")
+        kwargs: dict[str, Any] = {}
+        if self.directory is not None:
+            kwargs["directory"] = self.directory
+        if key == "playground" and self.store is not None:
+            kwargs["store"] = self.store
+        try:
+            try:
+                return getattr(mod, cls)(self.hub, self.bridge, None, **kwargs)
+            except TypeError:
+                return getattr(mod, cls)(self.hub, self.bridge)
+        except Exception as e:  # a broken optional view must not take the console down
+            log.exception("%s view failed", key)
+            return self._placeholder(f"The {TITLES[key]} view could not start: {e}")
+
+    def _placeholder(self, text: str) -> QWidget:
+        label = QLabel(text)
+        label.setObjectName("placeholder")
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        label.setWordWrap(True)
+        return label
+
+    def _build_toolbar(self) -> None:
+        tb = QToolBar("Main")
+        tb.setObjectName("mainToolbar")
+        tb.setMovable(False)
+        tb.setIconSize(QSize(18, 18))
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.addToolBar(tb)
+        self.act_add = QAction("Add node", self, shortcut=QKeySequence("Ctrl+N"))
+        self.act_add.triggered.connect(self.add_connection)
+        self.act_connections = QAction("Connections", self)
+        self.act_connections.triggered.connect(self.show_connections)
+        self.act_alerts = QAction("Alerts", self, shortcut=QKeySequence("Ctrl+L"), checkable=True)
+        self.act_alerts.toggled.connect(self.alerts_panel.setVisible)
+        self.alerts_panel.visibilityChanged.connect(self.act_alerts.setChecked)
+        self.act_settings = QAction("Settings", self, shortcut=QKeySequence("Ctrl+,"))
+        self.act_settings.triggered.connect(self.show_settings)
+        self.act_theme = QAction("Dark theme", self, shortcut=QKeySequence("Ctrl+T"),
+                                 checkable=True)
+        self.act_theme.toggled.connect(lambda on: self.apply_theme("dark" if on else "light",
+                                                                   save=True))
+        self.act_about = QAction("About", self, shortcut=QKeySequence("F1"))
+        self.act_about.triggered.connect(lambda: setattr(self, "dialog", show_about(self)))
+        for a in (self.act_add, self.act_connections, self.act_alerts):
+            tb.addAction(a)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        tb.addWidget(spacer)
+        for a in (self.act_settings, self.act_theme, self.act_about):
+            tb.addAction(a)
+        self.toolbar = tb
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.sb_nodes = QLabel()
+        self.sb_gpus = QLabel()
+        self.sb_tps = QLabel()
+        self.sb_alerts = QLabel()
+        self.sb_alerts.setObjectName("statusAlerts")
+        self.sb_message = QLabel()
+        sb.addWidget(self.sb_message, 1)
+        for w in (self.sb_nodes, self.sb_gpus, self.sb_tps, self.sb_alerts):
+            sb.addPermanentWidget(w)
+        self.status_timer = QTimer(self)
+        self.status_timer.setInterval(1000)
+        self.status_timer.timeout.connect(self.update_status_bar)
+        self.status_timer.start()
+        self.state.alerts_changed.connect(self.update_status_bar)
+        self.state.status_changed.connect(self._status_message)
+        self.update_status_bar()
+
+    def _build_shortcuts(self) -> None:
+        self.shortcuts = []
+        for i, key in enumerate(VIEWS):
+            sc = QShortcut(QKeySequence(f"Ctrl+{i + 1}"), self)
+            sc.activated.connect(lambda k=key: self.show_view(k))
+            self.shortcuts.append(sc)
+
+    # --- navigation ------------------------------------------------------------------------
+
+    def show_view(self, key: str) -> None:
+        self.nav.setCurrentRow(VIEWS.index(key))
+
+    def current_view(self) -> str:
+        return VIEWS[self.stack.currentIndex()]
+
+    def _nav_changed(self, row: int) -> None:
+        if row < 0:
+            return
+        self.stack.setCurrentIndex(row)
+        self.node_view.set_active(VIEWS[row] == "node")
+
+    def open_node(self, node_id: str) -> None:
+        self.node_view.show_node(node_id)
+        self.show_view("node")
+
+    # --- nodes -----------------------------------------------------------------------------
+
+    def connect_address(self, address: NodeAddress, node_id: str | None = None) -> str:
+        """Adds an ad hoc (not saved) connection."""
+        node_id = node_id or self.hub.new_id("node")
+        self.state.ensure(NodeStatus(node_id, address, ConnectionState.CONNECTING))
+        self.hub.add_node(address, node_id)
+        return node_id
+
+    def load_profiles(self, profiles: list[NodeProfile]) -> None:
+        for p in profiles:
+            nid = profile_node_id(p.id)
+            self.profiles[nid] = p
+            self.connect_address(p.address, nid)
+
+    def add_connection(self) -> None:
+        editor = ConnectionEditor(None, self)
+        editor.accepted.connect(lambda: self.save_profile(editor.build()))
+        self.dialog = editor
+        editor.open()
+
+    def show_connections(self) -> None:
+        dlg = ConnectionsDialog(list(self.profiles.values()), self)
+        dlg.save_requested.connect(self.save_profile)
+        dlg.remove_requested.connect(self.remove_profile)
+        self.connections_dialog = dlg
+        self.dialog = dlg
+        dlg.open()
+
+    def save_profile(self, profile: NodeProfile) -> None:
+        """Saves through the store worker, then connects (or reconnects) the node."""
+        if self.store is None:
+            self._apply_profile(profile)
+            return
+        self.store.submit("save_profile", profile,
+                          done=lambda saved, err: self.invoke(self._profile_saved, saved, err))
+
+    def _profile_saved(self, saved: NodeProfile | None, error: str) -> None:
+        if error or saved is None:
+            self.sb_message.setText(f"Could not save the connection: {error}")
+            return
+        self._apply_profile(saved)
+
+    def _apply_profile(self, profile: NodeProfile) -> None:
+        nid = profile_node_id(profile.id) if profile.id else self.hub.new_id("node")
+        existed = nid in self.profiles
+        self.profiles[nid] = profile
+        if existed:
+            self.hub.update_node(nid, profile.address)
+        else:
+            self.connect_address(profile.address, nid)
+        if self.store is not None:
+            self.store.submit("log", "connection.save", profile.address.target)
+        self._refresh_connections_dialog()
+
+    def remove_profile(self, profile: NodeProfile) -> None:
+        nid = profile_node_id(profile.id)
+        self.profiles.pop(nid, None)
+        self.hub.remove_node(nid)
+        if self.store is not None and profile.id:
+            self.store.submit("delete_profile", profile.id)
+            self.store.submit("log", "connection.remove", profile.address.target)
+        self._refresh_connections_dialog()
+
+    def _refresh_connections_dialog(self) -> None:
+        if self.connections_dialog is not None:
+            self.connections_dialog.set_profiles(list(self.profiles.values()))
+
+    # --- settings and theme ----------------------------------------------------------------
+
+    def show_settings(self) -> None:
+        dlg = SettingsDialog(self.state.alerts.thresholds, self.theme_name, self)
+        dlg.accepted.connect(lambda: self._settings_accepted(dlg))
+        self.dialog = dlg
+        dlg.open()
+
+    def _settings_accepted(self, dlg: SettingsDialog) -> None:
+        th = dlg.thresholds()
+        self.state.set_thresholds(th)
+        self.settings["alert_thresholds"] = asdict(th)
+        if self.store is not None:
+            self.store.submit("set_setting", "alert_thresholds", asdict(th))
+        self.apply_theme(dlg.theme.currentText(), save=True)
+
+    def apply_theme(self, name: str, save: bool = False) -> None:
+        app = QApplication.instance()
+        colors = theme_mod.apply(app, name)
+        self.theme_name = name
+        self.act_theme.blockSignals(True)
+        self.act_theme.setChecked(name == "dark")
+        self.act_theme.blockSignals(False)
+        fg = colors["text"]
+        for action, icon in ((self.act_add, "add"), (self.act_connections, "connections"),
+                             (self.act_alerts, "alert"), (self.act_settings, "settings"),
+                             (self.act_theme, "theme"), (self.act_about, "about")):
+            action.setIcon(theme_mod.icon(icon, fg))
+        for i, key in enumerate(VIEWS):
+            self.nav.item(i).setIcon(theme_mod.icon(key, colors["muted"]))
+        self.node_view.panel.set_theme(colors["chart_bg"], colors["chart_fg"])
+        if save and self.store is not None:
+            self.store.submit("set_setting", "theme", name)
+
+    # --- status bar ------------------------------------------------------------------------
+
+    def update_status_bar(self) -> None:
+        s = self.state.summary()
+        self.sb_nodes.setText(f"Nodes online: {s['online']:.0f}/{s['nodes']:.0f}")
+        self.sb_gpus.setText(f"GPUs: {s['gpus']:.0f}")
+        self.sb_tps.setText(f"Fleet tokens/s: {s['tokens_per_second']:,.0f}")
+        n = int(s["alerts"])
+        self.sb_alerts.setText(f"Alerts: {n}")
+        self.sb_alerts.setProperty("alert", n > 0)
+        self.sb_alerts.style().unpolish(self.sb_alerts)
+        self.sb_alerts.style().polish(self.sb_alerts)
+
+    def _status_message(self, node_id: str) -> None:
+        st = self.state.statuses.get(node_id)
+        if st is None:
+            return
+        if st.state is ConnectionState.OFFLINE and st.last_error:
+            self.sb_message.setText(f"{st.address.label}: {st.last_error}")
+        elif st.state is ConnectionState.ONLINE and self.sb_message.text().startswith(
+                f"{st.address.label}:"):
+            self.sb_message.setText(f"{st.address.label}: online")
+
+    def _on_command_error(self, error) -> None:
+        label = self.state.statuses[error.node_id].address.label \
+            if error.node_id in self.state.statuses else error.node_id
+        self.sb_message.setText(f"{label}: {error.message}")
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stops every timer this window owns (the hub and store are the caller's)."""
+        self.status_timer.stop()
+        self.fleet_view.stop()
+        self.node_view.stop()
+        self.state.stop()
+        for view in self.views.values():
+            stop = getattr(view, "stop", None) or getattr(view, "shutdown", None)
+            if callable(stop) and view not in (self.fleet_view, self.node_view):
+                try:
+                    stop()
+                except Exception:
+                    log.exception("stopping a view")
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,227 @@
+"""The fleet table: one row per node, fed by FleetState.
+
+Updates are coalesced: FleetState marks rows dirty as batches arrive, and the fleet view's
+single refresh timer calls `flush()`, which emits one dataChanged over the dirty span.
+The Devices column carries per-device tiles (DEVICES_ROLE) that FleetDelegate paints.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QColor
+
+from ...core.nodes import ConnectionState
+from ..fleet_state import FleetState
+
+COLUMNS = ("Node", "State", "Backend", "Devices", "Models", "Run / wait", "Tokens/s", "Last seen")
+COL_NODE, COL_STATE, COL_BACKEND, COL_DEVICES, COL_MODELS, COL_QUEUE, COL_TPS, COL_SEEN = range(8)
+
+DEVICES_ROLE = Qt.ItemDataRole.UserRole + 1   # tuple[DeviceTile, ...]
+SORT_ROLE = Qt.ItemDataRole.UserRole + 2
+STATE_ROLE = Qt.ItemDataRole.UserRole + 3     # ConnectionState
+NODE_ID_ROLE = Qt.ItemDataRole.UserRole + 4
+
+SPARK_POINTS = 60
+
+STATE_COLORS = {
+    ConnectionState.ONLINE: QColor("#2e9d5b"),
+    ConnectionState.DEGRADED: QColor("#d39a1b"),
+    ConnectionState.CONNECTING: QColor("#5b8def"),
+    ConnectionState.OFFLINE: QColor("#d0473c"),
+}
+
+
+@dataclass(frozen=True)
+class DeviceTile:
+    index: int
+    name: str
+    util: float | None
+    mem: float | None          # % of device memory
+    temp: float | None
+    power: float | None
+    power_limit: float | None
+    spark: np.ndarray          # recent utilisation, NaN for gaps
+
+
+def _fmt_ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+class FleetModel(QAbstractTableModel):
+    def __init__(self, state: FleetState, parent=None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self._rows: list[str] = list(state.order)
+        self._dirty: set[int] = set()
+        state.node_added.connect(self._on_added)
+        state.node_removed.connect(self._on_removed)
+        state.status_changed.connect(self._mark)
+        state.data_changed.connect(self._mark)
+
+    # --- structure -------------------------------------------------------------------------
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole \
+                and 0 <= section < len(COLUMNS):
+            return COLUMNS[section]
+        return None
+
+    def node_id(self, row: int) -> str:
+        return self._rows[row]
+
+    def row_of(self, node_id: str) -> int:
+        try:
+            return self._rows.index(node_id)
+        except ValueError:
+            return -1
+
+    def _on_added(self, node_id: str) -> None:
+        n = len(self._rows)
+        self.beginInsertRows(QModelIndex(), n, n)
+        self._rows.append(node_id)
+        self.endInsertRows()
+
+    def _on_removed(self, node_id: str) -> None:
+        row = self.row_of(node_id)
+        if row < 0:
+            return
+        self.beginRemoveRows(QModelIndex(), row, row)
+        del self._rows[row]
+        self.endRemoveRows()
+        self._dirty = {r if r < row else r - 1 for r in self._dirty if r != row}
+
+    def _mark(self, node_id: str) -> None:
+        row = self.row_of(node_id)
+        if row >= 0:
+            self._dirty.add(row)
+
+    def flush(self) -> None:
+        """Emits one dataChanged over the rows that changed since the last flush."""
+        if not self._dirty:
+            return
+        lo, hi = min(self._dirty), max(self._dirty)
+        self._dirty.clear()
+        hi = min(hi, len(self._rows) - 1)
+        if lo <= hi:
+            self.dataChanged.emit(self.index(lo, 0), self.index(hi, len(COLUMNS) - 1))
+
+    # --- data ------------------------------------------------------------------------------
+
+    def flags(self, index):
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        nid = self._rows[index.row()]
+        status = self.state.statuses.get(nid)
+        if status is None:
+            return None
+        snap = self.state.latest.get(nid) if status.state is not ConnectionState.OFFLINE else None
+        col = index.column()
+        if role == NODE_ID_ROLE:
+            return nid
+        if role == STATE_ROLE:
+            return status.state
+        if role == DEVICES_ROLE:
+            return self._tiles(nid) if col == COL_DEVICES else None
+        if role == Qt.ItemDataRole.DisplayRole or role == SORT_ROLE:
+            sort = role == SORT_ROLE
+            if col == COL_NODE:
+                label = status.address.label
+                if sort:
+                    return label.lower()
+                host = status.info.hostname if status.info else ""
+                return f"{label}\n{host}" if host and host != label else label
+            if col == COL_STATE:
+                if sort:
+                    return list(ConnectionState).index(status.state)
+                text = status.state.value.capitalize()
+                if status.state in (ConnectionState.OFFLINE, ConnectionState.DEGRADED) \
+                        and status.last_error:
+                    text += f"\n{status.last_error}"
+                return text
+            if col == COL_BACKEND:
+                return status.info.backend if status.info else ("" if sort else "—")
+            if col == COL_DEVICES:
+                n = len(status.info.devices) if status.info else 0
+                if sort:
+                    return n
+                return f"{n} device{'s' if n != 1 else ''}" if status.info else "—"
+            if col == COL_MODELS:
+                names = ", ".join(m.model for m in snap.models) if snap else ""
+                return names if (names or sort) else "—"
+            if col == COL_QUEUE:
+                if sort:
+                    return snap.running + snap.waiting if snap else -1
+                return f"{snap.running} / {snap.waiting}" if snap else "—"
+            if col == COL_TPS:
+                if sort:
+                    return snap.tokens_per_second if snap else -1.0
+                return f"{snap.tokens_per_second:,.0f}" if snap else "—"
+            if col == COL_SEEN:
+                if sort:
+                    return status.last_seen
+                if not status.last_seen:
+                    return "never"
+                if status.state is ConnectionState.ONLINE:
+                    return "live"
+                return _fmt_ago(max(0.0, time.time() - status.last_seen))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col == COL_DEVICES:
+                from ..views.fleet_delegate import tooltip
+                tiles = self._tiles(nid)
+                return tooltip(tiles) if tiles else None
+            if col in (COL_STATE, COL_NODE):
+                lines = [f"{status.address.label} ({status.address.target})",
+                         f"State: {status.state.value}"]
+                if status.last_error:
+                    lines.append(f"Last error: {status.last_error}")
+                if status.info:
+                    lines.append(f"musad {status.info.version} on {status.info.hostname}")
+                if status.retry_in and status.state is not ConnectionState.ONLINE:
+                    lines.append(f"Retrying in {status.retry_in:.0f} s")
+                return "\n".join(lines)
+        if role == Qt.ItemDataRole.ForegroundRole and col == COL_STATE:
+            return STATE_COLORS[status.state]
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_QUEUE, COL_TPS):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _tiles(self, nid: str) -> tuple[DeviceTile, ...]:
+        status = self.state.statuses[nid]
+        if status.info is None:
+            return ()
+        snap = self.state.latest.get(nid)
+        live = snap is not None and status.state is not ConnectionState.OFFLINE
+        samples = {d.index: d for d in snap.devices} if live else {}
+        hist = self.state.history.get(nid)
+        tiles = []
+        for dev in status.info.devices:
+            s = samples.get(dev.index)
+            spark = np.empty(0)
+            if hist is not None:
+                _, util = hist.device_channel(dev.index, "util")
+                spark = util[-SPARK_POINTS:]
+            tiles.append(DeviceTile(
+                dev.index, dev.name,
+                s.utilization_percent if s else None, s.memory_percent if s else None,
+                s.temperature_celsius if s else None, s.power_watts if s else None,
+                s.power_limit_watts if s else None, spark))
+        return tuple(tiles)

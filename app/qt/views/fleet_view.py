@@ -1,0 +1,195 @@
+"""Fleet view: every node at a glance, with a summary bar, search and a state filter.
+
+One QTimer (500 ms) flushes the model's dirty rows and refreshes the summary: however fast
+telemetry arrives, the table repaints at most twice a second.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QHBoxLayout, QHeaderView,
+                               QLabel, QLineEdit, QStackedWidget, QTableView, QVBoxLayout,
+                               QWidget)
+
+from ...core.nodes import ConnectionState
+from ..fleet_state import FleetState
+from ..models.fleet_model import (COL_BACKEND, COL_DEVICES, COL_MODELS, COL_NODE, COL_QUEUE,
+                                  COL_SEEN, COL_STATE, COL_TPS, NODE_ID_ROLE, SORT_ROLE,
+                                  STATE_ROLE, FleetModel)
+from .fleet_delegate import BAR_COLORS, BAR_NAMES, FleetDelegate, row_height
+
+STATE_FILTERS = (("All states", None), ("Online", ConnectionState.ONLINE),
+                 ("Degraded", ConnectionState.DEGRADED), ("Connecting", ConnectionState.CONNECTING),
+                 ("Offline", ConnectionState.OFFLINE))
+
+
+class FleetFilter(QSortFilterProxyModel):
+    """Search text over node, state, backend and models; plus a state filter."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.state_filter: ConnectionState | None = None
+        self.text = ""
+        self.setSortRole(SORT_ROLE)
+        self.setDynamicSortFilter(False)  # re-sorting 200 rows per update would jitter
+
+    def set_text(self, text: str) -> None:
+        self.text = text.strip().lower()
+        self.invalidateFilter()
+
+    def set_state(self, state: ConnectionState | None) -> None:
+        self.state_filter = state
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, row: int, parent) -> bool:
+        m = self.sourceModel()
+        if self.state_filter is not None and \
+                m.index(row, COL_STATE, parent).data(STATE_ROLE) is not self.state_filter:
+            return False
+        if not self.text:
+            return True
+        hay = " ".join(str(m.index(row, c, parent).data() or "")
+                       for c in (COL_NODE, COL_STATE, COL_BACKEND, COL_MODELS)).lower()
+        return all(word in hay for word in self.text.split())
+
+
+class SummaryBar(QFrame):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("summaryBar")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(12, 8, 12, 8)
+        lay.setSpacing(28)
+        self.cards: dict[str, QLabel] = {}
+        for key, title in (("online", "Nodes online"), ("gpus", "GPUs"),
+                           ("tokens_per_second", "Fleet tokens/s"), ("alerts", "Open alerts")):
+            box = QVBoxLayout()
+            box.setSpacing(0)
+            value = QLabel("0")
+            value.setObjectName("summaryValue")
+            caption = QLabel(title)
+            caption.setObjectName("summaryCaption")
+            box.addWidget(value)
+            box.addWidget(caption)
+            lay.addLayout(box)
+            self.cards[key] = value
+        lay.addStretch(1)
+
+    def update_from(self, summary: dict[str, float]) -> None:
+        self.cards["online"].setText(f"{summary['online']:.0f} / {summary['nodes']:.0f}")
+        self.cards["gpus"].setText(f"{summary['gpus']:.0f}")
+        self.cards["tokens_per_second"].setText(f"{summary['tokens_per_second']:,.0f}")
+        alerts = int(summary["alerts"])
+        self.cards["alerts"].setText(str(alerts))
+        self.cards["alerts"].setProperty("alert", alerts > 0)
+        self.cards["alerts"].style().unpolish(self.cards["alerts"])
+        self.cards["alerts"].style().polish(self.cards["alerts"])
+
+
+class FleetView(QWidget):
+    node_activated = Signal(str)       # double-click: open the node view
+    add_connection_requested = Signal()
+
+    def __init__(self, state: FleetState, parent=None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.model = FleetModel(state, self)
+        self.proxy = FleetFilter(self)
+        self.proxy.setSourceModel(self.model)
+
+        self.summary = SummaryBar(self)
+        self.search = QLineEdit(placeholderText="Search nodes, backends, models…")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self.proxy.set_text)
+        self.state_combo = QComboBox()
+        for label, _ in STATE_FILTERS:
+            self.state_combo.addItem(label)
+        self.state_combo.currentIndexChanged.connect(
+            lambda i: self.proxy.set_state(STATE_FILTERS[i][1]))
+
+        self.table = QTableView()
+        self.table.setObjectName("fleetTable")
+        self.table.setModel(self.proxy)
+        self.delegate = FleetDelegate(self.table)
+        self.table.setItemDelegate(self.delegate)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(COL_NODE, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(True)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(row_height(1))
+        hh = self.table.horizontalHeader()
+        hh.setHighlightSections(False)
+        hh.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        for col, width in ((COL_NODE, 150), (COL_STATE, 150), (COL_BACKEND, 88),
+                           (COL_MODELS, 120), (COL_QUEUE, 100), (COL_TPS, 86), (COL_SEEN, 96)):
+            hh.resizeSection(col, width)
+        hh.setSectionResizeMode(COL_DEVICES, QHeaderView.ResizeMode.Stretch)
+        hh.setMinimumSectionSize(60)
+        hh.sectionResized.connect(lambda *_a: self._fit_rows(force=True))
+        self.table.doubleClicked.connect(self._activated)
+        legend = QLabel("Device bars: " + "  ".join(
+            f"<span style='color:{c.name()}'>&#9632;</span> {n}"
+            for c, n in zip(BAR_COLORS, BAR_NAMES)) + " &nbsp;·&nbsp; line: utilisation, last 60 s")
+        legend.setObjectName("summaryCaption")
+
+        self.empty = QLabel("No nodes yet.\nAdd a connection (Ctrl+N) or start the console "
+                            "with --connect HOST:PORT.")
+        self.empty.setObjectName("emptyState")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.table)
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.search, 1)
+        bar.addWidget(self.state_combo)
+        bar.addSpacing(12)
+        bar.addWidget(legend)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(16, 12, 16, 12)
+        lay.setSpacing(10)
+        lay.addWidget(self.summary)
+        lay.addLayout(bar)
+        lay.addWidget(self.stack, 1)
+
+        self._max_devices = 1
+        self.timer = QTimer(self)
+        self.timer.setInterval(500)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+        state.node_added.connect(lambda _nid: self.refresh())
+        state.node_removed.connect(lambda _nid: self.refresh())
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.model.flush()
+        self.summary.update_from(self.state.summary())
+        self.stack.setCurrentIndex(1 if self.model.rowCount() else 0)
+        self._fit_rows()
+
+    def _fit_rows(self, force: bool = False) -> None:
+        devices = max((len(s.info.devices) for s in self.state.statuses.values() if s.info),
+                      default=1)
+        if devices != self._max_devices or force:
+            self._max_devices = devices
+            self.table.verticalHeader().setDefaultSectionSize(
+                max(52, row_height(devices, self.table.columnWidth(COL_DEVICES))))
+
+    def resort(self) -> None:
+        self.proxy.invalidate()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def selected_node(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return rows[0].data(NODE_ID_ROLE) if rows else None
+
+    def _activated(self, index) -> None:
+        nid = index.data(NODE_ID_ROLE)
+        if nid:
+            self.node_activated.emit(nid)

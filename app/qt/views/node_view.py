@@ -1,0 +1,175 @@
+"""Node view: one node's facts and live charts (devices and deployed models).
+
+History is back-filled by the hub on connect, so the charts are full as soon as the view
+opens. The time window (1, 5, 15, 60 min) and pause act on the LivePanel; its single timer
+runs only while this view is visible.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton,
+                               QStackedWidget, QVBoxLayout, QWidget)
+
+from ...core.nodes import ConnectionState
+from ..charts.live_panel import LivePanel
+from ..fleet_state import FleetState
+
+WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("60 min", 3600))
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+class NodeView(QWidget):
+    def __init__(self, state: FleetState, parent=None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.node_id: str | None = None
+
+        self.node_combo = QComboBox()
+        self.node_combo.setMinimumWidth(220)
+        self.node_combo.currentIndexChanged.connect(self._combo_changed)
+        self.window_combo = QComboBox()
+        for label, _ in WINDOWS:
+            self.window_combo.addItem(label)
+        self.window_combo.setCurrentIndex(1)
+        self.window_combo.currentIndexChanged.connect(
+            lambda i: self.panel.set_window(WINDOWS[i][1]))
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setCheckable(True)
+        self.pause_button.toggled.connect(self._pause)
+        self.state_label = QLabel()
+        self.state_label.setObjectName("nodeState")
+
+        self.facts = QLabel()
+        self.facts.setObjectName("nodeFacts")
+        self.facts.setWordWrap(True)
+        self.facts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.readout = QLabel(" ")
+        self.readout.setObjectName("readout")
+
+        self.panel = LivePanel(self)
+        self.panel.set_window(WINDOWS[1][1])
+        self.panel.readout.connect(self.readout.setText)
+
+        self.empty = QLabel("No node selected.\nDouble-click a node in the Fleet view, or pick "
+                            "one above.")
+        self.empty.setObjectName("emptyState")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.panel)
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Node"))
+        top.addWidget(self.node_combo)
+        top.addWidget(self.state_label)
+        top.addStretch(1)
+        top.addWidget(QLabel("Window"))
+        top.addWidget(self.window_combo)
+        top.addWidget(self.pause_button)
+        info = QFrame()
+        info.setObjectName("factsCard")
+        il = QVBoxLayout(info)
+        il.setContentsMargins(12, 8, 12, 8)
+        il.addWidget(self.facts)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(16, 12, 16, 12)
+        lay.setSpacing(8)
+        lay.addLayout(top)
+        lay.addWidget(info)
+        lay.addWidget(self.readout)
+        lay.addWidget(self.stack, 1)
+
+        state.node_added.connect(self._nodes_changed)
+        state.node_removed.connect(self._nodes_changed)
+        state.status_changed.connect(self._status_changed)
+        self._nodes_changed()
+
+    # --- node selection --------------------------------------------------------------------
+
+    def _nodes_changed(self, *_args) -> None:
+        current = self.node_id
+        self.node_combo.blockSignals(True)
+        self.node_combo.clear()
+        for nid in self.state.order:
+            self.node_combo.addItem(self.state.statuses[nid].address.label, nid)
+        self.node_combo.blockSignals(False)
+        if current in self.state.statuses:
+            self.node_combo.setCurrentIndex(self.state.order.index(current))
+        elif self.state.order:
+            self.show_node(self.state.order[0])
+        else:
+            self.show_node(None)
+
+    def _combo_changed(self, i: int) -> None:
+        if i >= 0:
+            self.show_node(self.node_combo.itemData(i))
+
+    def show_node(self, node_id: str | None) -> None:
+        if node_id is not None and node_id not in self.state.statuses:
+            node_id = None
+        changed = node_id != self.node_id
+        self.node_id = node_id
+        if node_id is not None:
+            i = self.state.order.index(node_id)
+            if self.node_combo.currentIndex() != i:
+                self.node_combo.blockSignals(True)
+                self.node_combo.setCurrentIndex(i)
+                self.node_combo.blockSignals(False)
+        if changed:
+            self.panel.set_history(self.state.history.get(node_id) if node_id else None)
+        self.stack.setCurrentIndex(1 if node_id else 0)
+        self._update_facts()
+
+    def _status_changed(self, node_id: str) -> None:
+        if node_id == self.node_id:
+            self._update_facts()
+
+    def _update_facts(self) -> None:
+        status = self.state.statuses.get(self.node_id) if self.node_id else None
+        if status is None:
+            self.state_label.setText("")
+            self.facts.setText("")
+            return
+        self.state_label.setText(status.state.value.capitalize())
+        self.state_label.setProperty("state", status.state.value)
+        self.state_label.style().unpolish(self.state_label)
+        self.state_label.style().polish(self.state_label)
+        lines = []
+        if status.state is not ConnectionState.ONLINE and status.last_error:
+            lines.append(f"<b>{status.last_error}</b>")
+        info = status.info
+        if info is None:
+            lines.append(f"{status.address.target}: waiting for the node to answer.")
+        else:
+            lines.append(f"<b>{info.hostname}</b> · {status.address.target} · musad "
+                         f"{info.version} · {info.backend} · torch {info.torch_version or '—'}"
+                         f" · Python {info.python_version or '—'} · {info.host_cpu_count} CPUs, "
+                         f"{_gib(info.host_memory_total_bytes)} RAM"
+                         f"{' · TLS' if info.tls else ''}{' · token auth' if info.auth_required else ''}")
+            devs = ", ".join(f"#{d.index} {d.name} ({_gib(d.memory_total_bytes)})"
+                             for d in info.devices)
+            lines.append(f"Devices: {devs or 'none'}")
+        self.facts.setText("<br>".join(lines))
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def _pause(self, paused: bool) -> None:
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.panel.set_paused(paused)
+
+    def set_active(self, active: bool) -> None:
+        """The main window calls this when the view is shown or hidden: the chart timer runs
+        only while the view is on screen. (No show/hideEvent override: PySide may call those
+        during teardown on a half-destroyed wrapper.)"""
+        if active:
+            self.panel.start()
+            self.panel.redraw(force=True)
+        else:
+            self.panel.stop()
+
+    def stop(self) -> None:
+        self.panel.stop()
