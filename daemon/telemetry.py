@@ -93,7 +93,7 @@ class TelemetrySampler:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._last_history = 0.0
-        self._last_tick = 0.0
+        self._last_tick = float("-inf")
         self.latest: Published | None = None
         self.samples_taken = 0     # for tests and benchmarks: sampler ticks so far
         self.sample_errors = 0
@@ -162,7 +162,9 @@ class TelemetrySampler:
         slack = self._tick_s / 2
         for sub in tuple(self._subs):
             if pub.time + slack >= sub.next_due:
-                sub.next_due = max(sub.next_due + sub.interval_s, pub.time + sub.interval_s - slack)
+                sub.next_due += sub.interval_s
+                if sub.next_due + slack < pub.time:  # new, or fell behind: restart its schedule
+                    sub.next_due = pub.time + sub.interval_s
                 sub.offer(pub)
 
     # -- sampling (sampler thread) ---------------------------------------------------------
@@ -209,18 +211,18 @@ class TelemetrySampler:
         while True:
             with self._lock:
                 while not self._stopping:
-                    wait = next_tick - time.monotonic()
+                    # a faster subscriber may have arrived since the last sample: pull the tick in
+                    due = min(next_tick, self._last_tick + self._tick_s)
+                    wait = due - time.monotonic()
                     if wait <= 0:
                         break
                     self._wake.wait(wait)
-                    # a faster subscriber may have arrived: pull the next tick in
-                    next_tick = min(next_tick, self._last_tick + self._tick_s)
                 if self._stopping:
                     return
                 tick = self._tick_s
             pub = self.sample_now()
-            self._last_tick = pub.time
             with self._lock:
+                self._last_tick = pub.time
                 self.latest = pub
                 if pub.time - self._last_history >= HISTORY_PERIOD_S - tick / 2:
                     self.history.append(pub)
@@ -231,8 +233,9 @@ class TelemetrySampler:
                     self._loop.call_soon_threadsafe(self._publish, pub)
                 except RuntimeError:  # loop closed
                     return
-            next_tick = max(next_tick + tick, time.monotonic() - tick)
-
+            next_tick = min(next_tick, pub.time) + tick  # a fixed schedule, no drift
+            if next_tick < time.monotonic():  # fell behind (slow device read): skip, don't burst
+                next_tick = time.monotonic() + tick
 
 def model_stats_pb(s) -> telemetry_pb2.ModelStats:
     """A deployments.ModelStatsSample -> proto (latencies in ms)."""

@@ -59,7 +59,7 @@ async def test_each_subscriber_gets_its_own_cadence():
     span = fast_times[-1] - slow_times[0]
     assert 2 <= len(slow_times) <= span / 0.45 + 1, (slow_times, fast_times)
     gaps = [b - a for a, b in zip(slow_times, slow_times[1:])]
-    assert all(g >= 0.5 - 0.05 for g in gaps), gaps
+    assert all(g >= 0.5 - 0.1 - 0.05 for g in gaps), gaps  # due time, less one tick of jitter
     assert all(b > a for a, b in zip(fast_times, fast_times[1:]))
     assert (await fast.next_snapshot()) is None  # close() ends every stream
 
