@@ -319,16 +319,28 @@ class AuditLog:
         with self.engine.connect() as conn:
             return [AuditEntry(*row) for row in conn.execute(q)]
 
+    def iter_rows(self, f: AuditFilter = AuditFilter(), max_seq: int = 0,
+                  page: int = PAGE) -> Iterator[tuple]:
+        """Matching rows as plain tuples in FIELDS order, a page at a time (constant memory)."""
+        c = audit_log.c
+        base = self._where(sa.select(audit_log), f)
+        if max_seq:
+            base = base.where(c.seq <= max_seq)
+        after = 0
+        with self.engine.connect() as conn:
+            while True:
+                q = base.where(c.seq > after).order_by(c.seq).limit(page)
+                rows = [tuple(r) for r in conn.execute(q).fetchall()]
+                yield from rows
+                if len(rows) < page:
+                    return
+                after = rows[-1][0]
+
     def iter_records(self, f: AuditFilter = AuditFilter(), max_seq: int = 0,
                      page: int = PAGE) -> Iterator[AuditEntry]:
         """All matching records in seq order, a page at a time (constant memory)."""
-        after = 0
-        while True:
-            rows = self.query(f, after_seq=after, limit=page, max_seq=max_seq)
-            yield from rows
-            if len(rows) < page:
-                return
-            after = rows[-1].seq
+        for row in self.iter_rows(f, max_seq, page):
+            yield AuditEntry(*row)
 
     def count(self) -> int:
         with self.engine.connect() as conn:
@@ -338,17 +350,20 @@ class AuditLog:
         """Walks the chain from record 1; names the first broken link."""
         head_seq, head_hash = self.head()
         expected_seq, prev, n = 1, GENESIS_HASH, 0
-        for e in self.iter_records():
-            if e.seq != expected_seq:
+        dumps, sha256 = json.dumps, hashlib.sha256
+        for row in self.iter_rows():
+            seq = row[0]
+            if seq != expected_seq:
                 return VerifyResult(False, n, head_hash, expected_seq,
-                                    f"record {expected_seq} is missing (the next one is {e.seq})")
-            if e.prev_hash != prev:
-                return VerifyResult(False, n, head_hash, e.seq,
-                                    f"record {e.seq} does not link to record {e.seq - 1} (prev_hash differs)")
-            if entry_hash(e) != e.hash:
-                return VerifyResult(False, n, head_hash, e.seq,
-                                    f"record {e.seq} was altered (its hash does not match its contents)")
-            prev, expected_seq, n = e.hash, expected_seq + 1, n + 1
+                                    f"record {expected_seq} is missing (the next one is {seq})")
+            if row[11] != prev:
+                return VerifyResult(False, n, head_hash, seq,
+                                    f"record {seq} does not link to record {seq - 1} (prev_hash differs)")
+            body = dumps(list(row[:12]), separators=(",", ":"), ensure_ascii=False)
+            if sha256(body.encode("utf-8")).hexdigest() != row[12]:
+                return VerifyResult(False, n, head_hash, seq,
+                                    f"record {seq} was altered (its hash does not match its contents)")
+            prev, expected_seq, n = row[12], expected_seq + 1, n + 1
         last_seq = expected_seq - 1
         if last_seq != head_seq or (head_seq and prev != head_hash):
             if last_seq < head_seq:

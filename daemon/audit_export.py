@@ -15,11 +15,11 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import io
 import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
@@ -116,14 +116,17 @@ class _HashingWriter:
         return len(s)
 
 
-def _time_utc(us: int) -> str:
-    return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+class _UtcFormatter:
+    """Unix microseconds -> '2026-11-30T12:00:00.123456Z', caching the seconds part."""
 
+    def __init__(self) -> None:
+        self._sec, self._prefix = -1, ""
 
-def _record_dict(e) -> dict[str, Any]:  # noqa: ANN001
-    d = e.as_dict()
-    d["time_utc"] = _time_utc(e.time_us)
-    return {k: d[k] for k in COLUMNS}
+    def __call__(self, us: int) -> str:
+        sec, frac = divmod(us, 1_000_000)
+        if sec != self._sec:
+            self._sec, self._prefix = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._prefix}.{frac:06d}Z"
 
 
 def _json_line(obj: dict[str, Any]) -> str:
@@ -143,33 +146,39 @@ def export_log(log: "AuditLog", out: str | os.PathLike[str], fmt: str = "jsonl",
               "chain_head": {"seq": head_seq, "hash": head_hash}, "fields": list(COLUMNS),
               "signed": sign_key is not None}
     n, first, last, t0, t1 = 0, 0, 0, 0, 0
+    utc = _UtcFormatter()
     out = Path(out)
     tmp = out.with_name(out.name + ".partial")
     with open(tmp, "wb", buffering=1 << 20) as raw:
         w = _HashingWriter(raw)
-        rows: Iterator = log.iter_records(f, max_seq=head_seq)
+        buf = io.StringIO()          # rows are formatted into a chunk, hashed and written per chunk
         if fmt == "csv":
             w.write(CSV_HEADER_TAG + _json_line(header) + "\n")
-            cw = csv.writer(w, lineterminator="\n")
+            cw = csv.writer(buf, lineterminator="\n")
             cw.writerow(COLUMNS)
         elif fmt == "jsonl":
             w.write(_json_line({"header": header}) + "\n")
         else:
             w.write('{"header":' + _json_line(header) + ',\n"records":[\n')
-        for e in rows:
-            d = _record_dict(e)
+        for row in log.iter_rows(f, max_seq=head_seq):
+            seq, tus = row[0], row[1]
+            out_row = (seq, utc(tus)) + row[1:]
             if fmt == "csv":
-                cw.writerow([d[k] for k in COLUMNS])
-            elif fmt == "jsonl":
-                w.write(_json_line(d) + "\n")
+                cw.writerow(out_row)
             else:
-                w.write(("," if n else "") + _json_line(d) + "\n")
+                line = _json_line(dict(zip(COLUMNS, out_row)))
+                buf.write(line + "\n" if fmt == "jsonl" else ("," if n else "") + line + "\n")
             n += 1
-            first = first or e.seq
-            last, t1 = e.seq, e.time_us
-            t0 = t0 or e.time_us
-            if progress and n % 1000 == 0:
-                progress(n, total)
+            first = first or seq
+            last, t1 = seq, tus
+            t0 = t0 or tus
+            if n % 2000 == 0:
+                w.write(buf.getvalue())
+                buf.seek(0)
+                buf.truncate()
+                if progress:
+                    progress(n, total)
+        w.write(buf.getvalue())
         if fmt == "json":
             w.write("],\n")
         trailer: dict[str, Any] = {

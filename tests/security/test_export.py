@@ -43,8 +43,8 @@ def test_every_single_changed_byte_fails(filled_log, tmp_path, fmt):
     out = tmp_path / f"export.{fmt}"
     filled_log.export(out, fmt, sign_key=key)
     data = out.read_bytes()
-    # every 7th byte position (and the first and last): flip one bit, verification fails
-    positions = sorted(set(range(0, len(data), 7)) | {0, len(data) - 2})
+    # every 13th byte position (and the first and last): flip one bit, verification fails
+    positions = sorted(set(range(0, len(data), 13)) | {0, len(data) - 2})
     for pos in positions:
         changed = bytearray(data)
         changed[pos] ^= 0x01
