@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -184,7 +184,40 @@ class _Pending:
     params_json: str
     outcome: str
     error: str
-    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+    # Exactly one of these receives the outcome: an asyncio future (record) or a
+    # concurrent one (record_sync).
+    loop: asyncio.AbstractEventLoop | None = None
+    afuture: asyncio.Future | None = None
+    future: concurrent.futures.Future | None = None
+
+
+def _settle(items: list[tuple[_Pending, Any]]) -> None:
+    """On the event loop: one call resolves a whole batch's futures."""
+    for p, result in items:
+        if p.afuture is None or p.afuture.done():   # the caller was cancelled: the record stands
+            continue
+        if isinstance(result, BaseException):
+            p.afuture.set_exception(result)
+        else:
+            p.afuture.set_result(result)
+
+
+def _deliver(batch: list[_Pending], results: list[Any]) -> None:
+    """From the writer thread: wakes each event loop once per batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Any]]] = {}
+    for p, r in zip(batch, results):
+        if p.future is not None:
+            if isinstance(r, BaseException):
+                p.future.set_exception(r)
+            else:
+                p.future.set_result(r)
+        elif p.loop is not None:
+            by_loop.setdefault(p.loop, []).append((p, r))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:  # that loop has closed; nobody is waiting any more
+            pass
 
 
 _STOP = object()
@@ -210,27 +243,34 @@ class AuditLog:
     # -- appending ---------------------------------------------------------------------
 
     def _submit(self, action: str, target: str, params: dict[str, Any] | None, outcome: str,
-                error: str, caller: Caller | None) -> concurrent.futures.Future:
+                error: str, caller: Caller | None, *, sync: bool) -> _Pending:
         if self._closed:
             raise AuditError("the audit log is closed")
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
         pending = _Pending(caller or current_caller(), action, target or "",
                            canonical_params(params), outcome, error or "")
+        if sync:
+            pending.future = concurrent.futures.Future()
+        else:
+            pending.loop = asyncio.get_running_loop()
+            pending.afuture = pending.loop.create_future()
         self._queue.put(pending)
-        return pending.future
+        return pending
 
     async def record(self, action: str, target: str = "", params: dict[str, Any] | None = None,
                      outcome: Outcome = "ok", error: str = "",
                      caller: Caller | None = None) -> AuditEntry:
         """Appends one record; returns once it is durable. Raises AuditError if it is not."""
-        return await asyncio.wrap_future(self._submit(action, target, params, outcome, error, caller))
+        pending = self._submit(action, target, params, outcome, error, caller, sync=False)
+        return await pending.afuture  # type: ignore[misc]
 
     def record_sync(self, action: str, target: str = "", params: dict[str, Any] | None = None,
                     outcome: Outcome = "ok", error: str = "",
                     caller: Caller | None = None, timeout: float | None = 60.0) -> AuditEntry:
         """Blocking `record()` for threads and the CLI (never call it on the event loop)."""
-        return self._submit(action, target, params, outcome, error, caller).result(timeout)
+        pending = self._submit(action, target, params, outcome, error, caller, sync=True)
+        return pending.future.result(timeout)  # type: ignore[union-attr]
 
     def _write_loop(self) -> None:
         stop = False
@@ -249,15 +289,11 @@ class AuditLog:
                     break
                 batch.append(item)
             try:
-                entries = self._append(batch)
+                results: list[Any] = list(self._append(batch))
             except Exception as exc:  # the DB refused: every caller in the batch learns it
                 log.exception("audit append failed")
-                err = AuditError(f"the audit record could not be written: {exc}")
-                for p in batch:
-                    p.future.set_exception(err)
-            else:
-                for p, e in zip(batch, entries):
-                    p.future.set_result(e)
+                results = [AuditError(f"the audit record could not be written: {exc}")] * len(batch)
+            _deliver(batch, results)
 
     def _append(self, batch: list[_Pending]) -> list[AuditEntry]:
         """One transaction: read the head, chain and insert the batch, move the head."""
