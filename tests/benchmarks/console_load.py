@@ -22,6 +22,7 @@ import grpc
 from musaops.v1 import common_pb2, node_pb2, node_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 
 GIB = 1 << 30
+HISTORY_S = 900.0
 
 
 class FakeNode(node_pb2_grpc.NodeServicer, telemetry_pb2_grpc.TelemetryServicer):
@@ -59,7 +60,8 @@ class FakeNode(node_pb2_grpc.NodeServicer, telemetry_pb2_grpc.TelemetryServicer)
     async def Stream(self, request, context):
         interval = (request.interval_ms or 1000) / 1000.0
         now = time.time()
-        for k in range(int(request.backfill_seconds / interval), 0, -1):
+        # Like musad, history is capped at the ring span (--history seconds).
+        for k in range(int(min(request.backfill_seconds, HISTORY_S) / interval), 0, -1):
             yield self._snapshot(now - k * interval, True)
         while True:
             yield self._snapshot(time.time(), False)

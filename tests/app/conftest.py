@@ -1,0 +1,88 @@
+"""Console test fixtures: a started NodeHub (with or without the Qt bridge) that is always
+stopped and joined at teardown, and a thread-leak check for the console's own threads.
+
+Daemons come from tests/conftest.py (`daemon`, `make_daemon`): real musad servers on port 0.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+from musaops.app.services.node_hub import Backoff, HubConfig, NodeHub  # noqa: E402
+
+CONSOLE_THREADS = ("NodeHub", "console-store")
+
+# Fast reconnects and a short telemetry interval keep the tests quick; nothing else differs.
+FAST = HubConfig(telemetry_interval_ms=200, backfill_seconds=60, batch_interval_s=0.05,
+                 rpc_timeout_s=5.0, backoff=Backoff(initial=0.1, cap=0.5))
+
+
+def console_threads() -> list[str]:
+    return [t.name for t in threading.enumerate()
+            if t.is_alive() and t.name.startswith(CONSOLE_THREADS)]
+
+
+class Recorder:
+    """A Qt-free hub listener: every call lands in a queue, read with `wait_for`."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.seen: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, name: str):
+        if not name.startswith("on_"):
+            raise AttributeError(name)
+        return lambda *args: self.events.put((name, args))
+
+    def wait_for(self, predicate, timeout: float = 20.0):
+        """Returns the first (name, args) matching predicate(name, args), or fails."""
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching hub event within {timeout} s; seen "
+                                     f"{[n for n, _ in self.seen][-20:]}")
+            try:
+                item = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            self.seen.append(item)
+            if predicate(*item):
+                return item
+
+
+@pytest.fixture
+def recorder_hub():
+    rec = Recorder()
+    hub = NodeHub(rec, FAST)
+    hub.start()
+    yield hub, rec
+    hub.stop()
+    assert not hub.running, "NodeHub thread still alive after stop()"
+
+
+@pytest.fixture
+def qt_hub(qtbot):
+    """(hub, bridge) with the Qt bridge as listener; stopped and joined at teardown."""
+    from musaops.app.qt.bridge import HubBridge
+    bridge = HubBridge()
+    hub = NodeHub(bridge, FAST)
+    hub.start()
+    yield hub, bridge
+    hub.stop()
+    assert not hub.running, "NodeHub thread still alive after stop()"
+
+
+@pytest.fixture
+def no_console_thread_leaks():
+    before = set(console_threads())
+    yield
+    leaked = set(console_threads()) - before
+    assert not leaked, f"console threads left running: {leaked}"
