@@ -1,0 +1,149 @@
+"""`make run` / `make run-daemon`: a daemon with the demo model deployed, optionally the console.
+
+    python -m musaops.daemon.devrun --demo-dir DIR --state-dir DIR --listen HOST:PORT \
+        [--metrics-listen HOST:PORT] [--device auto] [--console]
+
+Writes the demo model into --demo-dir if it is missing, creates an admin token in
+--state-dir (reused on later runs), starts `musad serve` as a child process, waits until
+its health service says SERVING, deploys the demo model through Node.Deploy, and then
+either waits (Ctrl-C stops the daemon cleanly) or, with --console, starts
+`musa-console --connect HOST:PORT` and stops the daemon when the console exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+
+from .demo_model import DEMO_MODEL_NAME, write_demo_model
+
+TOKEN_FILE = "devrun-admin.token"
+
+
+def _log(msg: str) -> None:
+    print(f"devrun: {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_demo_model(demo_dir: pathlib.Path) -> pathlib.Path:
+    model = demo_dir / DEMO_MODEL_NAME
+    if not (model / "config.json").is_file():
+        _log(f"writing the demo model to {model}")
+        write_demo_model(model)
+    return model
+
+
+def ensure_token(state_dir: pathlib.Path) -> pathlib.Path | None:
+    """An admin token for this dev daemon, created once with `musad token create`."""
+    path = state_dir / TOKEN_FILE
+    if path.is_file() and path.read_text().strip():
+        return path
+    state_dir.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "musaops.daemon.cli", "token", "create", "--name", f"devrun-{int(time.time())}",
+         "--role", "admin", "--out", str(path), "--state-dir", str(state_dir)],
+        capture_output=True, text=True)
+    if out.returncode != 0:
+        _log(f"no token created ({out.stderr.strip() or 'token command unavailable'}); continuing without one")
+        return None
+    return path
+
+
+def wait_healthy(address: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"devrun: musad exited with code {proc.returncode} before it was healthy")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise SystemExit(f"devrun: musad at {address} was not healthy after {timeout_s:.0f} s")
+
+
+def deploy_demo(address: str, token: str | None) -> None:
+    from musaops.v1 import node_pb2, node_pb2_grpc
+
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    with grpc.insecure_channel(address) as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        models = {m.name: m for m in stub.ListModels(node_pb2.ListModelsRequest(), metadata=metadata).models}
+        if models.get(DEMO_MODEL_NAME) and models[DEMO_MODEL_NAME].deployment.ready_unix_ms:
+            return
+        for p in stub.Deploy(node_pb2.DeployRequest(model=DEMO_MODEL_NAME), metadata=metadata):
+            stage = node_pb2.DeployStage.Name(p.stage).removeprefix("DEPLOY_STAGE_").lower()
+            _log(f"deploy {DEMO_MODEL_NAME}: {stage} {p.fraction:.0%} {p.message}")
+            if p.stage == node_pb2.DEPLOY_STAGE_FAILED:
+                raise SystemExit(f"devrun: deploying the demo model failed: {p.message}")
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 40.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _interrupt(*_args) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m musaops.daemon.devrun", description=__doc__.splitlines()[0])
+    ap.add_argument("--demo-dir", required=True, type=pathlib.Path, help="models folder for the demo model")
+    ap.add_argument("--state-dir", required=True, type=pathlib.Path, help="daemon state folder (SQLite, token)")
+    ap.add_argument("--listen", default="127.0.0.1:50051")
+    ap.add_argument("--metrics-listen", default="127.0.0.1:9400")
+    ap.add_argument("--device", default="auto", choices=("auto", "musa", "cuda", "cpu"))
+    ap.add_argument("--console", action="store_true", help="also start musa-console connected to the daemon")
+    args = ap.parse_args(argv)
+
+    ensure_demo_model(args.demo_dir)
+    token_file = ensure_token(args.state_dir)
+    token = token_file.read_text().strip() if token_file else None
+    cmd = [sys.executable, "-m", "musaops.daemon.cli", "serve", "--listen", args.listen,
+           "--metrics-listen", args.metrics_listen, "--models", str(args.demo_dir),
+           "--state-dir", str(args.state_dir), "--device", args.device]
+    # The daemon ignores the terminal's Ctrl-C (own process group); we stop it with SIGTERM.
+    daemon = subprocess.Popen(cmd, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        wait_healthy(args.listen, daemon)
+        deploy_demo(args.listen, token)
+        _log(f"musad is serving {DEMO_MODEL_NAME} on {args.listen}"
+             + (f" (metrics on {args.metrics_listen})" if args.metrics_listen else "")
+             + (f"; admin token in {token_file}" if token_file else ""))
+        if args.console:
+            console = [sys.executable, "-m", "musaops.app.cli", "--connect", args.listen]
+            if token_file:
+                console += ["--token-file", str(token_file)]
+            rc = subprocess.call(console)
+            _log(f"console exited ({rc}); stopping musad")
+        else:
+            _log("press Ctrl-C to stop")
+            daemon.wait()
+    except KeyboardInterrupt:
+        _log("stopping musad")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        rc = stop(daemon)
+    return 0 if rc in (0, None) else rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""`python -m musaops.daemon.devrun` (make run-daemon): demo model written, daemon healthy,
+model deployed; SIGINT stops everything with exit 0."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from musaops.daemon.demo_model import DEMO_MODEL_NAME
+from musaops.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(240)
+def test_devrun_serves_the_deployed_demo_model(tmp_path):
+    address = f"127.0.0.1:{_free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "musaops.daemon.devrun", "--demo-dir", str(tmp_path / "models"),
+         "--state-dir", str(tmp_path / "state"), "--listen", address, "--metrics-listen", "", "--device", "cpu"],
+        stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        assert proc.poll() is None, "".join(lines)
+        token_file = tmp_path / "state" / "devrun-admin.token"
+        metadata = (("authorization", f"Bearer {token_file.read_text().strip()}"),) if token_file.exists() else None
+        with grpc.insecure_channel(address) as ch:
+            models = node_pb2_grpc.NodeStub(ch).ListModels(node_pb2.ListModelsRequest(), metadata=metadata).models
+        assert [(m.name, m.state) for m in models] == [(DEMO_MODEL_NAME, common_pb2.MODEL_STATE_READY)]
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+        lines.append(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines)
+    assert "stopping musad" in "".join(lines)
+    assert (tmp_path / "models" / DEMO_MODEL_NAME / "config.json").is_file()
