@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QSortFilterProxyModel, Qt
+from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QFrame, QHBoxLayout, QHeaderView, QLabel,
     QMessageBox, QPushButton, QScrollArea, QSizePolicy, QTableView, QVBoxLayout, QWidget,
@@ -26,6 +26,9 @@ from musaops.app.qt.views.deploy_progress import DeployProgressRow
 from musaops.app.qt.views.node_directory import NodeDirectory
 
 
+TRANSITIONAL_STATES = ("pending", "loading", "unloading")
+
+
 class ModelsView(QWidget):
     """Repository table, deploy dialog, per-node deploy progress, undeploy."""
 
@@ -39,6 +42,11 @@ class ModelsView(QWidget):
         self.deploy_dialog: DeployDialog | None = None
         self.confirm_box: QMessageBox | None = None
         self._pending_node = ""
+        # While a model is pending, loading or unloading, re-read the repository once a second.
+        self._poll = QTimer(self)
+        self._poll.setSingleShot(True)
+        self._poll.setInterval(1000)
+        self._poll.timeout.connect(self.refresh)
 
         title = QLabel("Models")
         title.setObjectName("viewTitle")
@@ -183,6 +191,8 @@ class ModelsView(QWidget):
                                 f" of {self.directory.label(node_id)} · {ready} deployed")
         if self.banner.kind == "error" and "repository" in self.banner.text():
             self.banner.clear()
+        if any(e.state in TRANSITIONAL_STATES for e in entries) and self.isVisible():
+            self._poll.start()
         self._update_empty()
         self._update_actions()
 

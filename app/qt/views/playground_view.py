@@ -518,8 +518,9 @@ class PlaygroundView(QWidget):
             if i < n and not in_layout:
                 self._compare_layout.insertWidget(i, pane, 1)
                 pane.show()
-            elif i >= n and in_layout:
-                self._compare_layout.removeWidget(pane)
+            elif i >= n:
+                if in_layout:
+                    self._compare_layout.removeWidget(pane)
                 pane.hide()
 
     # -- stream results ---------------------------------------------------------------------------
