@@ -132,7 +132,7 @@ class AlertEngine:
             return False
         label = self._labels.get(event.node_id, event.node_id)
         key = f"{event.node_id}/deploy_failed/{event.model}"
-        if event.ok:
+        if event.ok or event.stage == "cancelled":  # an operator's cancel is not a failure
             return self._clear(key)
         return self._raise(Alert(key, event.node_id, label, "deploy_failed", "critical",
                                  f"Deploy of {event.model} on {label} failed: {event.message}",

@@ -34,12 +34,19 @@ class FleetFilter(QSortFilterProxyModel):
         self.setDynamicSortFilter(False)  # re-sorting 200 rows per update would jitter
 
     def set_text(self, text: str) -> None:
-        self.text = text.strip().lower()
-        self.invalidateFilter()
+        self._refilter(lambda: setattr(self, "text", text.strip().lower()))
 
     def set_state(self, state: ConnectionState | None) -> None:
-        self.state_filter = state
-        self.invalidateFilter()
+        self._refilter(lambda: setattr(self, "state_filter", state))
+
+    def _refilter(self, change) -> None:
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.9; invalidateFilter is deprecated
+            self.beginFilterChange()
+            change()
+            self.endFilterChange()
+        else:
+            change()
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, row: int, parent) -> bool:
         m = self.sourceModel()
