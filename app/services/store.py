@@ -22,6 +22,7 @@ from sqlalchemy import Float, Integer, String, Text, UniqueConstraint, create_en
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ..core.nodes import NodeAddress, TlsFiles
+from .keyring_store import TokenVault
 
 APP_NAME = "musa-console"
 
@@ -99,13 +100,16 @@ class LogEntry:
 
 
 class Store:
-    def __init__(self, url_or_path: str | Path | None = None) -> None:
+    def __init__(self, url_or_path: str | Path | None = None, vault: TokenVault | None = None) -> None:
         if url_or_path is None:
             url_or_path = default_db_path()
         url = str(url_or_path)
         if "://" not in url:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{url}"
+        # Tokens live in the OS keyring or a 0600 file beside the database, never in it.
+        self.vault = vault or TokenVault(Path(str(url_or_path)).parent if "://" not in str(url_or_path)
+                                         else default_db_path().parent)
         self.engine = create_engine(url)
         if url.startswith("sqlite"):
             @event.listens_for(self.engine, "connect")
@@ -115,6 +119,14 @@ class Store:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
         _Base.metadata.create_all(self.engine)
+        self._move_tokens_to_vault()
+
+    def _move_tokens_to_vault(self) -> None:
+        """Profiles saved before the vault kept their token in a column: move them out."""
+        with Session(self.engine) as s, s.begin():
+            for row in s.scalars(select(_Profile).where(_Profile.token != "")):
+                self.vault.set(_vault_key(row.id), row.token)
+                row.token = ""
 
     def close(self) -> None:
         self.engine.dispose()
@@ -127,7 +139,7 @@ class Store:
 
     def list_profiles(self) -> list[NodeProfile]:
         with Session(self.engine) as s:
-            return [_to_profile(p) for p in s.scalars(select(_Profile).order_by(_Profile.id))]
+            return [_to_profile(p, self.vault) for p in s.scalars(select(_Profile).order_by(_Profile.id))]
 
     def save_profile(self, profile: NodeProfile) -> NodeProfile:
         a = profile.address
@@ -140,12 +152,13 @@ class Store:
                 row = _Profile()
                 s.add(row)
             row.name, row.host, row.port = a.name, a.host, int(a.port)
-            row.token = a.token or ""
+            row.token = ""
             tls = a.tls
             row.use_tls = int(tls is not None)
             row.tls_ca, row.tls_cert, row.tls_key = (tls.ca, tls.cert, tls.key) if tls else ("", "", "")
             s.flush()
-            return _to_profile(row)
+            self.vault.set(_vault_key(row.id), a.token or "")
+            return _to_profile(row, self.vault)
 
     def delete_profile(self, profile_id: int) -> bool:
         with Session(self.engine) as s, s.begin():
@@ -153,6 +166,7 @@ class Store:
             if row is None:
                 return False
             s.delete(row)
+            self.vault.delete(_vault_key(profile_id))
             return True
 
     # --- settings --------------------------------------------------------------------------
@@ -210,9 +224,13 @@ class Store:
             return [LogEntry(r.time, r.node, r.action, r.detail, r.outcome) for r in rows]
 
 
-def _to_profile(p: _Profile) -> NodeProfile:
+def _vault_key(profile_id: int) -> str:
+    return f"profile-{profile_id}"
+
+
+def _to_profile(p: _Profile, vault: TokenVault) -> NodeProfile:
     tls = TlsFiles(p.tls_ca, p.tls_cert, p.tls_key) if p.use_tls else None
-    return NodeProfile(p.id, NodeAddress(p.host, p.port, p.name, p.token or None, tls))
+    return NodeProfile(p.id, NodeAddress(p.host, p.port, p.name, vault.get(_vault_key(p.id)) or None, tls))
 
 
 class StoreWorker:
