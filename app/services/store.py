@@ -223,6 +223,24 @@ class Store:
             rows = s.scalars(select(_LogEntry).order_by(_LogEntry.id.desc()).limit(limit))
             return [LogEntry(r.time, r.node, r.action, r.detail, r.outcome) for r in rows]
 
+    def query_log(self, since: float = 0, until: float = 0, action: str = "", outcome: str = "",
+                  before_id: int = 0, limit: int = 200) -> list[tuple[int, LogEntry]]:
+        """The operator log newest first, filtered, paged by id (rows with id < before_id)."""
+        q = select(_LogEntry)
+        if since:
+            q = q.where(_LogEntry.time >= since)
+        if until:
+            q = q.where(_LogEntry.time < until)
+        if action:
+            q = q.where(_LogEntry.action == action)
+        if outcome:
+            q = q.where(_LogEntry.outcome == outcome)
+        if before_id:
+            q = q.where(_LogEntry.id < before_id)
+        with Session(self.engine) as s:
+            rows = s.scalars(q.order_by(_LogEntry.id.desc()).limit(limit))
+            return [(r.id, LogEntry(r.time, r.node, r.action, r.detail, r.outcome)) for r in rows]
+
 
 def _vault_key(profile_id: int) -> str:
     return f"profile-{profile_id}"

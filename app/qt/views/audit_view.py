@@ -1,0 +1,296 @@
+"""The Audit view: browse one or several nodes' audit logs and this console's operator log,
+merged by time, filter them, export the filtered view, and verify each node's chain.
+
+Nothing here blocks: pages come through the NodeHub (Audit.Query) and the store worker,
+exports run on their own thread with a progress bar, Verify runs on the hub loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QDateTime, Qt, QTimeZone, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDateTimeEdit, QFileDialog,
+                               QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QProgressBar, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
+
+from musaops.app.qt.models.audit_model import AuditTableModel
+from musaops.app.qt.views.node_directory import NodeDirectory
+from musaops.app.services.audit_feed import (CONSOLE_SOURCE, AuditClient, AuditFilterSpec,
+                                             ConsoleLogFetcher, VerifyOutcome)
+from musaops.app.services.export import FORMATS, AuditExportJob
+
+ACTIONS = ("", "node.Deploy", "node.Undeploy", "inference.Generate", "token.create", "token.revoke",
+           "config.change", "node.GetInfo", "node.ListModels", "telemetry.Stream", "audit.Query",
+           "audit.Verify")
+OUTCOMES = ("", "ok", "denied", "failed")
+
+
+def _to_us(edit: QDateTimeEdit) -> int:
+    return edit.dateTime().toMSecsSinceEpoch() * 1000
+
+
+class _SourceRow(QWidget):
+    """One source: include checkbox, name, and (for nodes) a Verify button with its result."""
+
+    def __init__(self, source: str, label: str, verifiable: bool, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.source = source
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.include = QCheckBox(label)
+        self.include.setChecked(True)
+        row.addWidget(self.include, 1)
+        self.verify = QPushButton("Verify")
+        self.verify.setObjectName(f"verify-{source}")
+        self.verify.setVisible(verifiable)
+        self.verify.setToolTip("Walk this node's hash chain and report the head or the first broken link")
+        row.addWidget(self.verify)
+        self.result = QLabel("")
+        self.result.setObjectName(f"verify-result-{source}")
+        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        row.addWidget(self.result)
+
+
+class AuditView(QWidget):
+    verify_done = Signal(object)         # VerifyOutcome (on the GUI thread)
+    export_progress = Signal(float, int)  # fraction, rows written
+    export_finished = Signal(int, str)    # rows, error ("" when ok)
+
+    def __init__(self, hub: Any, bridge: Any, parent: QWidget | None = None,
+                 directory: NodeDirectory | None = None, store: Any = None) -> None:
+        super().__init__(parent)
+        self.hub = hub
+        self.client = AuditClient(hub)
+        self.directory = directory or NodeDirectory(bridge, self)
+        self.store = store
+        self.console_fetcher = ConsoleLogFetcher(store) if store is not None else None
+        self.export_job: AuditExportJob | None = None
+        self.model = AuditTableModel(self)
+        bridge.command_error.connect(lambda err: self.client.command_failed(err.op_id, err.message))
+        self._build()
+        self.directory.nodes_changed.connect(self._sync_sources)
+        self.verify_done.connect(self._show_verify)
+        self.export_progress.connect(self._on_export_progress)
+        self.export_finished.connect(self._on_export_finished)
+        self.model.loading_changed.connect(lambda _b: self._update_status())
+        self.model.rowsInserted.connect(lambda *_: self._update_status())
+        self.model.source_error.connect(lambda *_: self._update_status())
+        self._sync_sources()
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        utc = QTimeZone.utc()
+        now = QDateTime.currentDateTimeUtc()
+        self.since_on = QCheckBox("From")
+        self.since = QDateTimeEdit(now.addDays(-7))
+        self.until_on = QCheckBox("Until")
+        self.until = QDateTimeEdit(now.addSecs(3600))
+        for edit in (self.since, self.until):
+            edit.setTimeZone(utc)
+            edit.setDisplayFormat("yyyy-MM-dd HH:mm:ss 'UTC'")
+            edit.setCalendarPopup(True)
+        self.actor = QLineEdit()
+        self.actor.setPlaceholderText("any actor")
+        self.action = QComboBox()
+        self.action.setEditable(True)
+        self.action.addItems(ACTIONS)
+        self.action.lineEdit().setPlaceholderText("any action")
+        self.outcome = QComboBox()
+        self.outcome.addItems(["any", "ok", "denied", "failed"])
+        self.apply_button = QPushButton("Apply")
+        self.apply_button.setDefault(True)
+        self.apply_button.clicked.connect(self.apply_filters)
+
+        filters = QGridLayout()
+        filters.addWidget(self.since_on, 0, 0)
+        filters.addWidget(self.since, 0, 1)
+        filters.addWidget(self.until_on, 0, 2)
+        filters.addWidget(self.until, 0, 3)
+        filters.addWidget(QLabel("Actor"), 1, 0)
+        filters.addWidget(self.actor, 1, 1)
+        filters.addWidget(QLabel("Action"), 1, 2)
+        filters.addWidget(self.action, 1, 3)
+        filters.addWidget(QLabel("Outcome"), 1, 4)
+        filters.addWidget(self.outcome, 1, 5)
+        filters.addWidget(self.apply_button, 1, 6)
+
+        self.sources_box = QGroupBox("Sources")
+        self.sources_layout = QVBoxLayout(self.sources_box)
+        self.sources_layout.addStretch(1)
+        self.source_rows: dict[str, _SourceRow] = {}
+
+        self.table = QTableView()
+        self.table.setObjectName("audit-table")
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+
+        self.status = QLabel("")
+        self.status.setObjectName("audit-status")
+        self.format = QComboBox()
+        self.format.addItems(list(FORMATS))
+        self.export_button = QPushButton("Export…")
+        self.export_button.clicked.connect(self._ask_export)
+        self.cancel_button = QPushButton("Cancel export")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel_export)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setVisible(False)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.status, 1)
+        bottom.addWidget(self.progress)
+        bottom.addWidget(QLabel("Format"))
+        bottom.addWidget(self.format)
+        bottom.addWidget(self.export_button)
+        bottom.addWidget(self.cancel_button)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.sources_box)
+        split.addWidget(self.table)
+        split.setStretchFactor(1, 4)
+        layout = QVBoxLayout(self)
+        layout.addLayout(filters)
+        layout.addWidget(split, 1)
+        layout.addLayout(bottom)
+
+    # -- sources -----------------------------------------------------------------------------
+
+    def _sync_sources(self) -> None:
+        wanted: dict[str, tuple[str, bool]] = {n: (self.directory.label(n), True) for n in self.directory.node_ids()}
+        if self.console_fetcher is not None:
+            wanted[CONSOLE_SOURCE] = ("This console (operator log)", False)
+        for source in list(self.source_rows):
+            if source not in wanted:
+                self.source_rows.pop(source).deleteLater()
+        for source, (label, verifiable) in wanted.items():
+            row = self.source_rows.get(source)
+            if row is None:
+                row = self.source_rows[source] = _SourceRow(source, label, verifiable)
+                row.verify.clicked.connect(lambda _=False, s=source: self.verify(s))
+                self.sources_layout.insertWidget(self.sources_layout.count() - 1, row)
+            else:
+                row.include.setText(label)
+        if not self.model.fetchers and wanted:
+            self.apply_filters()
+
+    def selected_sources(self) -> list[str]:
+        return [s for s, row in self.source_rows.items() if row.include.isChecked()]
+
+    def current_spec(self) -> AuditFilterSpec:
+        outcome = self.outcome.currentText()
+        return AuditFilterSpec(
+            since_us=_to_us(self.since) if self.since_on.isChecked() else 0,
+            until_us=_to_us(self.until) if self.until_on.isChecked() else 0,
+            actor=self.actor.text().strip(), action=self.action.currentText().strip(),
+            outcome="" if outcome == "any" else outcome, sources=tuple(self.selected_sources()))
+
+    def _fetchers(self, sources: list[str] | tuple[str, ...]) -> dict:
+        out = {}
+        for s in sources:
+            if s == CONSOLE_SOURCE:
+                if self.console_fetcher is not None:
+                    out[s] = self.console_fetcher
+            else:
+                out[s] = self.client.fetcher(s)
+        return out
+
+    def apply_filters(self) -> None:
+        spec = self.current_spec()
+        if spec.since_us and spec.until_us and spec.until_us <= spec.since_us:
+            self.status.setText("“Until” must be later than “From”.")
+            return
+        self.model.set_query(self._fetchers(spec.sources), spec)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        n = self.model.rowCount()
+        parts = [f"{n} record{'s' if n != 1 else ''}"]
+        if self.model.loading:
+            parts.append("loading…")
+        elif self.model.exhausted:
+            parts.append("all loaded")
+        else:
+            parts.append("scroll for more")
+        for source, err in self.model.errors().items():
+            row = self.source_rows.get(source)
+            parts.append(f"{row.include.text() if row else source}: {err}")
+        self.status.setText(" · ".join(parts))
+
+    # -- verify ------------------------------------------------------------------------------
+
+    def verify(self, source: str) -> None:
+        row = self.source_rows.get(source)
+        if row is not None:
+            row.result.setText("verifying…")
+            row.verify.setEnabled(False)
+        self.client.verify(source, self.verify_done.emit)
+
+    def _show_verify(self, v: VerifyOutcome) -> None:
+        row = self.source_rows.get(v.source)
+        if row is None:
+            return
+        row.verify.setEnabled(True)
+        if v.error:
+            row.result.setText(f"could not verify: {v.error}")
+            row.result.setStyleSheet("color: #d18b1f")
+        elif v.ok:
+            row.result.setText(f"✓ {v.records} records, head {v.head_hash[:12]}")
+            row.result.setToolTip(v.head_hash)
+            row.result.setStyleSheet("color: #2e9d5b")
+        else:
+            row.result.setText(f"✗ broken at record {v.first_broken_seq}: {v.reason}")
+            row.result.setStyleSheet("color: #d64545")
+
+    # -- export ------------------------------------------------------------------------------
+
+    def _ask_export(self) -> None:
+        fmt = self.format.currentText()
+        path, _ = QFileDialog.getSaveFileName(self, "Export audit records", f"audit.{fmt}",
+                                              f"{fmt.upper()} (*.{fmt})")
+        if path:
+            self.start_export(path, fmt)
+
+    def start_export(self, path: str | Path, fmt: str) -> AuditExportJob | None:
+        """Exports everything the current filters match (not only the loaded rows)."""
+        if self.export_job is not None:
+            return None
+        spec = self.model.spec
+        self.export_job = AuditExportJob(self._fetchers(spec.sources), spec, path, fmt,
+                                         progress=self.export_progress.emit,
+                                         done=self.export_finished.emit)
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
+        self.cancel_button.setVisible(True)
+        self.export_button.setEnabled(False)
+        self.status.setText(f"exporting to {path}…")
+        return self.export_job.start()
+
+    def cancel_export(self) -> None:
+        if self.export_job is not None:
+            self.export_job.cancel()
+
+    def _on_export_progress(self, fraction: float, rows: int) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.progress.setFormat(f"{rows} records · %p%")
+
+    def _on_export_finished(self, rows: int, error: str) -> None:
+        job, self.export_job = self.export_job, None
+        if job is not None:
+            job.join(5)
+        self.progress.setVisible(False)
+        self.cancel_button.setVisible(False)
+        self.export_button.setEnabled(True)
+        path = job.path if job is not None else ""
+        self.status.setText(f"export failed: {error}" if error and not Path(path).exists()
+                            else f"exported {rows} records to {path}" + (f" ({error})" if error else ""))
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802
+        self.cancel_export()
+        super().closeEvent(event)
