@@ -67,14 +67,16 @@ class TargetPicker(QWidget):
 
     changed = Signal()
 
-    def __init__(self, directory: NodeDirectory, parent: QWidget | None = None) -> None:
+    def __init__(self, directory: NodeDirectory, parent: QWidget | None = None, *, stacked: bool = False) -> None:
         super().__init__(parent)
         self.directory = directory
         self.node_box = QComboBox()
         self.model_box = QComboBox()
-        self.node_box.setMinimumWidth(140)
-        self.model_box.setMinimumWidth(140)
-        layout = QHBoxLayout(self)
+        for box in (self.node_box, self.model_box):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(8)
+            box.setToolTip("Node" if box is self.node_box else "Deployed model")
+        layout = QVBoxLayout(self) if stacked else QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.node_box, 1)
         layout.addWidget(self.model_box, 1)
@@ -172,7 +174,7 @@ class ComparePane(QFrame):
         super().__init__(parent)
         self.setObjectName("comparePane")
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.picker = TargetPicker(directory)
+        self.picker = TargetPicker(directory, stacked=True)
         self.output = Transcript()
         self.stats = QLabel("")
         self.stats.setWordWrap(True)
@@ -270,7 +272,7 @@ class PlaygroundView(QWidget):
         prow.addWidget(self.save_preset_button)
         prow.addWidget(self.delete_preset_button)
 
-        target = QGroupBox("Target")
+        target = self.target_group = QGroupBox("Target")
         tl = QVBoxLayout(target)
         tl.addWidget(self.picker)
         system = QGroupBox("System prompt")
@@ -290,8 +292,9 @@ class PlaygroundView(QWidget):
         left_scroll.setWidgetResizable(True)
         left_scroll.setFrameShape(QFrame.Shape.NoFrame)
         left_scroll.setWidget(left)
-        left_scroll.setMinimumWidth(300)
-        left_scroll.setMaximumWidth(420)
+        left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        left_scroll.setMinimumWidth(left.minimumSizeHint().width() + left_scroll.verticalScrollBar().sizeHint().width())
+        left_scroll.setMaximumWidth(460)
 
         # ---- right: the conversation -----------------------------------------------------------
         title = QLabel("Playground")
@@ -507,6 +510,7 @@ class PlaygroundView(QWidget):
         self.compare_check.setChecked(on)
         self.compare_count.setEnabled(on and not self.busy())
         self.pages.setCurrentIndex(1 if on else 0)
+        self.target_group.setVisible(not on)  # each compare pane has its own target
         if on:  # start the first target where the chat is pointed
             self.panes[0].picker.set_target(self.picker.node_id(), self.picker.model())
 
