@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         class _FirstPaint(QObject):
             def eventFilter(self, obj, event):
                 if event.type() == QEvent.Type.Paint:
-                    print(f"first-paint {time.perf_counter() - _T0:.3f}", flush=True)
+                    print(f"first-paint {time.perf_counter() - _T0:.3f} "
+                          f"torch={'torch' in sys.modules}", flush=True)
                     QTimer.singleShot(0, app.quit)
                     obj.removeEventFilter(self)
                 return False

@@ -123,7 +123,7 @@ class MainWindow(QMainWindow):
         kwargs: dict[str, Any] = {}
         if self.directory is not None:
             kwargs["directory"] = self.directory
-        if key == "playground" and self.store is not None:
+        if key in ("playground", "audit") and self.store is not None:
             kwargs["store"] = self.store
         try:
             try:

@@ -1,0 +1,252 @@
+"""Live pyqtgraph charts of one node's history, redrawn by one QTimer.
+
+Every plot shares the time axis. The timer slides the visible window and hands each visible
+curve the ring buffer's contiguous view of that window with `setData` (width-1 pens, no
+antialiasing, skipFiniteCheck, auto-range off, clip-to-view and peak downsampling), so a
+redraw allocates little and costs the same whether data arrives at 1 Hz or in a backfill.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+
+from ...core.ring import NodeHistory
+
+PALETTE = ("#3b82f6", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
+           "#84cc16", "#f97316", "#64748b")
+PERCENTILE_STYLES = {"p50": Qt.PenStyle.SolidLine, "p95": Qt.PenStyle.DashLine,
+                     "p99": Qt.PenStyle.DotLine}
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    key: str
+    title: str
+    unit: str
+    fixed_max: float | None = None   # e.g. 100 for percentages; None = follow the data
+
+
+DEVICE_CHARTS = (
+    ChartSpec("util", "Utilisation", "%", 100.0),
+    ChartSpec("mem", "Memory", "%", 100.0),
+    ChartSpec("temp", "Temperature", "°C"),
+    ChartSpec("power", "Power", "W"),
+)
+MODEL_CHARTS = (
+    ChartSpec("ttft", "Time to first token", "ms"),
+    ChartSpec("itl", "Inter-token latency", "ms"),
+    ChartSpec("tokens_per_s", "Generated tokens/s", "tok/s"),
+    ChartSpec("queue", "Running / waiting", "requests"),
+)
+
+
+class _Curve:
+    """One curve and where its data comes from."""
+
+    __slots__ = ("item", "source", "label")
+
+    def __init__(self, item: pg.PlotDataItem, source: Callable[[], tuple[np.ndarray, np.ndarray]],
+                 label: str) -> None:
+        self.item = item
+        self.source = source
+        self.label = label
+
+
+class LivePanel(pg.GraphicsLayoutWidget):
+    """A grid of time-series plots fed from one NodeHistory."""
+
+    readout = Signal(str)   # hover read-out text
+    frame_drawn = Signal()  # one per redraw (the benchmark counts these)
+
+    def __init__(self, parent=None, columns: int = 4, interval_ms: int = 200) -> None:
+        super().__init__(parent)
+        self.setAntialiasing(False)
+        self.ci.setSpacing(6)
+        self.history: NodeHistory | None = None
+        self.window_s = 300.0
+        self.paused = False
+        self.frames = 0
+        self._frozen_now = 0.0
+        self._columns = columns
+        self._plots: dict[str, pg.PlotItem] = {}
+        self._specs: dict[str, ChartSpec] = {}
+        self._curves: dict[str, list[_Curve]] = {}
+        self._known_devices: tuple[int, ...] = ()
+        self._known_models: tuple[str, ...] = ()
+        self._cursor: dict[str, pg.InfiniteLine] = {}
+        for i, spec in enumerate(DEVICE_CHARTS + MODEL_CHARTS):
+            self._add_plot(spec, i // columns, i % columns)
+        self.scene().sigMouseMoved.connect(self._on_mouse)
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.redraw)
+
+    def _add_plot(self, spec: ChartSpec, row: int, col: int) -> None:
+        axis = pg.DateAxisItem(orientation="bottom")
+        plot = self.addPlot(row=row, col=col, axisItems={"bottom": axis})
+        plot.setTitle(f"{spec.title} <span style='font-size:8pt'>({spec.unit})</span>",
+                      size="9pt")
+        plot.setMenuEnabled(False)
+        plot.setMouseEnabled(x=False, y=False)
+        plot.hideButtons()
+        plot.disableAutoRange()
+        plot.setClipToView(True)
+        plot.setDownsampling(auto=True, mode="peak")
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        plot.getAxis("left").setWidth(44)
+        plot.setYRange(0, spec.fixed_max or 1.0, padding=0.02)
+        plot.addLegend(offset=(4, 4), labelTextSize="7pt", verSpacing=-6)
+        line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888888", width=1))
+        line.hide()
+        plot.addItem(line, ignoreBounds=True)
+        self._cursor[spec.key] = line
+        self._plots[spec.key] = plot
+        self._specs[spec.key] = spec
+        self._curves[spec.key] = []
+
+    def set_theme(self, background: str, foreground: str) -> None:
+        self.setBackground(background)
+        for plot in self._plots.values():
+            for name in ("left", "bottom"):
+                ax = plot.getAxis(name)
+                ax.setPen(pg.mkPen(foreground))
+                ax.setTextPen(pg.mkPen(foreground))
+            plot.titleLabel.setText(plot.titleLabel.text, color=foreground)
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def set_history(self, history: NodeHistory | None) -> None:
+        self.history = history
+        for key, curves in self._curves.items():
+            plot = self._plots[key]
+            for c in curves:
+                plot.removeItem(c.item)
+            curves.clear()
+            if plot.legend is not None:
+                plot.legend.clear()
+        self._known_devices = ()
+        self._known_models = ()
+        self.redraw(force=True)
+
+    def set_window(self, seconds: float) -> None:
+        self.window_s = float(seconds)
+        self.redraw(force=True)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self._frozen_now = time.time()
+        if not paused:
+            self.redraw(force=True)
+
+    def start(self) -> None:
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def _curve(self, key: str, label: str, color: str, style: Qt.PenStyle,
+               source: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+        pen = pg.mkPen(QColor(color), width=1, style=style)
+        item = pg.PlotDataItem(pen=pen, antialias=False, skipFiniteCheck=True, connect="finite",
+                               name=label)
+        self._plots[key].addItem(item)
+        self._curves[key].append(_Curve(item, source, label))
+
+    def _sync_curves(self) -> None:
+        """Adds curves for devices and models that appeared since the last redraw."""
+        h = self.history
+        if h is None:
+            return
+        devices = tuple(sorted(h.devices))
+        if devices != self._known_devices:
+            for idx in devices:
+                if idx in self._known_devices:
+                    continue
+                color = PALETTE[idx % len(PALETTE)]
+                for spec in DEVICE_CHARTS:
+                    self._curve(spec.key, f"#{idx}", color, Qt.PenStyle.SolidLine,
+                                lambda i=idx, ch=spec.key: h.device_channel(i, ch))
+            self._known_devices = devices
+        models = tuple(sorted(h.models))
+        if models != self._known_models:
+            for n, name in enumerate(models):
+                if name in self._known_models:
+                    continue
+                color = PALETTE[n % len(PALETTE)]
+                for metric in ("ttft", "itl"):
+                    for pct, style in PERCENTILE_STYLES.items():
+                        self._curve(metric, f"{name} {pct}", color, style,
+                                    lambda m=name, ch=f"{metric}_{pct}": h.model_channel(m, ch))
+                self._curve("tokens_per_s", name, color, Qt.PenStyle.SolidLine,
+                            lambda m=name: h.model_channel(m, "tokens_per_s"))
+                self._curve("queue", f"{name} running", color, Qt.PenStyle.SolidLine,
+                            lambda m=name: h.model_channel(m, "running"))
+                self._curve("queue", f"{name} waiting", color, Qt.PenStyle.DashLine,
+                            lambda m=name: h.model_channel(m, "waiting"))
+            self._known_models = models
+
+    # --- drawing ---------------------------------------------------------------------------
+
+    def redraw(self, force: bool = False) -> None:
+        if (self.paused and not force) or not self.isVisible() and not force:
+            return
+        self._sync_curves()
+        now = self._frozen_now if self.paused else time.time()
+        x0 = now - self.window_s
+        for key, curves in self._curves.items():
+            top = 0.0
+            for c in curves:
+                x, y = c.source()
+                i = int(np.searchsorted(x, x0)) if len(x) else 0
+                xs, ys = x[i:], y[i:]
+                if len(xs) == 0 or np.isnan(ys[-1]) and np.all(np.isnan(ys)):
+                    c.item.setData([], [])
+                    continue
+                c.item.setData(xs, ys)
+                m = np.nanmax(ys)
+                if m > top:
+                    top = float(m)
+            plot = self._plots[key]
+            spec = self._specs[key]
+            plot.setXRange(x0, now, padding=0)
+            plot.setYRange(0, spec.fixed_max or _nice_ceiling(top), padding=0.02)
+        self.frames += 1
+        self.frame_drawn.emit()
+
+    def _on_mouse(self, pos) -> None:
+        for key, plot in self._plots.items():
+            vb = plot.vb
+            if not plot.sceneBoundingRect().contains(pos):
+                self._cursor[key].hide()
+                continue
+            x = vb.mapSceneToView(pos).x()
+            parts = [time.strftime("%H:%M:%S", time.localtime(x)), self._specs[key].title + ":"]
+            for c in self._curves[key]:
+                xs, ys = c.source()
+                if len(xs) == 0:
+                    continue
+                i = min(len(xs) - 1, int(np.searchsorted(xs, x)))
+                if not np.isnan(ys[i]):
+                    parts.append(f"{c.label} {ys[i]:.1f}")
+            self._cursor[key].setPos(x)
+            self._cursor[key].show()
+            self.readout.emit(f"{parts[0]}  {parts[1]} " + ", ".join(parts[2:])
+                              + f" {self._specs[key].unit}")
+
+
+def _nice_ceiling(value: float) -> float:
+    """Rounds a y-axis maximum up to 1, 2 or 5 times a power of ten."""
+    if not value > 0:
+        return 1.0
+    exp = 10 ** np.floor(np.log10(value))
+    for m in (1, 2, 5, 10):
+        if value <= m * exp:
+            return float(m * exp)
+    return float(10 * exp)
