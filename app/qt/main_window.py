@@ -30,7 +30,6 @@ from .views.about import show_about
 from .views.alerts_panel import AlertsPanel
 from .views.connections_dialog import ConnectionEditor, ConnectionsDialog
 from .views.fleet_view import FleetView
-from .views.node_view import NodeView
 from .views.settings_dialog import SettingsDialog
 
 log = logging.getLogger(__name__)
@@ -73,14 +72,15 @@ class MainWindow(QMainWindow):
         # Views.
         self.fleet_view = FleetView(self.state)
         self.fleet_view.node_activated.connect(self.open_node)
-        self.node_view = NodeView(self.state)
+        self._node_view = None   # built on first use: it imports pyqtgraph (cold start)
+        self._node_page = QWidget()
         self.directory = None
         try:
             from .views.node_directory import NodeDirectory
             self.directory = NodeDirectory(bridge, self)
         except ImportError:
             pass
-        self.views: dict[str, QWidget] = {"fleet": self.fleet_view, "node": self.node_view}
+        self.views: dict[str, QWidget] = {"fleet": self.fleet_view, "node": self._node_page}
         for key, (module, cls) in OPTIONAL_VIEWS.items():
             self.views[key] = self._optional_view(key, module, cls)
 
@@ -112,6 +112,25 @@ class MainWindow(QMainWindow):
         self.nav.setCurrentRow(0)
 
     # --- construction ----------------------------------------------------------------------
+
+    @property
+    def node_view(self):
+        """The Node view, created the first time it is needed."""
+        if self._node_view is None:
+            from .views.node_view import NodeView
+            view = NodeView(self.state)
+            colors = theme_mod.THEMES[self.theme_name]
+            theme_mod.apply_charts(colors)
+            view.panel.set_theme(colors["chart_bg"], colors["chart_fg"])
+            row = VIEWS.index("node")
+            self.stack.removeWidget(self._node_page)
+            self._node_page.deleteLater()
+            self.stack.insertWidget(row, view)
+            self.views["node"] = view
+            self._node_view = view
+            if self.nav.currentRow() == row:
+                self.stack.setCurrentIndex(row)
+        return self._node_view
 
     def _optional_view(self, key: str, module: str, cls: str) -> QWidget:
         try:
@@ -209,8 +228,11 @@ class MainWindow(QMainWindow):
     def _nav_changed(self, row: int) -> None:
         if row < 0:
             return
+        if VIEWS[row] == "node":
+            self.node_view.set_active(True)
+        elif self._node_view is not None:
+            self._node_view.set_active(False)
         self.stack.setCurrentIndex(row)
-        self.node_view.set_active(VIEWS[row] == "node")
 
     def open_node(self, node_id: str) -> None:
         self.node_view.show_node(node_id)
@@ -314,7 +336,8 @@ class MainWindow(QMainWindow):
             action.setIcon(theme_mod.icon(icon, fg))
         for i, key in enumerate(VIEWS):
             self.nav.item(i).setIcon(theme_mod.icon(key, colors["muted"]))
-        self.node_view.panel.set_theme(colors["chart_bg"], colors["chart_fg"])
+        if self._node_view is not None:
+            self._node_view.panel.set_theme(colors["chart_bg"], colors["chart_fg"])
         if save and self.store is not None:
             self.store.submit("set_setting", "theme", name)
 
@@ -352,11 +375,12 @@ class MainWindow(QMainWindow):
         """Stops every timer this window owns (the hub and store are the caller's)."""
         self.status_timer.stop()
         self.fleet_view.stop()
-        self.node_view.stop()
+        if self._node_view is not None:
+            self._node_view.stop()
         self.state.stop()
         for view in self.views.values():
             stop = getattr(view, "stop", None) or getattr(view, "shutdown", None)
-            if callable(stop) and view not in (self.fleet_view, self.node_view):
+            if callable(stop) and view not in (self.fleet_view, self._node_view):
                 try:
                     stop()
                 except Exception:

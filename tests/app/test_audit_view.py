@@ -122,3 +122,10 @@ def test_verify_button_per_node_reports_ok_then_the_broken_record(qtbot, setup):
     other = view.source_rows[ids[1]]
     other.verify.click()
     qtbot.waitUntil(lambda: other.result.text().startswith("✓"), timeout=20000)
+
+
+def test_unknown_node_answers_with_an_error_not_silence(qtbot, setup):
+    view, *_ = setup
+    with qtbot.waitSignal(view.verify_done, timeout=10000) as got:
+        view.client.verify("no-such-node", view.verify_done.emit)
+    assert not got.args[0].ok and "no-such-node" in got.args[0].error

@@ -68,7 +68,7 @@ class AuditView(QWidget):
         self.console_fetcher = ConsoleLogFetcher(store) if store is not None else None
         self.export_job: AuditExportJob | None = None
         self.model = AuditTableModel(self)
-        bridge.command_error.connect(lambda err: self.client.command_failed(err.op_id, err.message))
+        bridge.command_error.connect(lambda err: self.client.command_failed(err.command, err.message))
         self._build()
         self.directory.nodes_changed.connect(self._sync_sources)
         self.verify_done.connect(self._show_verify)
@@ -169,15 +169,17 @@ class AuditView(QWidget):
         for source in list(self.source_rows):
             if source not in wanted:
                 self.source_rows.pop(source).deleteLater()
+        added = False
         for source, (label, verifiable) in wanted.items():
             row = self.source_rows.get(source)
             if row is None:
+                added = True
                 row = self.source_rows[source] = _SourceRow(source, label, verifiable)
                 row.verify.clicked.connect(lambda _=False, s=source: self.verify(s))
                 self.sources_layout.insertWidget(self.sources_layout.count() - 1, row)
             else:
                 row.include.setText(label)
-        if not self.model.fetchers and wanted:
+        if added:   # a node joined: show its records too
             self.apply_filters()
 
     def selected_sources(self) -> list[str]:
