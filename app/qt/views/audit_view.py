@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDateTimeEdit, QFileDialog,
                                QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QProgressBar, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
 
-from musaops.app.qt.models.audit_model import AuditTableModel
+from musaops.app.qt.models.audit_model import COL_TIME, AuditTableModel
 from musaops.app.qt.views.node_directory import NodeDirectory
 from musaops.app.services.audit_feed import (CONSOLE_SOURCE, AuditClient, AuditFilterSpec,
                                              ConsoleLogFetcher, VerifyOutcome)
@@ -130,6 +130,7 @@ class AuditView(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setColumnWidth(COL_TIME, 190)
 
         self.status = QLabel("")
         self.status.setObjectName("audit-status")
