@@ -12,11 +12,24 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 VERSION_TABLE = "musad_alembic_version"
+HEAD = "0001"   # the newest revision in versions/ (a test keeps this in step)
 _HERE = Path(__file__).resolve().parent
 
 
+def current_revision(engine: Engine) -> str | None:
+    from sqlalchemy import inspect
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Brings the schema to `revision`; safe when several processes open the DB at once."""
+    """Brings the schema to `revision`; safe when several processes open the DB at once.
+    A database already at HEAD is left alone without loading Alembic (fast CLI starts)."""
+    if revision == "head" and current_revision(engine) == HEAD:
+        return
     from alembic import command
     from alembic.config import Config
 
