@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="musa-console", description="Desktop console for musad nodes.")
     p.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
                    help="connect to a node for this session (repeatable)")
-    p.add_argument("--token-file", help="file holding the bearer token for --connect nodes")
+    p.add_argument("--token-file", help="file holding the bearer token for --connect nodes "
+                   "(default: $MUSA_OPS_TOKEN)")
     p.add_argument("--tls-ca", help="CA certificate (PEM) for --connect nodes; enables TLS")
     p.add_argument("--tls-cert", help="client certificate (PEM) for mTLS")
     p.add_argument("--tls-key", help="client private key (PEM) for mTLS")
@@ -49,6 +50,8 @@ def _addresses(args: argparse.Namespace):
             token = Path(args.token_file).expanduser().read_text(encoding="utf-8").strip() or None
         except OSError as e:
             raise SystemExit(f"musa-console: cannot read the token file {args.token_file}: {e.strerror}")
+    else:
+        token = os.environ.get("MUSA_OPS_TOKEN", "").strip() or None   # as the issue asks
     if (args.tls_cert or args.tls_key) and not args.tls_ca:
         raise SystemExit("musa-console: --tls-cert/--tls-key need --tls-ca")
     tls = TlsFiles(args.tls_ca, args.tls_cert or "", args.tls_key or "") if args.tls_ca else None
