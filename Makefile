@@ -56,6 +56,7 @@ deb: install
 	$(PY) installer/build_deb.py --out dist
 
 console-bundle: install
+	@$(PY) -c "import PyInstaller" 2>/dev/null || $(PIP) install --quiet -e ".[bundle]"
 	$(PY) installer/build_console_bundle.py --out dist
 
 console-bundle-check: console-bundle
