@@ -1,4 +1,4 @@
-"""Who is calling: callers, roles, the token store and the gRPC auth interceptor.
+"""Who is calling: callers, roles and the gRPC auth interceptor (tokens: daemon/tokens.py).
 
 Every RPC but health and reflection passes the interceptor, which resolves the caller
 (token name or client-certificate CN, role, peer address), checks the role against the
@@ -8,12 +8,16 @@ method, audits refusals, and makes the caller available to the handler through
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
-import inspect
 import getpass
+import inspect
+import logging
 from dataclasses import dataclass
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 ROLES = ("viewer", "operator", "auditor", "admin")
 
@@ -165,11 +169,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         cn = _peer_cn(context)
         token = _metadata_token(context.invocation_metadata())
         info = None
+        if self.tokens is not None and (token or cn) and self.tokens.needs_refresh():
+            await asyncio.to_thread(self.tokens.refresh)   # DB read off the event loop
         if token and self.tokens is not None:
-            if self.tokens.needs_refresh():
-                import asyncio
-
-                await asyncio.to_thread(self.tokens._refresh)
             info = self.tokens.authenticate(token)
         if not self.required:
             return Caller(cn or (info.name if info else "anonymous"), info.role if info else "", peer)
@@ -207,9 +209,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     await self.audit.record(action_name(method), "", {"method": method}, "denied",
                                             d.message, caller=d.caller)
                 except Exception:  # the refusal stands even if it could not be recorded
-                    import logging
-
-                    logging.getLogger(__name__).exception("could not audit a denied call")
+                    log.exception("could not audit a denied call")
             await context.abort(d.code, d.message)
             raise  # abort raises; this line is never reached
         return set_current_caller(caller)
@@ -270,8 +270,6 @@ def security_interceptors(ctx) -> list[grpc.aio.ServerInterceptor]:  # noqa: ANN
             ctx.auth = TokenStore(ctx.audit.engine, audit=ctx.audit)
         record_config_if_changed(ctx.audit, ctx.config)
     if not ctx.config.auth.required:
-        import logging
-
-        logging.getLogger(__name__).warning(
+        log.warning(
             "auth.required is off: every caller may call every RPC (recorded as anonymous)")
     return [AuthInterceptor(ctx.auth, ctx.audit, required=ctx.config.auth.required)]

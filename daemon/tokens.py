@@ -149,7 +149,8 @@ class TokenStore:
                                           auth_tokens.c.revoked_us).order_by(auth_tokens.c.name))
             return [TokenInfo(*r) for r in rows]
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Reloads the token table (the interceptor calls it off the event loop)."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(auth_tokens)).all()
         cache, by_name = {}, {}
@@ -167,7 +168,7 @@ class TokenStore:
     def authenticate(self, token: str) -> TokenInfo | None:
         """The usable token matching `token`, else None (unknown, revoked or expired)."""
         if self.needs_refresh():
-            self._refresh()
+            self.refresh()
         digest = hash_token(token)
         hit = self._cache.get(digest)
         if hit is None or not hmac.compare_digest(hit[0], digest):
@@ -177,7 +178,7 @@ class TokenStore:
     def identity(self, name: str) -> TokenInfo | None:
         """The usable entry named `name` (the role of a client certificate with that CN)."""
         if self.needs_refresh():
-            self._refresh()
+            self.refresh()
         info = self._by_name.get(name)
         return info if info is not None and info.usable(_now_us()) else None
 
