@@ -80,20 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     from .qt.bridge import HubBridge
     from .qt.main_window import MainWindow
     from .services.node_hub import NodeHub
-    from .services.store import Store, StoreWorker, default_db_path
+    from .services.store_worker import StoreWorker
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("musa-console")
     app.setOrganizationName("musa-ops")
 
     data_dir = args.data_dir or os.environ.get("MUSA_CONSOLE_DATA_DIR")
-    db_path = Path(data_dir) / "console.sqlite3" if data_dir else default_db_path()
-    try:
-        store = StoreWorker(Store(db_path))
-    except Exception as e:  # an unusable store must not stop the console
-        print(f"musa-console: the local store at {db_path} is unusable ({e}); "
-              "connections will not be saved.", file=sys.stderr)
-        store = None
+
+    def open_store():  # runs on the store's worker thread: SQLAlchemy loads off the GUI thread
+        from .services.store import Store, default_db_path
+        return Store(Path(data_dir) / "console.sqlite3" if data_dir else default_db_path())
+
+    store = StoreWorker(open_store, paused=True)   # resumed after the first paint
 
     bridge = HubBridge()
     hub = NodeHub(bridge)
@@ -104,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         window.connect_address(address)
     window.show_view(args.view)
 
-    if store is not None and not args.screenshot:
+    if not args.screenshot and not args.first_paint:
         def loaded(result, error):
-            if not error:
+            if error:
+                window.invoke(window.sb_message.setText, f"{error} (connections are not saved)")
+            else:
                 window.invoke(apply_saved, *result)
 
         def apply_saved(settings, profiles):
@@ -121,11 +122,23 @@ def main(argv: list[str] | None = None) -> int:
         store.submit("startup", done=loaded)
 
     exit_code = [0]
+
+    class _AfterFirstPaint(QObject):
+        """Resumes the store worker once the window has painted (see StoreWorker)."""
+
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                obj.removeEventFilter(self)
+                QTimer.singleShot(0, store.resume)
+            return False
+    after_paint = _AfterFirstPaint(window)
+    window.installEventFilter(after_paint)
+
     if args.first_paint:
         class _FirstPaint(QObject):
             def eventFilter(self, obj, event):
                 if event.type() == QEvent.Type.Paint:
-                    print(f"first-paint {time.perf_counter() - _T0:.3f} "
+                    print(f"first-paint {time.perf_counter() - _T0:.3f} cpu={time.process_time():.3f} "
                           f"torch={'torch' in sys.modules}", flush=True)
                     QTimer.singleShot(0, app.quit)
                     obj.removeEventFilter(self)
@@ -153,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         window.shutdown()
         hub.stop()
-        if store is not None:
-            store.close()
+        store.close()
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter teardown: Qt/pyqtgraph objects destroyed in arbitrary order at exit

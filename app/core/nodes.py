@@ -124,3 +124,11 @@ class NodeStatus:
     last_seen: float = 0.0          # Unix seconds of the last answer; 0 = never
     info: NodeInfo | None = None
     retry_in: float = 0.0           # seconds until the next attempt while OFFLINE
+
+
+@dataclass(frozen=True)
+class NodeProfile:
+    """A saved connection (the console's store). id 0 = not saved yet."""
+
+    id: int
+    address: NodeAddress

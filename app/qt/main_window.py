@@ -20,9 +20,9 @@ from PySide6.QtWidgets import (QApplication, QLabel, QListWidget, QListWidgetIte
                                QSizePolicy, QHBoxLayout, QStackedWidget, QToolBar, QWidget)
 
 from ..core.alerts import AlertThresholds
-from ..core.nodes import ConnectionState, NodeAddress, NodeStatus
+from ..core.nodes import ConnectionState, NodeAddress, NodeProfile, NodeStatus
 from ..services.node_hub import NodeHub
-from ..services.store import NodeProfile, StoreWorker
+from ..services.store_worker import StoreWorker
 from . import theme as theme_mod
 from .bridge import GuiInvoker, HubBridge
 from .fleet_state import FleetState

@@ -4,10 +4,10 @@ and SVG icons from resources/icons tinted to the theme's text colour.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 
-import pyqtgraph as pg
 from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
@@ -72,6 +72,14 @@ def apply(app: QApplication, name: str) -> dict[str, str]:
         pal.setColor(role, QColor(colors[key]))
     app.setPalette(pal)
     app.setStyleSheet(style_sheet(name))
-    pg.setConfigOptions(background=colors["chart_bg"], foreground=colors["chart_fg"],
-                        antialias=False)
+    apply_charts(colors)
     return colors
+
+
+def apply_charts(colors: dict[str, str]) -> None:
+    """pyqtgraph defaults for new charts; a no-op until pyqtgraph is loaded (it is imported
+    only when a chart is first shown, to keep the console's cold start short)."""
+    pg = sys.modules.get("pyqtgraph")
+    if pg is not None:
+        pg.setConfigOptions(background=colors["chart_bg"], foreground=colors["chart_fg"],
+                            antialias=False)

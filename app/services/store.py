@@ -10,18 +10,17 @@ objects.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import platformdirs
 from sqlalchemy import Float, Integer, String, Text, UniqueConstraint, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from ..core.nodes import NodeAddress, TlsFiles
+from ..core.nodes import NodeAddress, NodeProfile, TlsFiles  # NodeProfile re-exported
+from .store_worker import StoreWorker  # noqa: F401  (re-exported)
 from .keyring_store import TokenVault
 
 APP_NAME = "musa-console"
@@ -72,14 +71,6 @@ class _LogEntry(_Base):
     action: Mapped[str] = mapped_column(String(100))
     detail: Mapped[str] = mapped_column(Text, default="")
     outcome: Mapped[str] = mapped_column(String(20), default="ok")
-
-
-@dataclass(frozen=True)
-class NodeProfile:
-    """A saved connection. id 0 = not saved yet."""
-
-    id: int
-    address: NodeAddress
 
 
 @dataclass(frozen=True)
@@ -249,42 +240,3 @@ def _vault_key(profile_id: int) -> str:
 def _to_profile(p: _Profile, vault: TokenVault) -> NodeProfile:
     tls = TlsFiles(p.tls_ca, p.tls_cert, p.tls_key) if p.use_tls else None
     return NodeProfile(p.id, NodeAddress(p.host, p.port, p.name, vault.get(_vault_key(p.id)) or None, tls))
-
-
-class StoreWorker:
-    """Runs Store calls on one worker thread so the GUI thread never opens a session.
-
-    `submit(fn_name, *args, done=cb)`; cb(result, error) runs on the worker thread (wrap it
-    with GuiInvoker on the Qt side). Errors come back as values (a sentence), never raised.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-store")
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def submit(self, method: str, *args: Any,
-               done: Callable[[Any, str], None] | None = None) -> Future | None:
-        with self._lock:
-            if self._closed:
-                return None
-            fn = getattr(self.store, method)
-
-            def call() -> Any:
-                try:
-                    result, error = fn(*args), ""
-                except Exception as e:  # errors as values
-                    result, error = None, str(e) or type(e).__name__
-                if done is not None:
-                    done(result, error)
-                return result
-
-            return self._pool.submit(call)
-
-    def close(self) -> None:
-        """Finishes queued writes, then joins the worker thread."""
-        with self._lock:
-            self._closed = True
-        self._pool.shutdown(wait=True)
-        self.store.close()

@@ -11,8 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDialog, QDialogBut
                                QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
 
-from ...core.nodes import NodeAddress, TlsFiles, parse_address
-from ...services.store import NodeProfile
+from ...core.nodes import NodeAddress, NodeProfile, TlsFiles, parse_address
 
 
 class _FileField(QWidget):
