@@ -40,6 +40,8 @@ def console(qtbot):
     view.resize(1280, 800)
     view.show()
     yield hub, bridge, view
+    view.stop()
+    assert not view._poll.isActive()
     hub.stop()
     assert not any(t.name == "NodeHub" for t in threading.enumerate())
 

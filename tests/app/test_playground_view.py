@@ -69,6 +69,8 @@ def _running(daemon) -> int:
 
 def test_generate_streams_into_the_transcript_with_stats(qtbot, console) -> None:
     hub, view, ids = console
+    # The pickers choose a node and its deployed model without help.
+    assert view.picker.node_id() in ids and view.picker.model() == DEMO_MODEL_NAME
     view.picker.set_target(ids[0], DEMO_MODEL_NAME)
     view.system_edit.setPlainText("You are terse.")
     view.temperature.setValue(0.0)

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from musaops.app.core import CommandError, DeployEvent, DeploySpec, UndeployResult
 from musaops.app.qt.models.models_model import (
-    COL_NAME, COL_REASON, EntryRole, ModelsTableModel, SortRole, human_bytes,
+    COL_DEPLOYMENT, COL_NAME, COL_REASON, EntryRole, ModelsTableModel, SortRole, human_bytes,
 )
 from musaops.app.qt.views.banner import Banner
 from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice
@@ -42,6 +42,7 @@ class ModelsView(QWidget):
         self.deploy_dialog: DeployDialog | None = None
         self.confirm_box: QMessageBox | None = None
         self._pending_node = ""
+        self._stopped = False
         # While a model is pending, loading or unloading, re-read the repository once a second.
         self._poll = QTimer(self)
         self._poll.setSingleShot(True)
@@ -89,7 +90,9 @@ class ModelsView(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(28)
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(COL_DEPLOYMENT, QHeaderView.ResizeMode.Stretch)
         hh.setSectionResizeMode(COL_REASON, QHeaderView.ResizeMode.Stretch)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         hh.setHighlightSections(False)
         self.empty_label = QLabel("No node connected. Add a node to see its model repository.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -171,9 +174,18 @@ class ModelsView(QWidget):
         if nid and self.directory.online(nid) and nid != self._pending_node:
             self.refresh()
 
+    def stop(self) -> None:
+        """Stops the view's timer (the main window calls this on close)."""
+        self._stopped = True
+        self._poll.stop()
+
+    def hideEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        self._poll.stop()
+        super().hideEvent(event)
+
     def refresh(self) -> None:
         nid = self.current_node()
-        if not nid:
+        if not nid or self._stopped:
             return
         self._pending_node = nid
         self.repo_label.setText(f"Loading the repository of {self.directory.label(nid)}…")
@@ -186,6 +198,7 @@ class ModelsView(QWidget):
             return
         entries = self.directory.models(node_id)
         self.model.set_entries(entries)
+        self.table.setColumnHidden(COL_REASON, not any(e.reason for e in entries))
         ready = sum(1 for e in entries if e.state == "ready")
         self.repo_label.setText(f"{len(entries)} model{'s' if len(entries) != 1 else ''} in the repository"
                                 f" of {self.directory.label(node_id)} · {ready} deployed")

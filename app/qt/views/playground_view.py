@@ -117,8 +117,8 @@ class TargetPicker(QWidget):
         self.model_box.blockSignals(True)
         self.model_box.clear()
         self.model_box.addItems(names)
-        if current in names:
-            self.model_box.setCurrentIndex(names.index(current))
+        # With a placeholder set, Qt does not pick the first item by itself.
+        self.model_box.setCurrentIndex(names.index(current) if current in names else 0 if names else -1)
         self.model_box.setPlaceholderText("no model deployed" if self.node_id() else "no node")
         self.model_box.blockSignals(False)
         self.changed.emit()
@@ -484,7 +484,10 @@ class PlaygroundView(QWidget):
     def stop(self) -> None:
         """Cancels every running Generate RPC; each ends with finish reason cancelled."""
         for stream_id in list(self.streams):
-            self.hub.cancel(stream_id)
+            try:
+                self.hub.cancel(stream_id)
+            except RuntimeError:  # the hub has stopped: its streams are gone with it
+                self.streams.pop(stream_id, None)
         if self.streams:
             self.stop_button.setEnabled(False)
             self.stats_label.setText("Stopping…")
