@@ -19,6 +19,7 @@ from ._fields import FieldReader
 from .base import (
     BackendName,
     BackendUnavailableError,
+    DeviceError,
     DeviceInfo,
     DeviceSample,
     check_index,
@@ -59,6 +60,14 @@ def visible_indices(physical: list[str], env: str | None) -> list[int]:
     return chosen
 
 
+def _prefer_pci_bus_order() -> None:
+    """Make torch number GPUs as NVML does (PCI bus order, not CUDA's fastest-first), so
+    telemetry's device i is the engine's cuda:i. Effective only before CUDA initialises,
+    hence done at detection, which runs before anything imports torch."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+
+
 def _load_pynvml() -> Any:
     try:
         import pynvml
@@ -94,6 +103,7 @@ class CudaAccelerator:
                 )
             self._handles = [handles[i] for i in keep]
             self._info = self._read_info()
+            _prefer_pci_bus_order()
         except n.NVMLError as exc:
             self._shutdown()
             raise BackendUnavailableError(f"CUDA is not available: NVML failed ({exc}).") from exc
@@ -176,12 +186,12 @@ class CudaAccelerator:
     def memory_free_bytes(self, index: int = 0) -> int:
         check_index(index, len(self._info), "cuda")
         with self._lock:
+            if self._closed:
+                raise DeviceError("The CUDA devices were closed; memory cannot be read.")
             return int(self._n.nvmlDeviceGetMemoryInfo(self._handles[index]).free)
 
     def load_torch(self) -> ModuleType:
-        if "torch" not in sys.modules:
-            # Match NVML's numbering (PCI bus order); only effective before CUDA initialises.
-            os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        _prefer_pci_bus_order()
         try:
             import torch
         except ImportError as exc:

@@ -19,6 +19,7 @@ from ._fields import FieldReader
 from .base import (
     BackendName,
     BackendUnavailableError,
+    DeviceError,
     DeviceInfo,
     DeviceSample,
     check_index,
@@ -175,6 +176,8 @@ class MusaAccelerator:
         check_index(index, len(self._info), "musa")
         m = self._m
         with self._lock:
+            if self._closed:
+                raise DeviceError("The MUSA devices were closed; memory cannot be read.")
             used = m.mtmlMemoryGetUsed(self._devices[index].memory)
         return max(0, self._info[index].memory_total_bytes - int(used))
 

@@ -30,6 +30,7 @@ def nvml_dir(tmp_path_factory) -> pathlib.Path:
 
 def probe(nvml_dir, preference="auto", max_samples=200, **env) -> dict:
     env.setdefault("CUDA_VISIBLE_DEVICES", None)
+    env.setdefault("CUDA_DEVICE_ORDER", None)
     environ = stub_env(nvml_dir, **{k: v for k, v in env.items() if v is not None})
     for k, v in env.items():
         if v is None:
@@ -54,6 +55,7 @@ def test_auto_detects_the_nvidia_boards_with_every_nvml_field(nvml_dir):
     assert {d["driver_version"] for d in info} == {"550.54.15-stub"}
     assert info[1]["pci_bus_id"] == "00000000:38:00.0"
     assert out["torch_imported"] is False
+    assert out["cuda_device_order"] == "PCI_BUS_ID"  # torch will number GPUs as NVML does
     samples = out["samples"]
     assert len(samples) >= 2 and samples[0][0]["utilization_percent"] != samples[-1][0]["utilization_percent"]
     for s in samples[-1]:

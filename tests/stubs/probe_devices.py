@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -46,6 +47,7 @@ def main() -> None:
         free=[acc.memory_free_bytes(i) for i in range(count)],
         bad_index=bad_index,
         torch_imported="torch" in sys.modules,
+        cuda_device_order=os.environ.get("CUDA_DEVICE_ORDER"),
     )
     acc.close()
     out["after_close"] = [dataclasses.asdict(s) for s in acc.sample()]
