@@ -204,3 +204,20 @@ def test_stop_sequences_round_trip_escapes() -> None:
     stops = parse_stops("END\n\\n\\n\n\\tTAB")
     assert stops == ("END", "\n\n", "\tTAB")
     assert parse_stops(format_stops(stops)) == stops
+
+
+def test_a_refused_request_shows_the_daemons_sentence_and_keeps_history_clean(qtbot, console) -> None:
+    hub, view, ids = console
+    view.picker.set_target(ids[0], DEMO_MODEL_NAME)
+    # The node's limit bounds the max tokens box.
+    assert view.max_tokens.maximum() == 4096
+    before = list(view.history)
+    view.stop_edit.setPlainText("\n".join(f"stop{i}" for i in range(40)))  # over max_stop_strings
+    view.input.setPlainText("hi")
+    [stream_id] = view.send()
+    qtbot.waitUntil(lambda: stream_id in view.last_done, timeout=20_000)
+    assert view.last_done[stream_id].finish_reason == "error"
+    assert view.banner.kind == "error" and "stop" in view.banner.text().lower()
+    assert "INVALID_ARGUMENT" in view.banner.text() or "at most" in view.banner.text()
+    assert "Traceback" not in view.banner.text()
+    assert view.history == before and view.send_button.isEnabled()

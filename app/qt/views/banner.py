@@ -10,11 +10,18 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
 
+# (background, text, border) per kind, for light and for dark palettes.
 _STYLES = {
     "error": ("#fdecec", "#8f1d1d", "#e8a6a6"),
     "warning": ("#fff5e0", "#7a4b00", "#f0cf8a"),
     "info": ("#e9f2fd", "#1d4a8f", "#a9c6ee"),
     "ok": ("#e8f6ee", "#1d6b3c", "#a5d9b9"),
+}
+_DARK_STYLES = {
+    "error": ("#3a1d1f", "#f3b4b4", "#7a3236"),
+    "warning": ("#3a2f17", "#f2d08a", "#7a6124"),
+    "info": ("#1b2a40", "#a9c6ee", "#2f4e7a"),
+    "ok": ("#17301f", "#a5d9b9", "#2d6040"),
 }
 
 
@@ -43,7 +50,9 @@ class Banner(QFrame):
         return self._label.text()
 
     def show_message(self, text: str, kind: str = "error") -> None:
-        bg, fg, border = _STYLES.get(kind, _STYLES["info"])
+        dark = self.palette().window().color().lightness() < 128
+        styles = _DARK_STYLES if dark else _STYLES
+        bg, fg, border = styles.get(kind, styles["info"])
         self.kind = kind
         self.setStyleSheet(
             f"QFrame#banner {{ background: {bg}; border: 1px solid {border}; border-radius: 6px; }}"

@@ -369,6 +369,7 @@ class PlaygroundView(QWidget):
         layout.addWidget(splitter)
 
         # ---- wiring -------------------------------------------------------------------------------
+        self.picker.changed.connect(self._apply_limits)
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
         self.clear_button.clicked.connect(self.clear)
@@ -394,6 +395,13 @@ class PlaygroundView(QWidget):
         box.setDecimals(2)
         box.setValue(value)
         return box
+
+    def _apply_limits(self) -> None:
+        """Bounds max tokens by what the chosen node allows (EngineLimits from GetInfo)."""
+        status = self.directory.status(self.picker.node_id())
+        limit = status.info.limits.max_tokens if status and status.info else 0
+        self.max_tokens.setMaximum(limit or 32768)
+        self.max_tokens.setToolTip(f"This node allows at most {limit} new tokens." if limit else "")
 
     # -- request --------------------------------------------------------------------------------
     def sampling(self) -> Sampling:
