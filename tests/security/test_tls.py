@@ -117,3 +117,14 @@ def test_certs_init_writes_private_keys_0600_and_refuses_overwrite(tmp_path):
     assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
     with pytest.raises(FileExistsError):
         init_certs(tmp_path, ["x"])
+
+
+@pytest.mark.timeout(120)
+def test_musad_serve_refuses_plaintext_on_all_interfaces(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "musaops.daemon.cli", "serve", "--listen", "0.0.0.0:0",
+                        "--metrics-listen", "", "--state-dir", str(tmp_path), "--models", str(tmp_path),
+                        "--device", "cpu"], capture_output=True, text=True, timeout=100)
+    assert r.returncode == 2 and "--insecure" in r.stderr, r.stderr[-2000:]
