@@ -35,6 +35,9 @@ import zipfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from pkgwheel import WheelError, build_wheel  # noqa: E402
+
 NAME = "musa-console"
 ICON_SIZES = (64, 128, 256)
 # Never in the bundle: the console must not import these (import-linter checks the code;
@@ -62,14 +65,12 @@ def tarball_path(out: pathlib.Path) -> pathlib.Path:
 def musa_ops_sources(work: pathlib.Path) -> pathlib.Path:
     """musa-ops unpacked from a freshly built wheel: PyInstaller cannot follow the editable
     install's folder mapping (app/ -> musaops.app), a plain site folder it can."""
-    wheels = work / "wheel"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "--quiet", "--wheel-dir", str(wheels), str(REPO)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BuildError(f"building the musa-ops wheel failed:\n{proc.stdout}{proc.stderr}")
+    try:
+        wheel = build_wheel(work / "wheel")
+    except WheelError as exc:
+        raise BuildError(str(exc)) from None
     site = work / "site"
-    with zipfile.ZipFile(next(wheels.glob("musa_ops-*.whl"))) as zf:
+    with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     shutil.rmtree(site / "musaops" / "daemon", ignore_errors=True)  # never in the console
     return site

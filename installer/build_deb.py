@@ -32,6 +32,9 @@ import zipfile
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from pkgwheel import WheelError, build_wheel  # noqa: E402
+
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 PACKAGE = "musa-ops-daemon"
@@ -118,22 +121,6 @@ def glibc_floor(dists: list[md.Distribution]) -> tuple[int, int] | None:
         if needs:
             floor = max(floor or (0, 0), min(needs))
     return floor
-
-
-def build_wheel(out: pathlib.Path) -> pathlib.Path:
-    """musa-ops as a wheel (no dependencies, no build isolation: offline)."""
-    out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "--quiet", "--wheel-dir", str(out), str(REPO)],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        raise BuildError(f"building the musa-ops wheel failed:\n{proc.stdout}{proc.stderr}")
-    wheels = sorted(out.glob("musa_ops-*.whl"))
-    if not wheels:
-        raise BuildError("pip wheel produced no musa_ops wheel")
-    return wheels[-1]
 
 
 def install_wheel(wheel: pathlib.Path, site_packages: pathlib.Path) -> tuple[str, dict[str, str]]:
@@ -367,7 +354,11 @@ def build(out_dir: pathlib.Path, python: str = "/usr/bin/python3", compression: 
         dists = dependency_closure()
         for dist in dists:
             copy_distribution(dist, site)
-        version, scripts = install_wheel(build_wheel(scratch / "wheel"), site)
+        try:
+            wheel = build_wheel(scratch / "wheel")
+        except WheelError as exc:
+            raise BuildError(str(exc)) from None
+        version, scripts = install_wheel(wheel, site)
         # One distribution holds daemon and console; the console (Qt) has no place on a server.
         shutil.rmtree(site / "musaops" / "app", ignore_errors=True)
         if "musad" not in scripts:
