@@ -193,11 +193,24 @@ def console_actor() -> str:
         return "console"
 
 
+def log_detail(target: str, message: str = "", **params: Any) -> str:
+    """The operator log's detail text for a console action (what row_from_log reads back)."""
+    return json.dumps({"target": target, "message": message, **params}, sort_keys=True)
+
+
 def row_from_log(log_id: int, entry: Any, actor: str) -> AuditRow:
     outcome = entry.outcome if entry.outcome in OUTCOMES else "failed"
+    target, message = "", entry.detail
+    if entry.detail.startswith("{"):
+        try:
+            d = json.loads(entry.detail)
+            target, message = str(d.get("target", "")), str(d.get("message", ""))
+        except ValueError:
+            pass
+    params = entry.detail if entry.detail.startswith("{") else json.dumps({"detail": entry.detail})
     return AuditRow(CONSOLE_SOURCE, entry.node or "this console", log_id, int(entry.time * 1_000_000), actor,
-                    "", "console", entry.action, entry.node, json.dumps({"detail": entry.detail}),
-                    outcome, "" if outcome == "ok" else entry.detail, "")
+                    "", "console", entry.action, target, params, outcome,
+                    "" if outcome == "ok" else message, "")
 
 
 class ConsoleLogFetcher:

@@ -129,3 +129,29 @@ def test_unknown_node_answers_with_an_error_not_silence(qtbot, setup):
     with qtbot.waitSignal(view.verify_done, timeout=10000) as got:
         view.client.verify("no-such-node", view.verify_done.emit)
     assert not got.args[0].ok and "no-such-node" in got.args[0].error
+
+
+def test_console_actions_land_in_the_operator_log_and_the_view(qtbot, setup, qt_hub):
+    from musaops.app.core.operations import DeploySpec
+
+    view, daemons, ids, store = setup
+    hub, bridge = qt_hub
+    with qtbot.waitSignal(bridge.deploy_event, timeout=20000,
+                          check_params_cb=lambda ev: ev.done) as ev:
+        hub.deploy(ids[0], DeploySpec(model="no-such-model"))
+    assert not ev.args[0].ok
+
+    def logged() -> bool:
+        view.source_rows[ids[0]].include.setChecked(False)
+        view.source_rows[ids[1]].include.setChecked(False)
+        view.action.setCurrentText("node.Deploy")
+        view.apply_filters()
+        _load_all(qtbot, view)
+        return any(r.target == "no-such-model" for r in view.model.rows())
+    qtbot.waitUntil(logged, timeout=20000)
+    row = [r for r in view.model.rows() if r.target == "no-such-model"][0]
+    assert (row.source, row.outcome, row.node, row.actor.startswith("console")) == (
+        CONSOLE_SOURCE, "failed", "node0", True)
+    # the daemon recorded the same action on its side, under its own chain
+    assert any(e.target == "no-such-model" and e.outcome == "failed"
+               for e in daemons[0].ctx.audit.iter_records())

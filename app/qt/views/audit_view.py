@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDateTimeEdit, QFileDialog,
 from musaops.app.qt.models.audit_model import COL_TIME, AuditTableModel
 from musaops.app.qt.views.node_directory import NodeDirectory
 from musaops.app.services.audit_feed import (CONSOLE_SOURCE, AuditClient, AuditFilterSpec,
-                                             ConsoleLogFetcher, VerifyOutcome)
+                                             ConsoleLogFetcher, VerifyOutcome, log_detail)
 from musaops.app.services.export import FORMATS, AuditExportJob
 
 ACTIONS = ("", "node.Deploy", "node.Undeploy", "inference.Generate", "token.create", "token.revoke",
@@ -77,7 +77,30 @@ class AuditView(QWidget):
         self.model.loading_changed.connect(lambda _b: self._update_status())
         self.model.rowsInserted.connect(lambda *_: self._update_status())
         self.model.source_error.connect(lambda *_: self._update_status())
+        if store is not None:   # this console's own actions go to its operator log
+            bridge.deploy_event.connect(self._log_deploy)
+            bridge.undeploy_done.connect(self._log_undeploy)
+            bridge.generation_done.connect(self._log_generation)
         self._sync_sources()
+
+    # -- the operator log ----------------------------------------------------------------------
+
+    def _log(self, action: str, node_id: str, detail: str, ok: bool) -> None:
+        self.store.submit("log", action, self.directory.label(node_id) if node_id else "", detail,
+                          "ok" if ok else "failed")
+
+    def _log_deploy(self, ev: Any) -> None:
+        if ev.done:
+            self._log("node.Deploy", ev.node_id, log_detail(ev.model, ev.message, stage=ev.stage), ev.ok)
+
+    def _log_undeploy(self, res: Any) -> None:
+        self._log("node.Undeploy", res.node_id, log_detail(res.model, res.message), res.ok)
+
+    def _log_generation(self, done: Any) -> None:
+        self._log("inference.Generate", done.node_id,
+                  log_detail("", done.error, finish_reason=done.finish_reason,
+                             completion_tokens=done.usage.completion_tokens),
+                  done.finish_reason != "error")
 
     # -- layout ------------------------------------------------------------------------------
 
