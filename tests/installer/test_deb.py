@@ -193,3 +193,72 @@ def test_set_state_dir_handles_commented_and_missing_sections():
     out = build_deb.set_state_dir(live, "/var/lib/musad")
     assert out.index('state_dir = "/var/lib/musad"') < out.index("[models]")
     assert build_deb.set_state_dir("[server]\n", "/s").endswith('[storage]\nstate_dir = "/s"\n')
+
+
+@pytest.mark.timeout(120)
+def test_packaged_daemon_serves_with_the_packaged_config(extracted, tmp_path):
+    """The venv is complete: the packaged musad starts on the packaged conffile (state and
+    ports overridden to scratch values), reports SERVING, and exits 0 on SIGTERM."""
+    import re
+    import signal
+    import threading
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    venv = extracted / "opt/musa-ops/venv"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.Popen(
+        [str(venv / "bin/python"), str(venv / "bin/musad"), "serve",
+         "--config", str(extracted / "etc/musad/musad.toml"), "--listen", "127.0.0.1:0",
+         "--metrics-listen", "", "--state-dir", str(tmp_path / "state"), "--device", "cpu"],
+        stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    lines, port = [], None
+    for line in proc.stderr:
+        lines.append(line)
+        m = re.search(r"listening on .* \(port (\d+)\)", line)
+        if m:
+            port = int(m[1])
+            break
+    if port is None:
+        proc.kill()
+        pytest.fail("packaged musad did not start:\n" + "".join(lines))
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        reader.join(5)
+    assert rc == 0, "".join(lines)
+    assert (tmp_path / "state" / "musad.db").is_file()
+
+
+@pytest.mark.timeout(60)
+def test_readiness_check_waits_for_the_port(extracted, tmp_path):
+    import socket
+
+    venv = extracted / "opt/musa-ops/venv"
+    script = extracted / "opt/musa-ops/libexec/musad-ready"
+    assert script.read_text().startswith("#!/opt/musa-ops/venv/bin/python\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        conf = tmp_path / "musad.toml"
+        conf.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\n[storage]\nstate_dir = "{tmp_path}"\n')
+        ok = subprocess.run([str(venv / "bin/python"), str(script), "--config", str(conf), "--timeout", "20"],
+                            capture_output=True, text=True, env=env, timeout=40)
+        assert ok.returncode == 0, ok.stderr
+    late = subprocess.run([str(venv / "bin/python"), str(script), "--config", str(conf), "--timeout", "0.5"],
+                          capture_output=True, text=True, env=env, timeout=40)
+    assert late.returncode == 1 and f"127.0.0.1:{port}" in late.stderr
+    conf.write_text('[server]\nlisten = "nonsense"\n')
+    bad = subprocess.run([str(venv / "bin/python"), str(script), "--config", str(conf)],
+                         capture_output=True, text=True, env=env, timeout=40)
+    assert bad.returncode == 2 and "server.listen" in bad.stderr
