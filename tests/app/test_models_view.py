@@ -13,12 +13,15 @@ from musaops.app.qt.bridge import HubBridge
 from musaops.app.qt.models.models_model import COL_STATE
 from musaops.app.qt.views.deploy_progress import STAGES
 from musaops.app.qt.views.models_view import ModelsView
-from musaops.app.services.node_hub import NodeHub
+from musaops.app.services.node_hub import Backoff, HubConfig, NodeHub
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
 
 from views_daemon import ThreadDaemon
 
 pytestmark = pytest.mark.timeout(120)
+
+# Quicker telemetry and reconnects than the console's defaults; nothing else differs.
+FAST = HubConfig(telemetry_interval_ms=200, batch_interval_s=0.05, backoff=Backoff(initial=0.1, cap=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def daemons(demo_model_dir, tmp_path_factory):
 @pytest.fixture
 def console(qtbot):
     bridge = HubBridge()
-    hub = NodeHub(bridge)
+    hub = NodeHub(bridge, FAST)
     hub.start()
     view = ModelsView(hub, bridge)
     qtbot.addWidget(view)

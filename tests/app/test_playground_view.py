@@ -14,13 +14,16 @@ import pytest
 from musaops.app.core import NodeAddress
 from musaops.app.qt.bridge import HubBridge
 from musaops.app.qt.views.playground_view import PlaygroundView, parse_stops, format_stops
-from musaops.app.services.node_hub import NodeHub
+from musaops.app.services.node_hub import Backoff, HubConfig, NodeHub
 from musaops.app.services.store import Store, StoreWorker
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
 
 from views_daemon import ThreadDaemon
 
 pytestmark = pytest.mark.timeout(120)
+
+# Quicker telemetry and reconnects than the console's defaults; nothing else differs.
+FAST = HubConfig(telemetry_interval_ms=200, batch_interval_s=0.05, backoff=Backoff(initial=0.1, cap=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +45,13 @@ def store(tmp_path):
     worker = StoreWorker(Store(tmp_path / "console.db"))
     yield worker
     worker.close()
+    assert not any(t.name.startswith("console-store") for t in threading.enumerate())
 
 
 @pytest.fixture
 def console(qtbot, daemons, store):
     bridge = HubBridge()
-    hub = NodeHub(bridge)
+    hub = NodeHub(bridge, FAST)
     hub.start()
     view = PlaygroundView(hub, bridge, store=store)
     qtbot.addWidget(view)
@@ -76,9 +80,7 @@ def test_generate_streams_into_the_transcript_with_stats(qtbot, console) -> None
     view.temperature.setValue(0.0)
     view.max_tokens.setValue(24)
     view.ignore_eos.setChecked(True)
-    chunks = []
     view.input.setPlainText("Hello there")
-    hub_bridge_tokens = view._on_tokens
     [stream_id] = view.send()
     assert view.stop_button.isEnabled() and not view.send_button.isEnabled()
     qtbot.waitUntil(lambda: stream_id in view.last_done, timeout=30_000)
@@ -96,7 +98,6 @@ def test_generate_streams_into_the_transcript_with_stats(qtbot, console) -> None
     # A second turn sends the history: system, user, assistant, user.
     spec = view.build_spec(DEMO_MODEL_NAME, "And again?")
     assert [m.role for m in spec.messages] == ["system", "user", "assistant", "user"]
-    del chunks, hub_bridge_tokens
 
 
 def test_stop_cancels_the_rpc_and_the_daemon_frees_the_request(qtbot, console, daemons) -> None:
