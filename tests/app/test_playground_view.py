@@ -176,7 +176,11 @@ def test_presets_persist_through_the_store(qtbot, console, store, daemons) -> No
     view.seed_check.setChecked(True)
     view.seed.setValue(7)
     view.stop_edit.setPlainText("END\\n")
-    view.save_preset("pirate")
+    view.save_preset_button.click()  # asks for a name, without blocking
+    dialog = view.preset_dialog
+    dialog.setTextValue("pirate")
+    dialog.accept()
+    assert view.preset_box.currentText() == "pirate"
     # A fresh view reads it back from SQLite (through the store's worker thread).
     other = PlaygroundView(hub, HubBridge(), store=store)
     qtbot.addWidget(other)

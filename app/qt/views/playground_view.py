@@ -704,10 +704,17 @@ class PlaygroundView(QWidget):
             self._on_presets(dict(self.presets))
             self._store_submit("delete_preset", PRESET_KIND, name)
 
-    def _ask_preset_name(self) -> None:
-        name, ok = QInputDialog.getText(self, "Save preset", "Preset name:", text=self.preset_box.currentText())
-        if ok:
-            self.save_preset(name)
+    def _ask_preset_name(self) -> QInputDialog:
+        """Asks for a name without blocking (the dialog is window-modal and answers by signal)."""
+        dialog = QInputDialog(self)
+        dialog.setWindowTitle("Save preset")
+        dialog.setLabelText("Preset name:")
+        dialog.setTextValue(self.preset_box.currentText())
+        dialog.textValueSelected.connect(self.save_preset)
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        self.preset_dialog = dialog
+        return dialog
 
     def _delete_current_preset(self) -> None:
         self.delete_preset(self.preset_box.currentText())
