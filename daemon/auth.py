@@ -243,8 +243,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 if inspect.isawaitable(result):      # handler writes with context.write()
                     await result
                 elif hasattr(result, "__aiter__"):
-                    async for item in result:
-                        yield item
+                    try:
+                        async for item in result:
+                            yield item
+                    finally:   # a cancelled stream closes the handler's generator now, not at GC
+                        aclose = getattr(result, "aclose", None)
+                        if aclose is not None:
+                            await aclose()
                 elif result is not None:
                     for item in result:
                         yield item

@@ -7,6 +7,7 @@ about who may call what (the interceptor and the audit trail), not what the call
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import pathlib
@@ -48,8 +49,21 @@ class _Inference(inference_pb2_grpc.InferenceServicer):
 
 
 class _Telemetry(telemetry_pb2_grpc.TelemetryServicer):
+    """Finite by default; interval_ms=1 asks for an endless stream (for cancellation tests)."""
+
+    closed = None   # an asyncio.Event set when an endless stream's handler has finished
+
     async def Stream(self, request, context):
-        yield telemetry_pb2.Snapshot()
+        if request.interval_ms != 1:
+            yield telemetry_pb2.Snapshot()
+            return
+        try:
+            while True:
+                yield telemetry_pb2.Snapshot()
+                await asyncio.sleep(0.01)
+        finally:
+            if _Telemetry.closed is not None:
+                _Telemetry.closed.set()
 
 
 @dataclasses.dataclass

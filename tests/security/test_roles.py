@@ -135,3 +135,20 @@ def test_tokens_are_stored_only_as_hashes(tmp_path):
         with pytest.raises(TokenError):
             store.revoke("nobody")
     assert token.encode() not in db.read_bytes()
+
+
+@pytest.mark.timeout(60)
+async def test_cancelled_stream_closes_the_handler_through_the_interceptor(secure_node):
+    import asyncio
+
+    from .conftest import _Telemetry
+
+    _Telemetry.closed = asyncio.Event()
+    md = (("authorization", f"Bearer {secure_node.role_tokens['viewer']}"),)
+    async with grpc.aio.insecure_channel(secure_node.address) as ch:
+        call = telemetry_pb2_grpc.TelemetryStub(ch).Stream(telemetry_pb2.StreamRequest(interval_ms=1), metadata=md)
+        await call.read()
+        await call.read()
+        call.cancel()
+        await asyncio.wait_for(_Telemetry.closed.wait(), 30)
+    _Telemetry.closed = None
