@@ -113,3 +113,15 @@ def test_dialog_with_no_devices_chosen_cannot_submit(qtbot) -> None:
     for box in dialog.device_checks:
         box.setChecked(False)
     assert not dialog.deploy_button.isEnabled() and "device" in dialog.summary.text()
+
+
+def test_device_row_is_rebuilt_cleanly_when_nodes_change(qtbot) -> None:
+    dialog = DeployDialog([_node("a", used_gib=0), _node("b", used_gib=0, devices=4)], node_id="a",
+                          model="llama-8b")
+    qtbot.addWidget(dialog)
+    assert len(dialog.device_checks) == 2 and "MTT S4000" in dialog.device_checks[0].text()
+    dialog.nodes_tree.topLevelItem(1).setCheckState(0, Qt.CheckState.Checked)
+    assert len(dialog.device_checks) == 4 and dialog.device_checks[0].text() == "Device 0 on each node"
+    dialog.nodes_tree.topLevelItem(1).setCheckState(0, Qt.CheckState.Unchecked)
+    # One row of boxes and a single trailing stretch, however often it is rebuilt.
+    assert dialog._devices_layout.count() == len(dialog.device_checks) + 1 == 3

@@ -219,8 +219,10 @@ class DeployDialog(QDialog):
         return out
 
     def _fill_devices(self) -> None:
-        for box in self.device_checks:
-            box.setParent(None)
+        while self._devices_layout.count():  # boxes and the trailing stretch
+            item = self._devices_layout.takeAt(0)
+            if item.widget() is not None:
+                item.widget().setParent(None)
         self.device_checks.clear()
         chosen = self._checked_nodes() or self._nodes[:1]
         count = max((len(n.info.devices) for n in chosen if n.info), default=1) or 1
@@ -236,7 +238,7 @@ class DeployDialog(QDialog):
     @staticmethod
     def _device_label(node: NodeChoice | None, idx: int) -> str:
         if node is None or node.info is None:
-            return f"Device {idx}"
+            return f"Device {idx} on each node"
         dev = next((d for d in node.info.devices if d.index == idx), None)
         if dev is None:
             return f"Device {idx}"
