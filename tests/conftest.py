@@ -59,6 +59,7 @@ class DaemonHandle:
             raise
         self.address = f"127.0.0.1:{self.port}"
         self._channels: list = []
+        self._stopped = False
 
     def call(self, coro, timeout: float = 60):
         import asyncio
@@ -79,6 +80,10 @@ class DaemonHandle:
         return ch
 
     def stop(self) -> None:
+        """Graceful shutdown (as on SIGTERM). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         for ch in self._channels:
             ch.close()
         try:
