@@ -30,11 +30,23 @@ def _cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def _compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bf16 weights on a CPU without native bf16 compute in fp32 through cpu_kernels."""
+    tdtype = TORCH_DTYPES[dtype]
+    if device.type == "cpu" and tdtype == torch.bfloat16:
+        from . import cpu_kernels
+        if cpu_kernels.wanted() and cpu_kernels.load() is not None:
+            return torch.float32
+    return tdtype
+
+
 def load_engine(model_dir: str | Path, spec: EngineSpec, target: DeviceTarget,
                 progress: LoadProgress | None = None, observer: RequestObserver | None = None,
                 cancel: threading.Event | None = None) -> LLMEngine:
     model_dir = Path(model_dir)
     report = progress or (lambda stage, done, total, message: None)
+    if spec.dtype not in TORCH_DTYPES:
+        raise LoadError(f"dtype {spec.dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
     if spec.max_batch < 1 or spec.max_context < 2 or spec.kv_block_size < 1:
         raise LoadError("max_batch, max_context and kv_block_size must be positive")
     device = torch_device(target)
@@ -43,10 +55,11 @@ def load_engine(model_dir: str | Path, spec: EngineSpec, target: DeviceTarget,
     cfg = read_config(model_dir)
     tokenizer = Tokenizer(model_dir)
     max_context = min(spec.max_context, cfg.max_position_embeddings)
-    model = load_model(model_dir, spec.dtype, device, max_context, report, cancel)
+    compute_dtype = _compute_dtype(spec.dtype, device)
+    model = load_model(model_dir, spec.dtype, device, max_context, report, cancel, compute_dtype)
 
     # KV cache: a fraction of what is free now, no more than max_batch full contexts need.
-    dtype = TORCH_DTYPES[spec.dtype]
+    dtype = compute_dtype
     bs = spec.kv_block_size
     per_block = bytes_per_block(cfg, bs, dtype)
     blocks_per_seq = -(-max_context // bs)

@@ -112,7 +112,8 @@ def _targets(model: CausalLM) -> dict[str, tuple[torch.Tensor, int, int]]:
 
 def load_model(model_dir: str | Path, dtype: str, device: torch.device, max_positions: int,
                progress: ProgressFn | None = None,
-               cancel: threading.Event | None = None) -> CausalLM:
+               cancel: threading.Event | None = None,
+               compute_dtype: torch.dtype | None = None) -> CausalLM:
     """Build the model for `model_dir` on `device` in `dtype` and fill it from safetensors."""
     model_dir = Path(model_dir)
     if dtype not in DTYPES:
@@ -122,7 +123,7 @@ def load_model(model_dir: str | Path, dtype: str, device: torch.device, max_posi
     tdtype = TORCH_DTYPES[dtype]
     try:
         with torch.device("meta"):
-            model = CausalLM(cfg, max_positions, "meta", tdtype)
+            model = CausalLM(cfg, max_positions, "meta", tdtype, compute_dtype)
         model = model.to_empty(device=device)
         model.eval().requires_grad_(False)
         targets = _targets(model)

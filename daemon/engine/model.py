@@ -120,6 +120,16 @@ class AttentionBatch:
     prefills: list[tuple[int, int, int, torch.Tensor]] = field(default_factory=list)
 
 
+class Linear(nn.Linear):
+    """nn.Linear that also takes fp32 activations against bf16 weights (CPU kernel path)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.weight.dtype:
+            from .cpu_kernels import bf16_linear
+            return bf16_linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float, **factory: Any) -> None:
         super().__init__()
@@ -143,9 +153,9 @@ class Attention(nn.Module):
         super().__init__()
         self.nh, self.nkv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.q_size, self.kv_size = self.nh * self.hd, self.nkv * self.hd
-        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size,
+        self.qkv_proj = Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size,
                                   bias=cfg.qkv_bias, **factory)
-        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False, **factory)
+        self.o_proj = Linear(self.q_size, cfg.hidden_size, bias=False, **factory)
         self.scale = self.hd ** -0.5
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -210,8 +220,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig, **factory: Any) -> None:
         super().__init__()
         self.inter = cfg.intermediate_size
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * self.inter, bias=False, **factory)
-        self.down_proj = nn.Linear(self.inter, cfg.hidden_size, bias=False, **factory)
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * self.inter, bias=False, **factory)
+        self.down_proj = Linear(self.inter, cfg.hidden_size, bias=False, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)
@@ -235,9 +245,12 @@ class CausalLM(nn.Module):
     """Decoder plus LM head; parameter names follow HF except the fused projections."""
 
     def __init__(self, cfg: ModelConfig, max_positions: int, device: torch.device | str,
-                 dtype: torch.dtype) -> None:
+                 dtype: torch.dtype, compute_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        # Activations, RoPE tables and the KV cache use compute_dtype; it differs from the
+        # weights' dtype only for bf16 weights on CPUs without native bf16 (fp32 compute).
+        self.compute_dtype = compute_dtype or dtype
         factory = {"device": device, "dtype": dtype}
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, **factory)
         self.layers = nn.ModuleList(DecoderLayer(cfg, **factory) for _ in range(cfg.num_layers))
@@ -253,9 +266,8 @@ class CausalLM(nn.Module):
         inv = rope_inv_freq(self.cfg).to(device)
         freqs = torch.arange(self.max_positions, device=device).float()[:, None] * inv[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        dtype = self.embed_tokens.weight.dtype
-        self.cos_table = emb.cos().to(dtype)
-        self.sin_table = emb.sin().to(dtype)
+        self.cos_table = emb.cos().to(self.compute_dtype)
+        self.sin_table = emb.sin().to(self.compute_dtype)
 
     def lm_weight(self) -> torch.Tensor:
         return self.embed_tokens.weight if self.cfg.tie_word_embeddings else self.lm_head.weight
@@ -263,10 +275,14 @@ class CausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]],
                 batch: AttentionBatch, logits_index: torch.Tensor) -> torch.Tensor:
         """Returns float32 logits for the tokens at `logits_index` (one per sequence)."""
-        x = self.embed_tokens(input_ids)
+        x = self.embed_tokens(input_ids).to(self.compute_dtype)
         cos = self.cos_table[positions].unsqueeze(1)
         sin = self.sin_table[positions].unsqueeze(1)
         for layer, (kc, vc) in zip(self.layers, kv):
             x = layer(x, cos, sin, kc, vc, batch)
         x = self.norm(x[logits_index])
-        return F.linear(x, self.lm_weight()).float()
+        w = self.lm_weight()
+        if x.dtype != w.dtype:
+            from .cpu_kernels import bf16_linear
+            return bf16_linear(x, w)
+        return F.linear(x, w).float()

@@ -97,3 +97,29 @@ def test_llama3_rope_scaling_sharded_untied_mistral_shapes(tmp_path, demo_model_
             ref = hf(torch.tensor([ids])).logits[0, -1].float()
         got = _all_logits(ours, ids, 100)[-1]
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_bf16_kernel_matches_fp32_math_on_bf16_weights(llama_dir):
+    """bf16 weights, fp32 compute (the AVX2 kernel) equals transformers in fp32 on the same
+    bf16-rounded weights, for a decode row and for a short prefill."""
+    from musaops.daemon.engine import cpu_kernels
+
+    if not cpu_kernels.wanted() or cpu_kernels.load() is None:
+        pytest.skip("the bf16 CPU kernel is not used on this machine (native bf16, not x86, or no C compiler)")
+    model = load_model(llama_dir, "bfloat16", CPU, 256, compute_dtype=torch.float32)
+    assert model.layers[0].mlp.gate_up_proj.weight.dtype == torch.bfloat16
+    runner = ModelRunner(model, KVCache(model.cfg, 32, 16, torch.float32, CPU), CPU)
+    hf = _hf(llama_dir)
+    with torch.no_grad():
+        for p in hf.parameters():   # round the weights only (not RoPE's inv_freq buffer)
+            p.copy_(p.to(torch.bfloat16).float())
+    ids = _prompt(30, model.cfg.vocab_size, seed=9)
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0].float()
+    for chunk in (30, 1):
+        got = _all_logits(runner, ids, chunk)
+        want = ref[[min(i + chunk, 30) - 1 for i in range(0, 30, chunk)]]
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    x = torch.randn(100, 64)   # above MAX_KERNEL_ROWS: the widen-then-GEMM path
+    w = torch.randn(48, 64).to(torch.bfloat16)
+    torch.testing.assert_close(cpu_kernels.bf16_linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-4)

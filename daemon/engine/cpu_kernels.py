@@ -1,0 +1,211 @@
+"""A bf16-weight linear kernel for x86 CPUs without native bf16 (AVX2 + FMA only).
+
+On such CPUs torch's bf16 matmul falls back to slow scalar conversion code (several times
+slower than fp32 even for a memory-bound GEMV). This kernel reads the weights as bf16 (half
+the bytes of fp32), widens them in registers and accumulates in fp32, so a decode step is
+bound by memory bandwidth again. It is plain C compiled once with the system compiler
+(about a second) into the user's cache and called through ctypes; it shares torch's OpenMP
+runtime (same libgomp soname). When anything is missing (no compiler, not x86, AVX2 absent)
+the engine keeps using torch's own kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_SOURCE = r"""
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+static inline __m256 ld_bf16(const uint16_t *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+static inline float bf16f(uint16_t v) {
+    union { uint32_t u; float f; } c; c.u = (uint32_t)v << 16; return c.f;
+}
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* out[M,N] = x[M,K] @ w[N,K]^T (+ bias[N]); x, bias, out fp32; w bf16 (row-major). */
+void bf16_linear(const float *x, const uint16_t *w, const float *bias, float *out,
+                 int64_t M, int64_t N, int64_t K, int nthreads) {
+    const int64_t K8 = K & ~7LL;
+    #pragma omp parallel num_threads(nthreads)
+    {
+        float *wf = (M > 1) ? (float *)aligned_alloc(32, ((4 * K + 7) / 8) * 8 * sizeof(float)) : NULL;
+        #pragma omp for schedule(static)
+        for (int64_t n0 = 0; n0 < N; n0 += 4) {
+            const int64_t nb = (N - n0) < 4 ? (N - n0) : 4;
+            if (M == 1 && nb == 4) {
+                const uint16_t *w0 = w + n0 * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int64_t k = 0; k < K8; k += 8) {
+                    __m256 xv = _mm256_loadu_ps(x + k);
+                    a0 = _mm256_fmadd_ps(ld_bf16(w0 + k), xv, a0);
+                    a1 = _mm256_fmadd_ps(ld_bf16(w1 + k), xv, a1);
+                    a2 = _mm256_fmadd_ps(ld_bf16(w2 + k), xv, a2);
+                    a3 = _mm256_fmadd_ps(ld_bf16(w3 + k), xv, a3);
+                }
+                float r[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+                for (int64_t k = K8; k < K; k++) {
+                    r[0] += bf16f(w0[k]) * x[k]; r[1] += bf16f(w1[k]) * x[k];
+                    r[2] += bf16f(w2[k]) * x[k]; r[3] += bf16f(w3[k]) * x[k];
+                }
+                for (int j = 0; j < 4; j++) out[n0 + j] = r[j] + (bias ? bias[n0 + j] : 0.f);
+                continue;
+            }
+            if (M == 1) {  /* ragged tail rows */
+                for (int64_t j = 0; j < nb; j++) {
+                    float s = 0.f;
+                    for (int64_t k = 0; k < K; k++) s += bf16f(w[(n0 + j) * K + k]) * x[k];
+                    out[n0 + j] = s + (bias ? bias[n0 + j] : 0.f);
+                }
+                continue;
+            }
+            /* M > 1: widen up to four rows once into an L1-resident buffer, reuse them for every x row. */
+            for (int64_t j = 0; j < 4; j++)
+                for (int64_t k = 0; k < K; k++)
+                    wf[j * K + k] = j < nb ? bf16f(w[(n0 + j) * K + k]) : 0.f;
+            int64_t m = 0;
+            for (; m + 2 <= M; m += 2) {
+                const float *x0 = x + m * K, *x1 = x0 + K;
+                __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+                __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+                for (int64_t k = 0; k < K8; k += 8) {
+                    __m256 xa = _mm256_loadu_ps(x0 + k), xb = _mm256_loadu_ps(x1 + k);
+                    __m256 v0 = _mm256_loadu_ps(wf + k), v1 = _mm256_loadu_ps(wf + K + k);
+                    __m256 v2 = _mm256_loadu_ps(wf + 2 * K + k), v3 = _mm256_loadu_ps(wf + 3 * K + k);
+                    c00 = _mm256_fmadd_ps(v0, xa, c00); c10 = _mm256_fmadd_ps(v0, xb, c10);
+                    c01 = _mm256_fmadd_ps(v1, xa, c01); c11 = _mm256_fmadd_ps(v1, xb, c11);
+                    c02 = _mm256_fmadd_ps(v2, xa, c02); c12 = _mm256_fmadd_ps(v2, xb, c12);
+                    c03 = _mm256_fmadd_ps(v3, xa, c03); c13 = _mm256_fmadd_ps(v3, xb, c13);
+                }
+                float r0[4] = {hsum(c00), hsum(c01), hsum(c02), hsum(c03)};
+                float r1[4] = {hsum(c10), hsum(c11), hsum(c12), hsum(c13)};
+                for (int64_t k = K8; k < K; k++)
+                    for (int j = 0; j < 4; j++) { r0[j] += wf[j * K + k] * x0[k]; r1[j] += wf[j * K + k] * x1[k]; }
+                for (int64_t j = 0; j < nb; j++) {
+                    float b = bias ? bias[n0 + j] : 0.f;
+                    out[m * N + n0 + j] = r0[j] + b;
+                    out[(m + 1) * N + n0 + j] = r1[j] + b;
+                }
+            }
+            for (; m < M; m++) {
+                const float *x0 = x + m * K;
+                for (int64_t j = 0; j < nb; j++) {
+                    __m256 a = _mm256_setzero_ps();
+                    for (int64_t k = 0; k < K8; k += 8)
+                        a = _mm256_fmadd_ps(_mm256_loadu_ps(wf + j * K + k), _mm256_loadu_ps(x0 + k), a);
+                    float s = hsum(a);
+                    for (int64_t k = K8; k < K; k++) s += wf[j * K + k] * x0[k];
+                    out[m * N + n0 + j] = s + (bias ? bias[n0 + j] : 0.f);
+                }
+            }
+        }
+        free(wf);
+    }
+}
+"""
+
+# Above this many rows the weights are widened once and handed to torch's fp32 GEMM (MKL),
+# which beats re-streaming bf16 weights for every tile of a long prefill.
+MAX_KERNEL_ROWS = 64
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def wanted() -> bool:
+    """Use the kernel for bf16 on this CPU? (MUSAOPS_CPU_BF16_KERNEL=0/1 overrides.)"""
+    env = os.environ.get("MUSAOPS_CPU_BF16_KERNEL")
+    if env is not None:
+        return env == "1"
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    flags = _cpu_flags()
+    native_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    return {"avx2", "fma"} <= flags and not native_bf16
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "musad" / "kernels"
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled kernel library, building it on first use; None when it cannot be built."""
+    global _lib, _tried
+    with _lock:
+        if _tried:
+            return _lib
+        _tried = True
+        digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
+        out = _cache_dir() / f"bf16_linear_{digest}.so"
+        try:
+            if not out.exists():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory() as tmp:
+                    src = Path(tmp) / "k.c"
+                    src.write_text(_SOURCE)
+                    tmp_out = Path(tmp) / "k.so"
+                    cc = os.environ.get("CC", "cc")
+                    subprocess.run([cc, "-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC",
+                                    str(src), "-o", str(tmp_out)], check=True, capture_output=True,
+                                   timeout=120)
+                    os.replace(tmp_out, out)  # atomic: concurrent builders do not clash
+            lib = ctypes.CDLL(str(out))
+            lib.bf16_linear.restype = None
+            lib.bf16_linear.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+            _lib = lib
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            log.warning("bf16 CPU kernel unavailable, using torch kernels: %s %s", exc,
+                        detail.decode(errors="replace")[:500])
+            _lib = None
+        return _lib
+
+
+def bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 x [..., K] times bf16 weight [N, K]^T -> fp32 [..., N]."""
+    lib = _lib
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k)
+    m, n = x2.shape[0], weight.shape[0]
+    if lib is None or m > MAX_KERNEL_ROWS:
+        return torch.nn.functional.linear(x, weight.float(), None if bias is None else bias.float())
+    x2 = x2.contiguous()
+    out = torch.empty(m, n, dtype=torch.float32)
+    b = None if bias is None else bias.float().contiguous()
+    lib.bf16_linear(x2.data_ptr(), weight.data_ptr(), b.data_ptr() if b is not None else None,
+                    out.data_ptr(), m, n, k, torch.get_num_threads())
+    return out.view(*x.shape[:-1], n)
