@@ -43,6 +43,7 @@ class ModelsView(QWidget):
         self.confirm_box: QMessageBox | None = None
         self._pending_node = ""
         self._stopped = False
+        self._was_online = False
         # While a model is pending, loading or unloading, re-read the repository once a second.
         self._poll = QTimer(self)
         self._poll.setSingleShot(True)
@@ -163,8 +164,11 @@ class ModelsView(QWidget):
             self.node_box.setCurrentIndex(ids.index(current))
         elif ids:
             self.node_box.setCurrentIndex(0)
-        if self.current_node() != current or (self.current_node() and not self.model.rowCount()):
-            self._on_node_chosen()
+        nid = self.current_node()
+        came_online = bool(nid) and self.directory.online(nid) and not self._was_online
+        self._was_online = bool(nid) and self.directory.online(nid)
+        if nid != current or came_online or (nid and not self.model.rowCount()):
+            self._on_node_chosen()  # a new node, or one back online: read its repository
         self._update_actions()
 
     def _on_node_chosen(self, *_: object) -> None:
