@@ -110,6 +110,34 @@ def check_index(index: int, count: int, backend: str) -> None:
         )
 
 
+def visible_indices(physical: list[str], env: str | None) -> list[int]:
+    """Apply a CUDA_VISIBLE_DEVICES / MUSA_VISIBLE_DEVICES value to the physical GPUs
+    (given by UUID, in the management library's order); returns the kept physical indices.
+
+    Like the CUDA runtime: a comma-separated list of indices or UUID prefixes
+    ("GPU-8f3a..."); parsing stops at the first entry that names no GPU; unset = all.
+    """
+    if env is None:
+        return list(range(len(physical)))
+    chosen: list[int] = []
+    for entry in (e.strip() for e in env.split(",")):
+        if not entry:
+            break
+        if entry.lstrip("-").isdigit():
+            idx = int(entry)
+            if not 0 <= idx < len(physical):
+                break
+        else:
+            matches = [i for i, u in enumerate(physical) if u.startswith(entry)]
+            if len(matches) != 1:
+                break
+            idx = matches[0]
+        if idx in chosen:
+            break
+        chosen.append(idx)
+    return chosen
+
+
 def pct(value: float | int | None) -> float | None:
     """A vendor percentage as float, clamped to 0..100; None stays None."""
     if value is None:

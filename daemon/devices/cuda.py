@@ -24,6 +24,7 @@ from .base import (
     DeviceSample,
     check_index,
     pct,
+    visible_indices,
 )
 
 log = logging.getLogger(__name__)
@@ -31,33 +32,6 @@ log = logging.getLogger(__name__)
 
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def visible_indices(physical: list[str], env: str | None) -> list[int]:
-    """Apply a CUDA_VISIBLE_DEVICES value to the physical GPUs (given by UUID, NVML order).
-
-    Like the CUDA runtime: a comma-separated list of indices or UUID prefixes
-    ("GPU-8f3a..."); parsing stops at the first entry that names no GPU; unset = all.
-    """
-    if env is None:
-        return list(range(len(physical)))
-    chosen: list[int] = []
-    for entry in (e.strip() for e in env.split(",")):
-        if not entry:
-            break
-        if entry.lstrip("-").isdigit():
-            idx = int(entry)
-            if not 0 <= idx < len(physical):
-                break
-        else:
-            matches = [i for i, u in enumerate(physical) if u.startswith(entry)]
-            if len(matches) != 1:
-                break
-            idx = matches[0]
-        if idx in chosen:
-            break
-        chosen.append(idx)
-    return chosen
 
 
 def _prefer_pci_bus_order() -> None:

@@ -24,6 +24,7 @@ from .base import (
     DeviceSample,
     check_index,
     pct,
+    visible_indices,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class _Device:
 
 
 class MusaAccelerator:
-    """Every MUSA device MTML reports, in MTML index order."""
+    """The MUSA devices MTML reports, in MTML index order, filtered by MUSA_VISIBLE_DEVICES."""
 
     def __init__(self) -> None:
         m = _load_pymtml()
@@ -72,7 +73,16 @@ class MusaAccelerator:
             count = m.mtmlLibraryCountDevice()
             if count < 1:
                 raise BackendUnavailableError("MUSA is not available: MTML reports no devices.")
-            self._devices = [self._open(i) for i in range(count)]
+            handles = [m.mtmlLibraryInitDeviceByIndex(i) for i in range(count)]
+            uuids = [str(m.mtmlDeviceGetUUID(h)) for h in handles]
+            # MTML lists every board; torch_musa numbers the ones MUSA_VISIBLE_DEVICES shows.
+            keep = visible_indices(uuids, os.environ.get("MUSA_VISIBLE_DEVICES"))
+            if not keep:
+                raise BackendUnavailableError(
+                    "MUSA is not available: MUSA_VISIBLE_DEVICES="
+                    f"{os.environ.get('MUSA_VISIBLE_DEVICES')!r} hides all {count} devices."
+                )
+            self._devices = [self._open(handles[i]) for i in keep]
             self._info = self._read_info()
         except m.MTMLError as exc:
             self._shutdown()
@@ -87,9 +97,8 @@ class MusaAccelerator:
         )
 
     # -- set-up ---------------------------------------------------------------------------
-    def _open(self, index: int) -> _Device:
+    def _open(self, device: Any) -> _Device:
         m = self._m
-        device = m.mtmlLibraryInitDeviceByIndex(index)
         return _Device(device, m.mtmlDeviceInitGpu(device), m.mtmlDeviceInitMemory(device))
 
     def _driver_version(self) -> str:

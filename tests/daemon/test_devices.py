@@ -19,7 +19,7 @@ from musaops.daemon.devices import (
 )
 from musaops.daemon.devices._fields import FieldReader
 from musaops.daemon.devices.cpu import CpuAccelerator, cpu_model_name
-from musaops.daemon.devices.cuda import visible_indices
+from musaops.daemon.devices.base import visible_indices
 from musaops.v1 import common_pb2
 
 

@@ -29,9 +29,12 @@ def mtml_dir(tmp_path_factory) -> pathlib.Path:
 
 
 def probe(mtml_dir, preference="auto", max_samples=200, **env) -> dict:
+    environ = stub_env(mtml_dir, **env)
+    if "MUSA_VISIBLE_DEVICES" not in env:
+        environ.pop("MUSA_VISIBLE_DEVICES", None)
     proc = subprocess.run(
         [sys.executable, str(STUBS / "probe_devices.py"), preference, str(max_samples)],
-        env=stub_env(mtml_dir, **env), capture_output=True, text=True, timeout=60,
+        env=environ, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -108,3 +111,16 @@ def test_no_boards_falls_back_to_cpu_and_explicit_musa_says_why(mtml_dir):
 def test_explicit_cpu_ignores_the_gpus(mtml_dir):
     out = probe(mtml_dir, "cpu", max_samples=1)
     assert out["backend"] == "cpu" and out["info"][0]["backend"] == "cpu"
+
+
+@pytest.mark.timeout(90)
+def test_musa_visible_devices_selects_and_orders_the_boards(mtml_dir):
+    out = probe(mtml_dir, "musa", max_samples=1, MUSA_VISIBLE_DEVICES="6,2")
+    assert [d["uuid"][-1] for d in out["info"]] == ["6", "2"]
+    assert [d["index"] for d in out["info"]] == [0, 1]
+    assert [d["pci_bus_id"] for d in out["info"]] == ["0000:7b:00.0", "0000:3b:00.0"]
+    assert len(out["samples"][0]) == 2
+    hidden = probe(mtml_dir, "musa", MUSA_VISIBLE_DEVICES="")
+    assert hidden["error_type"] == "BackendUnavailableError" and "hides all 8 devices" in hidden["error"]
+    # auto falls back to the CPU when every board is hidden
+    assert probe(mtml_dir, max_samples=1, MUSA_VISIBLE_DEVICES="")["backend"] == "cpu"
