@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QKeySequence, QShortcut, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
@@ -379,13 +379,20 @@ class PlaygroundView(QWidget):
         self.save_preset_button.clicked.connect(self._ask_preset_name)
         self.delete_preset_button.clicked.connect(self._delete_current_preset)
         self.preset_box.activated.connect(lambda _i: self.load_preset(self.preset_box.currentText()))
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.send)
-        QShortcut(QKeySequence("Ctrl+Enter"), self, activated=self.send)
+        self.input.installEventFilter(self)  # Ctrl+Enter sends from the message box
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.stop)
         bridge.tokens.connect(self._on_tokens)
         bridge.generation_done.connect(self._on_done)
         self._show_panes()
         self._load_presets()
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt name)
+        if (watched is self.input and event.type() == QEvent.Type.KeyPress
+                and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+                and event.modifiers() & Qt.KeyboardModifier.ControlModifier):
+            self.send()
+            return True
+        return super().eventFilter(watched, event)
 
     @staticmethod
     def _dspin(lo: float, hi: float, step: float, value: float) -> QDoubleSpinBox:
