@@ -16,6 +16,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QGraphicsItem
 
 from ...core.ring import NodeHistory
 
@@ -81,8 +82,18 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._known_devices: tuple[int, ...] = ()
         self._known_models: tuple[str, ...] = ()
         self._cursor: dict[str, pg.InfiniteLine] = {}
-        for i, spec in enumerate(DEVICE_CHARTS + MODEL_CHARTS):
-            self._add_plot(spec, i // columns, i % columns)
+        self._ymax: dict[str, float] = {}
+        self._drawn: tuple = ()
+        specs = DEVICE_CHARTS + MODEL_CHARTS
+        self._first = specs[0].key
+        rows = (len(specs) + columns - 1) // columns
+        for i, spec in enumerate(specs):
+            row = i // columns
+            self._add_plot(spec, row, i % columns)
+            if i:
+                self._plots[spec.key].setXLink(self._plots[self._first])
+            if row < rows - 1:  # one time axis per column is enough (they are linked)
+                self._plots[spec.key].getAxis("bottom").setStyle(showValues=False)
         self.scene().sigMouseMoved.connect(self._on_mouse)
         self.timer = QTimer(self)
         self.timer.setInterval(interval_ms)
@@ -101,6 +112,8 @@ class LivePanel(pg.GraphicsLayoutWidget):
         plot.setDownsampling(auto=True, mode="peak")
         plot.showGrid(x=True, y=True, alpha=0.15)
         plot.getAxis("left").setWidth(44)
+        for name in ("left", "bottom"):  # axes repaint from a pixmap unless their range moved
+            plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         plot.setYRange(0, spec.fixed_max or 1.0, padding=0.02)
         plot.addLegend(offset=(4, 4), labelTextSize="7pt", verSpacing=-6)
         line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888888", width=1))
@@ -133,6 +146,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
                 plot.legend.clear()
         self._known_devices = ()
         self._known_models = ()
+        self._ymax.clear()
         self.redraw(force=True)
 
     def set_window(self, seconds: float) -> None:
@@ -195,10 +209,23 @@ class LivePanel(pg.GraphicsLayoutWidget):
     # --- drawing ---------------------------------------------------------------------------
 
     def redraw(self, force: bool = False) -> None:
-        if (self.paused and not force) or not self.isVisible() and not force:
+        """Redraws when new data arrived (or when forced: window, pause, node changed).
+
+        The time axis ends at the newest sample, so between samples nothing moves and
+        nothing is repainted: a 1 Hz node costs one repaint a second, however often the
+        timer checks."""
+        if not force and (self.paused or not self.isVisible()):
             return
+        h = self.history
+        stamp = (h.last_time if h is not None else 0.0, self.window_s, self.paused)
+        if not force and stamp == self._drawn:
+            return
+        self._drawn = stamp
         self._sync_curves()
-        now = self._frozen_now if self.paused else time.time()
+        if self.paused:
+            now = self._frozen_now
+        else:
+            now = h.last_time if h is not None and h.last_time else time.time()
         x0 = now - self.window_s
         for key, curves in self._curves.items():
             top = 0.0
@@ -207,16 +234,19 @@ class LivePanel(pg.GraphicsLayoutWidget):
                 i = int(np.searchsorted(x, x0)) if len(x) else 0
                 xs, ys = x[i:], y[i:]
                 if len(xs) == 0 or np.isnan(ys[-1]) and np.all(np.isnan(ys)):
-                    c.item.setData([], [])
+                    if c.item.xData is not None and len(c.item.xData):
+                        c.item.setData([], [])
                     continue
                 c.item.setData(xs, ys)
                 m = np.nanmax(ys)
                 if m > top:
                     top = float(m)
-            plot = self._plots[key]
             spec = self._specs[key]
-            plot.setXRange(x0, now, padding=0)
-            plot.setYRange(0, spec.fixed_max or _nice_ceiling(top), padding=0.02)
+            ymax = spec.fixed_max or _nice_ceiling(top)
+            if self._ymax.get(key) != ymax:   # re-laying out an axis is costly: only on change
+                self._ymax[key] = ymax
+                self._plots[key].setYRange(0, ymax, padding=0.02)
+        self._plots[self._first].setXRange(x0, now, padding=0)  # the others are X-linked
         self.frames += 1
         self.frame_drawn.emit()
 

@@ -24,6 +24,7 @@ DEVICES_ROLE = Qt.ItemDataRole.UserRole + 1   # tuple[DeviceTile, ...]
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2
 STATE_ROLE = Qt.ItemDataRole.UserRole + 3     # ConnectionState
 NODE_ID_ROLE = Qt.ItemDataRole.UserRole + 4
+STAMP_ROLE = Qt.ItemDataRole.UserRole + 5     # changes whenever the row's tiles change
 
 SPARK_POINTS = 60
 
@@ -61,6 +62,7 @@ class FleetModel(QAbstractTableModel):
         self.state = state
         self._rows: list[str] = list(state.order)
         self._dirty: set[int] = set()
+        self._tile_cache: dict[str, tuple] = {}
         state.node_added.connect(self._on_added)
         state.node_removed.connect(self._on_removed)
         state.status_changed.connect(self._mark)
@@ -102,6 +104,7 @@ class FleetModel(QAbstractTableModel):
         self.beginRemoveRows(QModelIndex(), row, row)
         del self._rows[row]
         self.endRemoveRows()
+        self._tile_cache.pop(node_id, None)
         self._dirty = {r if r < row else r - 1 for r in self._dirty if r != row}
 
     def _mark(self, node_id: str) -> None:
@@ -137,6 +140,10 @@ class FleetModel(QAbstractTableModel):
         col = index.column()
         if role == NODE_ID_ROLE:
             return nid
+        if role == STAMP_ROLE:
+            hist = self.state.history.get(nid)
+            return (hist.last_time if hist else 0.0, status.state.value,
+                    len(status.info.devices) if status.info else 0)
         if role == STATE_ROLE:
             return status.state
         if role == DEVICES_ROLE:
@@ -205,6 +212,17 @@ class FleetModel(QAbstractTableModel):
         return None
 
     def _tiles(self, nid: str) -> tuple[DeviceTile, ...]:
+        status = self.state.statuses[nid]
+        hist = self.state.history.get(nid)
+        stamp = (hist.last_time if hist else 0.0, status.state, status.info)
+        cached = self._tile_cache.get(nid)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        tiles = self._build_tiles(nid)
+        self._tile_cache[nid] = (stamp, tiles)
+        return tiles
+
+    def _build_tiles(self, nid: str) -> tuple[DeviceTile, ...]:
         status = self.state.statuses[nid]
         if status.info is None:
             return ()

@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
-from ..models.fleet_model import COL_DEVICES, DEVICES_ROLE, DeviceTile
+from ..models.fleet_model import COL_DEVICES, DEVICES_ROLE, NODE_ID_ROLE, STAMP_ROLE, DeviceTile
 
 TILE_W, TILE_H, GAP = 58, 46, 6
 BAR_COLORS = (QColor("#3b82f6"), QColor("#8b5cf6"), QColor("#f59e0b"), QColor("#ef4444"))
@@ -54,6 +54,15 @@ def tooltip(tiles: tuple[DeviceTile, ...]) -> str:
 
 
 class FleetDelegate(QStyledItemDelegate):
+    """Device tiles are rendered once per new sample into a cached pixmap per row; every
+    other repaint (scrolling, hover, the other columns changing) just blits it."""
+
+    CACHE_LIMIT = 512
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._cache: dict[str, tuple[tuple, QPixmap]] = {}
+
     def paint(self, painter: QPainter, option, index) -> None:
         if index.column() != COL_DEVICES:
             super().paint(painter, option, index)
@@ -62,26 +71,43 @@ class FleetDelegate(QStyledItemDelegate):
         if not tiles:
             super().paint(painter, option, index)
             return
-        painter.save()
-        painter.setClipRect(option.rect)
-        if option.state & QStyle.StateFlag.State_Selected:
-            painter.fillRect(option.rect, option.palette.highlight())
+        r = option.rect
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        dpr = painter.device().devicePixelRatioF() if painter.device() else 1.0
+        key = (index.data(STAMP_ROLE), r.width(), r.height(), selected, dpr,
+               option.palette.text().color().rgba(), option.palette.highlight().color().rgba())
+        nid = index.data(NODE_ID_ROLE) or ""
+        hit = self._cache.get(nid)
+        if hit is None or hit[0] != key:
+            if len(self._cache) > self.CACHE_LIMIT:
+                self._cache.clear()
+            pm = QPixmap(int(r.width() * dpr), int(r.height() * dpr))
+            pm.setDevicePixelRatio(dpr)
+            pm.fill(Qt.GlobalColor.transparent)
+            p = QPainter(pm)
+            self._paint_tiles(p, option, tiles, r.width(), r.height(), selected)
+            p.end()
+            hit = self._cache[nid] = (key, pm)
+        painter.drawPixmap(r.topLeft(), hit[1])
+
+    def _paint_tiles(self, painter: QPainter, option, tiles, width: int, height: int,
+                     selected: bool) -> None:
+        if selected:
+            painter.fillRect(0, 0, width, height, option.palette.highlight())
         text_color = option.palette.text().color()
         track = QColor(text_color)
         track.setAlpha(30)
         font = QFont(option.font)
         font.setPointSizeF(max(7.0, font.pointSizeF() * 0.78))
         painter.setFont(font)
-        r = option.rect
-        per_line = tiles_per_line(r.width())
+        per_line = tiles_per_line(width)
         lines = math.ceil(len(tiles) / per_line)
-        top = r.y() + max(GAP // 2, (r.height() - lines * (TILE_H + GAP) + GAP) // 2)
+        top = max(GAP // 2, (height - lines * (TILE_H + GAP) + GAP) // 2)
         for i, t in enumerate(tiles):
             line, col = divmod(i, per_line)
-            x = r.x() + GAP + col * (TILE_W + GAP)
+            x = GAP + col * (TILE_W + GAP)
             y = top + line * (TILE_H + GAP)
             self._paint_tile(painter, QRectF(x, y, TILE_W, TILE_H), t, text_color, track)
-        painter.restore()
 
     def _paint_tile(self, p: QPainter, rect: QRectF, t: DeviceTile, text: QColor,
                     track: QColor) -> None:
@@ -107,25 +133,22 @@ class FleetDelegate(QStyledItemDelegate):
         n = len(values)
         if n < 2:
             return
-        path = QPainterPath()
-        started = False
-        dx = rect.width() / (n - 1)
-        for i, v in enumerate(values):
-            if v != v:  # NaN: a gap
-                started = False
-                continue
-            pt = QPointF(rect.x() + i * dx,
-                         rect.bottom() - rect.height() * max(0.0, min(1.0, float(v) / 100.0)))
-            if started:
-                path.lineTo(pt)
-            else:
-                path.moveTo(pt)
-                started = True
+        xs = rect.x() + np.arange(n) * (rect.width() / (n - 1))
+        ys = rect.bottom() - rect.height() * np.clip(values, 0.0, 100.0) / 100.0
         pen = QPen(BAR_COLORS[0])
         pen.setWidthF(1.2)
         p.setPen(pen)
         p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        p.drawPath(path)
+        finite = np.isfinite(ys)
+        if finite.all():
+            runs = [(0, n)]
+        else:  # NaN = a gap: draw each finite run on its own
+            edges = np.flatnonzero(np.diff(np.concatenate(([0], finite.view(np.int8), [0]))))
+            runs = list(zip(edges[::2], edges[1::2]))
+        for a, b in runs:
+            if b - a >= 2:
+                p.drawPolyline(QPolygonF([QPointF(x, y) for x, y in
+                                          zip(xs[a:b].tolist(), ys[a:b].tolist())]))
         p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
 
     def sizeHint(self, option, index) -> QSize:

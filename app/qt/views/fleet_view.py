@@ -1,7 +1,7 @@
 """Fleet view: every node at a glance, with a summary bar, search and a state filter.
 
-One QTimer (500 ms) flushes the model's dirty rows and refreshes the summary: however fast
-telemetry arrives, the table repaints at most twice a second.
+One QTimer (1 s) flushes the model's dirty rows and refreshes the summary: however fast
+telemetry arrives, the table repaints at most once a second.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class FleetView(QWidget):
 
         self._max_devices = 1
         self.timer = QTimer(self)
-        self.timer.setInterval(500)
+        self.timer.setInterval(1000)   # telemetry is 1 Hz: repaint at most once a second
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
         state.node_added.connect(lambda _nid: self.refresh())
