@@ -366,7 +366,7 @@ class AuditLog:
 
     def iter_rows(self, f: AuditFilter = AuditFilter(), max_seq: int = 0,
                   page: int = PAGE) -> Iterator[tuple]:
-        """Matching rows as plain tuples in FIELDS order, a page at a time (constant memory)."""
+        """Matching rows (tuple-like, FIELDS order), a page at a time (constant memory)."""
         c = audit_log.c
         base = self._where(sa.select(audit_log), f)
         if max_seq:
@@ -375,7 +375,7 @@ class AuditLog:
         with self.engine.connect() as conn:
             while True:
                 q = base.where(c.seq > after).order_by(c.seq).limit(page)
-                rows = [tuple(r) for r in conn.execute(q).fetchall()]
+                rows = conn.execute(q).fetchall()   # Rows index and slice like tuples
                 yield from rows
                 if len(rows) < page:
                     return
