@@ -309,7 +309,11 @@ class AuditLog:
                 head_q = sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
                 if conn.dialect.name == "postgresql":
                     head_q = head_q.with_for_update()
-                seq, prev = conn.execute(head_q).one()
+                head = conn.execute(head_q).first()
+                if head is None:
+                    raise AuditError("the audit head row is missing (the database was edited); "
+                                     "run 'musad audit verify'")
+                seq, prev = head
                 prev = prev or GENESIS_HASH
                 now_us = time.time_ns() // 1000
                 entries = []
@@ -332,11 +336,11 @@ class AuditLog:
     # -- reading -----------------------------------------------------------------------
 
     def head(self) -> tuple[int, str]:
-        """(seq, hash) of the last record; (0, "") when empty."""
+        """(seq, hash) of the last record; (0, "") when empty; (-1, "") when the head row is gone."""
         with self.engine.connect() as conn:
-            seq, h = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)
-                                  .where(audit_head.c.id == 1)).one()
-        return int(seq), h or ""
+            row = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)
+                               .where(audit_head.c.id == 1)).first()
+        return (-1, "") if row is None else (int(row[0]), row[1] or "")
 
     @staticmethod
     def _where(q: sa.Select, f: AuditFilter) -> sa.Select:
@@ -410,6 +414,8 @@ class AuditLog:
                                     f"record {seq} was altered (its hash does not match its contents)")
             prev, expected_seq, n = row[12], expected_seq + 1, n + 1
         last_seq = expected_seq - 1
+        if head_seq < 0:
+            return VerifyResult(False, n, "", last_seq + 1, "the head pointer row is missing (the database was edited)")
         if last_seq != head_seq or (head_seq and prev != head_hash):
             if last_seq < head_seq:
                 return VerifyResult(False, n, head_hash, last_seq + 1,

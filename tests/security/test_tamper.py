@@ -102,3 +102,13 @@ def test_record_after_close_is_refused(tmp_path):
     log.close()
     with pytest.raises(AuditError):
         log.record_sync("x")
+
+
+def test_deleted_head_pointer_is_caught_and_appends_refused(tmp_path):
+    db = _filled(tmp_path)
+    _tamper(db, "DELETE FROM audit_head")
+    r = _verify(db)
+    assert not r.ok and "head pointer" in r.reason
+    with AuditLog.open(db, node="n1") as log:
+        with pytest.raises(AuditError, match="head row is missing"):
+            log.record_sync("node.Deploy", "x")
