@@ -89,17 +89,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}")
     setup_logging(args.log_level)
-    from .server import PortInUseError
+    from .server import PortInUseError, StartupError
 
     try:
         return asyncio.run(_serve(config))
     except PortInUseError as exc:
         return _fail(str(exc))
-    except Exception as exc:  # devices absent, unreadable state folder, ...
+    except StartupError as exc:  # unusable state folder
+        return _fail(str(exc))
+    except PermissionError as exc:  # plaintext on a non-loopback address (tls.InsecureBindError)
+        return _fail(str(exc))
+    except Exception as exc:  # an absent backend, an unreachable database
         from .devices import DeviceError
 
-        if isinstance(exc, (DeviceError, PermissionError, FileNotFoundError)):
+        if isinstance(exc, DeviceError):
             return _fail(str(exc))
+        if type(exc).__name__ == "AuditError":
+            return _fail(str(exc).splitlines()[0], 1)
         raise
 
 

@@ -43,6 +43,10 @@ _OPTIONAL_SERVICES = (
 _MAX_MESSAGE = 64 * 1024 * 1024
 
 
+class StartupError(RuntimeError):
+    """The daemon cannot start; the message says why and what to change."""
+
+
 class PortInUseError(OSError):
     """The listen address cannot be bound (the message says which and why)."""
 
@@ -98,7 +102,11 @@ def build_context(config: Config, *, devices: Any = None, loader: Callable[..., 
 
         devices = detect(config.models.device)
     hostname = socket.gethostname()
-    pathlib.Path(config.storage.state_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        pathlib.Path(config.storage.state_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"Cannot create the state folder {config.storage.state_dir}: "
+                           f"{exc.strerror or exc}. Set --state-dir or storage.state_dir.") from None
     repository = ModelRepository(config.models.dir)
     holder: dict[str, Any] = {}
     metrics = DaemonMetrics(

@@ -110,6 +110,9 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
 
     async def ListModels(self, request, context):
         entries = self.ctx.repository.scan()
+        listed = {e.name for e in entries}
+        # a deployed model whose folder has since gone is still listed while it is deployed
+        entries += [d.entry for d in self.ctx.deployments.all() if d.name not in listed]
         return node_pb2.ListModelsResponse(
             models=[model_info_pb(e, self.ctx.deployments.get(e.name)) for e in entries],
             repository=str(self.ctx.repository.root))

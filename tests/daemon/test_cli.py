@@ -134,3 +134,4 @@ def test_demo_model_command_writes_an_available_model(tmp_path):
 def test_no_command_prints_help_and_exits_2():
     out = _run()
     assert out.returncode == 2 and "serve" in out.stderr
+

@@ -1,5 +1,8 @@
 """`python -m musaops.daemon.devrun` (make run-daemon): demo model written, daemon healthy,
-model deployed; SIGINT stops everything with exit 0."""
+model deployed; Ctrl-C (SIGINT) stops the daemon with SIGTERM, which lets a Generate that is
+still running finish, and everything exits 0.
+
+One test, because each start imports torch in a fresh daemon process (seconds)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import grpc
 import pytest
 
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
-from musaops.v1 import common_pb2, node_pb2, node_pb2_grpc
+from musaops.v1 import common_pb2, inference_pb2, inference_pb2_grpc, node_pb2, node_pb2_grpc
 
 
 def _free_port() -> int:
@@ -39,8 +42,20 @@ def test_devrun_serves_the_deployed_demo_model(tmp_path):
         metadata = (("authorization", f"Bearer {token_file.read_text().strip()}"),) if token_file.exists() else None
         with grpc.insecure_channel(address) as ch:
             models = node_pb2_grpc.NodeStub(ch).ListModels(node_pb2.ListModelsRequest(), metadata=metadata).models
-        assert [(m.name, m.state) for m in models] == [(DEMO_MODEL_NAME, common_pb2.MODEL_STATE_READY)]
-        proc.send_signal(signal.SIGINT)
+            assert [(m.name, m.state) for m in models] == [(DEMO_MODEL_NAME, common_pb2.MODEL_STATE_READY)]
+            # ~1,000 tokens take the CPU a few seconds: the stop arrives mid-stream
+            gen = inference_pb2_grpc.InferenceStub(ch).Generate(inference_pb2.GenerateRequest(
+                model=DEMO_MODEL_NAME, prompt="Hello",
+                sampling=inference_pb2.SamplingParams(max_tokens=1000, ignore_eos=True, temperature=0)),
+                metadata=metadata)
+            first = next(gen)
+            proc.send_signal(signal.SIGINT)
+            chunks = [first, *gen]
+            assert gen.code() == grpc.StatusCode.OK
+        result = chunks[-1].result
+        assert result.finish_reason == inference_pb2.FINISH_REASON_LENGTH, result
+        assert result.usage.completion_tokens == 1000
+        assert sum(c.tokens for c in chunks[:-1]) == 1000
         _, rest = proc.communicate(timeout=60)
         lines.append(rest)
     finally:
