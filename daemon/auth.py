@@ -172,7 +172,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if self.tokens is not None and (token or cn) and self.tokens.needs_refresh():
             await asyncio.to_thread(self.tokens.refresh)   # DB read off the event loop
         if token and self.tokens is not None:
-            info = self.tokens.authenticate(token)
+            info = self.tokens.authenticate(token, refresh=False)
         if not self.required:
             return Caller(cn or (info.name if info else "anonymous"), info.role if info else "", peer)
         if token is not None:
@@ -185,7 +185,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                              Caller(cn or "invalid-token", "", peer))
             caller = Caller(cn or info.name, info.role, peer)
         elif cn:
-            ident = self.tokens.identity(cn) if self.tokens is not None else None
+            ident = self.tokens.identity(cn, refresh=False) if self.tokens is not None else None
             if ident is None:
                 raise Denied(code.PERMISSION_DENIED,
                              f"client certificate {cn!r} has no role on this node; an admin can give it one "

@@ -165,9 +165,9 @@ class TokenStore:
     def needs_refresh(self) -> bool:
         return time.monotonic() - self._loaded_at > CACHE_SECONDS
 
-    def authenticate(self, token: str) -> TokenInfo | None:
+    def authenticate(self, token: str, refresh: bool = True) -> TokenInfo | None:
         """The usable token matching `token`, else None (unknown, revoked or expired)."""
-        if self.needs_refresh():
+        if refresh and self.needs_refresh():
             self.refresh()
         digest = hash_token(token)
         hit = self._cache.get(digest)
@@ -175,9 +175,9 @@ class TokenStore:
             return None
         return hit[1] if hit[1].usable(_now_us()) else None
 
-    def identity(self, name: str) -> TokenInfo | None:
+    def identity(self, name: str, refresh: bool = True) -> TokenInfo | None:
         """The usable entry named `name` (the role of a client certificate with that CN)."""
-        if self.needs_refresh():
+        if refresh and self.needs_refresh():
             self.refresh()
         info = self._by_name.get(name)
         return info if info is not None and info.usable(_now_us()) else None
