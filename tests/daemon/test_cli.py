@@ -135,3 +135,26 @@ def test_no_command_prints_help_and_exits_2():
     out = _run()
     assert out.returncode == 2 and "serve" in out.stderr
 
+
+
+def test_unusable_state_folder_exits_2(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    out = _run("serve", "--state-dir", str(tmp_path / "a-file" / "state"), "--device", "cpu",
+               "--listen", "127.0.0.1:0", "--metrics-listen", "")
+    assert out.returncode == 2 and "Cannot create the state folder" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("backend", ["musa", "cuda"])
+def test_absent_backend_exits_2_with_a_sentence(tmp_path, backend):
+    from musaops.daemon.devices import DeviceError, detect
+
+    try:
+        detect(backend).close()
+    except DeviceError:
+        pass
+    else:
+        pytest.skip(f"this machine has a {backend} device")
+    out = _run("serve", "--device", backend, "--state-dir", str(tmp_path), "--listen", "127.0.0.1:0",
+               "--metrics-listen", "")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("musad: ") and backend.upper() in out.stderr.upper()
