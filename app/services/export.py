@@ -123,12 +123,12 @@ class AuditExportJob:
             got.append(page)
             ready.set()
         self.fetchers[source].fetch(self.spec, cursor, PAGE, back)
+        deadline = time.monotonic() + self.page_timeout_s
         while not ready.wait(0.1):
             if self._cancel.is_set():
                 raise ExportCancelled()
-            self.page_timeout_s -= 0.1
-            if self.page_timeout_s <= 0:
-                return Page(source, (), True, "no answer in time")
+            if time.monotonic() > deadline:
+                return Page(source, (), True, f"no answer within {self.page_timeout_s:.0f} s")
         return got[0]
 
     def _rows(self) -> Iterable[AuditRow]:
