@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a back-fill holds many thousands
 class DeviceSample:
     index: int
     memory_used_bytes: int | None = None
@@ -28,7 +28,7 @@ class DeviceSample:
         return 100.0 * self.memory_used_bytes / self.memory_total_bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a back-fill holds many thousands
 class HostSample:
     cpu_percent: float = 0.0
     memory_used_bytes: int = 0
@@ -36,7 +36,7 @@ class HostSample:
     load_average_1m: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a back-fill holds many thousands
 class ModelStatsSample:
     model: str
     running: int = 0
@@ -59,7 +59,7 @@ class ModelStatsSample:
     preemptions_total: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a back-fill holds many thousands
 class Snapshot:
     time_unix_ms: int
     backfill: bool = False

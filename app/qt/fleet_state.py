@@ -69,9 +69,9 @@ class FleetState(QObject):
         hist = self.history.get(node_id)
         if hist is None:
             return
+        hist.add_many(snapshots)
         changed = False
         for s in snapshots:
-            hist.add(s)
             changed |= self.alerts.on_snapshot(node_id, s)
         self.latest[node_id] = snapshots[-1]
         self.data_changed.emit(node_id)

@@ -11,17 +11,31 @@ from musaops.app.core.alerts import AlertEngine, AlertThresholds
 from musaops.app.core.ring import NodeHistory, Ring
 
 
-def test_ring_view_is_contiguous_oldest_first_across_wraparound() -> None:
+def test_ring_keeps_the_newest_rows_oldest_first_across_wraparound() -> None:
     r = Ring(4, 2)
     for i in range(10):
-        r.append((i, 10 * i))
-        v = r.view()
+        r.append(float(i), (10 * i, -i))
         expect = np.arange(max(0, i - 3), i + 1, dtype=float)
-        assert np.array_equal(v[:, 0], expect)
-        assert v.base is not None and not v.flags.writeable   # a view, no copy
-    assert len(r) == 4 and r.last()[0] == 9.0
+        assert np.array_equal(r.times(), expect)
+        assert np.array_equal(r.column(0), 10 * expect)
+        assert np.array_equal(r.tail(1, 2), -expect[-2:])
+    assert len(r) == 4 and r.last_time() == 9.0
+    # A batch larger than the ring keeps its newest rows; one that wraps splits in two.
+    r.extend(np.arange(100.0, 106.0), np.ones((6, 2), dtype=np.float32))
+    assert np.array_equal(r.times(), [102, 103, 104, 105])
+    r.extend(np.array([106.0, 107.0, 108.0]), np.zeros((3, 2), dtype=np.float32))
+    assert np.array_equal(r.times(), [105, 106, 107, 108])
+    assert np.array_equal(r.column(0), [1, 0, 0, 0])
     r.clear()
-    assert len(r) == 0 and r.view().shape == (0, 2) and r.last() is None
+    assert len(r) == 0 and r.times().size == 0 and r.last_time() == 0.0
+
+
+def test_history_memory_stays_small_for_a_big_fleet() -> None:
+    h = NodeHistory(capacity=3600)
+    h.add(Snapshot(1000, devices=tuple(DeviceSample(i, utilization_percent=1.0) for i in range(8)),
+                   models=(ModelStatsSample("m"),)))
+    # 8 devices + 1 model + host for an hour at 1 Hz: well under 1 MB a node.
+    assert h.nbytes < 1_000_000
 
 
 def test_history_keeps_devices_and_models_and_skips_overlapping_backfill() -> None:

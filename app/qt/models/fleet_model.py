@@ -235,8 +235,7 @@ class FleetModel(QAbstractTableModel):
             s = samples.get(dev.index)
             spark = np.empty(0)
             if hist is not None:
-                _, util = hist.device_channel(dev.index, "util")
-                spark = util[-SPARK_POINTS:]
+                spark = hist.device_tail(dev.index, "util", SPARK_POINTS)
             tiles.append(DeviceTile(
                 dev.index, dev.name,
                 s.utilization_percent if s else None, s.memory_percent if s else None,
