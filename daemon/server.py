@@ -62,7 +62,10 @@ def _server_credentials(ctx: DaemonContext) -> grpc.ServerCredentials | None:
     """TLS/mTLS credentials for the gRPC port, or None for plaintext (security wiring)."""
     from .tls import server_credentials
 
-    return server_credentials(ctx.config)
+    try:
+        return server_credentials(ctx.config)
+    except FileNotFoundError as exc:   # an unreadable certificate or key: a sentence, exit 2
+        raise StartupError(str(exc)) from None
 
 
 def _open_audit(config: Config, hostname: str) -> Any:

@@ -128,3 +128,15 @@ def test_musad_serve_refuses_plaintext_on_all_interfaces(tmp_path):
                         "--metrics-listen", "", "--state-dir", str(tmp_path), "--models", str(tmp_path),
                         "--device", "cpu"], capture_output=True, text=True, timeout=100)
     assert r.returncode == 2 and "--insecure" in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.timeout(120)
+def test_musad_serve_with_a_missing_certificate_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "musaops.daemon.cli", "serve", "--listen", "127.0.0.1:0",
+                        "--metrics-listen", "", "--state-dir", str(tmp_path), "--models", str(tmp_path),
+                        "--device", "cpu", "--tls-cert", str(tmp_path / "nope.pem"),
+                        "--tls-key", str(tmp_path / "nope-key.pem")], capture_output=True, text=True, timeout=100)
+    assert r.returncode == 2 and "nope-key.pem" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
