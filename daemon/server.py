@@ -64,7 +64,7 @@ def _server_credentials(ctx: DaemonContext) -> grpc.ServerCredentials | None:
 
     try:
         return server_credentials(ctx.config)
-    except FileNotFoundError as exc:   # an unreadable certificate or key: a sentence, exit 2
+    except (OSError, ValueError) as exc:   # unreadable or unusable certificate, key or CA: exit 2
         raise StartupError(str(exc)) from None
 
 

@@ -162,8 +162,35 @@ def server_credentials(config) -> grpc.ServerCredentials | None:  # noqa: ANN001
                         "unencrypted (use --tls-cert/--tls-key)", config.server.listen)
         return None
     pair = (_read(tls.key, "TLS key"), _read(tls.cert, "TLS certificate"))
+    check_server_pair(pair[1], pair[0], tls.cert, tls.key)
     ca = _read(tls.client_ca, "client CA") if tls.client_ca else None
+    if ca is not None:
+        try:
+            x509.load_pem_x509_certificates(ca)
+        except ValueError:
+            raise ValueError(f"the client CA {tls.client_ca} is not a PEM certificate") from None
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def check_server_pair(cert_pem: bytes, key_pem: bytes, cert_path: str, key_path: str) -> None:
+    """Raises ValueError with a sentence when the certificate or key is unusable."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise ValueError(f"the TLS certificate {cert_path} is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise ValueError(f"the TLS key {key_path} is not an unencrypted PEM private key") from None
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, pub) != \
+            cert.public_key().public_bytes(serialization.Encoding.DER, pub):
+        raise ValueError(f"the TLS key {key_path} does not belong to the certificate {cert_path}")
+    left = cert.not_valid_after_utc - _now()
+    if left.total_seconds() <= 0:
+        raise ValueError(f"the TLS certificate {cert_path} expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+    if left.days < 30:
+        log.warning("the TLS certificate %s expires in %d days", cert_path, left.days)
 
 
 def channel_credentials(ca: str | None = None, cert: str | None = None,

@@ -140,3 +140,24 @@ def test_musad_serve_with_a_missing_certificate_says_so(tmp_path):
                         "--device", "cpu", "--tls-cert", str(tmp_path / "nope.pem"),
                         "--tls-key", str(tmp_path / "nope-key.pem")], capture_output=True, text=True, timeout=100)
     assert r.returncode == 2 and "nope-key.pem" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_unusable_certificates_are_named(tmp_path, pki):
+    f = pki["files"]
+    base = {"storage.state_dir": str(tmp_path), "server.listen": "127.0.0.1:0"}
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    cases = {
+        "not a PEM certificate": {"tls.cert": str(junk), "tls.key": str(f["server_key"])},
+        "does not belong": {"tls.cert": str(f["server"]), "tls.key": str(f["client_key"])},
+        "client CA": {"tls.cert": str(f["server"]), "tls.key": str(f["server_key"]), "tls.client_ca": str(junk)},
+    }
+    for words, over in cases.items():
+        with pytest.raises(ValueError, match=words):
+            server_credentials(load_config(None, {**base, **over}))
+    expired = tmp_path / "expired.pem"
+    expired_key = tmp_path / "expired-key.pem"
+    expired.write_bytes(pki["expired"].cert_pem())
+    expired_key.write_bytes(pki["expired"].key_pem())
+    with pytest.raises(ValueError, match="expired"):
+        server_credentials(load_config(None, {**base, "tls.cert": str(expired), "tls.key": str(expired_key)}))
