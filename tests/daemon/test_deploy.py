@@ -170,3 +170,12 @@ async def test_finished_requests_feed_telemetry_percentiles_and_metrics(daemon):
     assert reg.get_sample_value("musad:inter_token_latency_seconds_count", {"model": DEMO_MODEL_NAME}) == 21
     assert reg.get_sample_value("musad:generation_tokens_total", {"model": DEMO_MODEL_NAME}) == 24
     assert reg.get_sample_value("musad:num_requests_running", {"model": DEMO_MODEL_NAME}) == 0
+    # every vLLM metric name DESIGN.md lists is served on /metrics, labelled by model
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{daemon.ctx.metrics.port}/metrics", timeout=10).read().decode()
+    for name in ("time_to_first_token_seconds_bucket", "inter_token_latency_seconds_bucket",
+                 "e2e_request_latency_seconds_bucket", "request_queue_time_seconds_bucket",
+                 "num_requests_running", "num_requests_waiting", "kv_cache_usage_perc",
+                 "prompt_tokens_total", "generation_tokens_total"):
+        assert f'musad:{name}{{' in body and f'model="{DEMO_MODEL_NAME}"' in body, name
