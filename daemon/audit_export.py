@@ -145,10 +145,20 @@ def export_log(log: "AuditLog", out: str | os.PathLike[str], fmt: str = "jsonl",
               "exported_at_us": time.time_ns() // 1000, "filter": f.as_dict(),
               "chain_head": {"seq": head_seq, "hash": head_hash}, "fields": list(COLUMNS),
               "signed": sign_key is not None}
-    n, first, last, t0, t1 = 0, 0, 0, 0, 0
-    utc = _UtcFormatter()
     out = Path(out)
     tmp = out.with_name(out.name + ".partial")
+    try:
+        return _write_export(log, out, tmp, fmt, f, header, head_seq, head_hash, sign_key, progress, total)
+    finally:
+        tmp.unlink(missing_ok=True)   # gone after the rename; a failed export leaves nothing
+
+
+def _write_export(log: "AuditLog", out: Path, tmp: Path, fmt: str, f: AuditFilter,
+                  header: dict[str, Any], head_seq: int, head_hash: str,
+                  sign_key: "Ed25519PrivateKey | None", progress: Callable[[int, int], None] | None,
+                  total: int) -> ExportSummary:
+    n, first, last, t0, t1 = 0, 0, 0, 0, 0
+    utc = _UtcFormatter()
     with open(tmp, "wb", buffering=1 << 20) as raw:
         w = _HashingWriter(raw)
         buf = io.StringIO()          # rows are formatted into a chunk, hashed and written per chunk
