@@ -78,11 +78,9 @@ class TelemetrySampler:
     deployments' `telemetry_pb2.ModelStats` list. Both are called on the sampler thread.
     """
 
-    def __init__(self, devices, model_stats: Callable[[], list], history_seconds: int = 900,
-                 on_sample: Callable[[telemetry_pb2.Snapshot, list], None] | None = None):
+    def __init__(self, devices, model_stats: Callable[[], list], history_seconds: int = 900):
         self._devices = devices
         self._model_stats = model_stats
-        self._on_sample = on_sample
         self.history: collections.deque[Published] = collections.deque(
             maxlen=max(1, int(history_seconds / HISTORY_PERIOD_S)))
         self._subs: set[Subscription] = set()
@@ -198,11 +196,6 @@ class TelemetrySampler:
         except Exception:  # noqa: BLE001
             self.sample_errors += 1
             log.exception("engine statistics failed")
-        if self._on_sample is not None:
-            try:
-                self._on_sample(snap, device_samples)
-            except Exception:  # noqa: BLE001
-                log.exception("metrics update failed")
         self.samples_taken += 1
         return Published(time.monotonic(), snap, snap.SerializeToString(), tuple(device_samples))
 
