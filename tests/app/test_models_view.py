@@ -80,7 +80,8 @@ def test_repository_deploy_with_stages_then_undeploy(qtbot, console, daemons) ->
     dialog.accept()
     assert len(view.rows) == 1
     row = next(iter(view.rows.values()))
-    qtbot.waitUntil(lambda: row.done, timeout=60_000)
+    # Each connection gets its own queued delivery: wait for both the row and the recorder.
+    qtbot.waitUntil(lambda: row.done and stages[-1:] in (["ready"], ["failed"]), timeout=60_000)
     assert row.ok, row.detail.text()
     assert row.bar.value() == 100 and row.detail.text().startswith("Ready")
     assert stages[0] == "validating" and stages[-1] == "ready"
