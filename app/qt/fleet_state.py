@@ -107,8 +107,9 @@ class FleetState(QObject):
     def summary(self) -> dict[str, float]:
         online = sum(1 for s in self.statuses.values()
                      if s.state in (ConnectionState.ONLINE, ConnectionState.DEGRADED))
-        gpus = sum(len(s.info.devices) for s in self.statuses.values()
-                   if s.info is not None and s.state is not ConnectionState.OFFLINE)
+        gpus = sum(1 for s in self.statuses.values()
+                   if s.info is not None and s.state is not ConnectionState.OFFLINE
+                   for d in s.info.devices if d.backend in ("MUSA", "CUDA"))  # not host CPUs
         tps = sum(snap.tokens_per_second for nid, snap in self.latest.items()
                   if self.statuses.get(nid) and self.statuses[nid].state is not ConnectionState.OFFLINE)
         return {"nodes": len(self.statuses), "online": online, "gpus": gpus,

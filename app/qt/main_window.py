@@ -16,8 +16,9 @@ from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QApplication, QLabel, QListWidget, QListWidgetItem, QMainWindow,
-                               QSizePolicy, QHBoxLayout, QStackedWidget, QToolBar, QWidget)
+from PySide6.QtWidgets import (QApplication, QFrame, QHBoxLayout, QLabel, QListWidget,
+                               QListWidgetItem, QMainWindow, QScrollArea, QSizePolicy,
+                               QStackedWidget, QToolBar, QWidget)
 
 from ..core.alerts import AlertThresholds
 from ..core.nodes import ConnectionState, NodeAddress, NodeProfile, NodeStatus
@@ -81,8 +82,17 @@ class MainWindow(QMainWindow):
         except ImportError:
             pass
         self.views: dict[str, QWidget] = {"fleet": self.fleet_view, "node": self._node_page}
+        self.pages: dict[str, QWidget] = {}
         for key, (module, cls) in OPTIONAL_VIEWS.items():
             self.views[key] = self._optional_view(key, module, cls)
+            # A view wider than the window scrolls instead of stretching the window past
+            # 1280 px.
+            page = QScrollArea()
+            page.setObjectName("viewPage")
+            page.setWidgetResizable(True)
+            page.setFrameShape(QFrame.Shape.NoFrame)
+            page.setWidget(self.views[key])
+            self.pages[key] = page
 
         self.nav = QListWidget()
         self.nav.setObjectName("navigation")
@@ -91,7 +101,7 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         for key in VIEWS:
             QListWidgetItem(TITLES[key], self.nav).setData(Qt.ItemDataRole.UserRole, key)
-            self.stack.addWidget(self.views[key])
+            self.stack.addWidget(self.pages.get(key, self.views[key]))
         self.nav.currentRowChanged.connect(self._nav_changed)
         central = QWidget()
         row = QHBoxLayout(central)

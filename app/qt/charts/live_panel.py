@@ -83,6 +83,8 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._known_models: tuple[str, ...] = ()
         self._cursor: dict[str, pg.InfiniteLine] = {}
         self._ymax: dict[str, float] = {}
+        self._notes: dict[str, str] = {}
+        self._title_color = "#475569"
         self._drawn: tuple = ()
         specs = DEVICE_CHARTS + MODEL_CHARTS
         self._first = specs[0].key
@@ -103,7 +105,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
         axis = pg.DateAxisItem(orientation="bottom")
         plot = self.addPlot(row=row, col=col, axisItems={"bottom": axis})
         plot.setTitle(f"{spec.title} <span style='font-size:8pt'>({spec.unit})</span>",
-                      size="9pt")
+                      size="9pt", color=self._title_color)
         plot.setMenuEnabled(False)
         plot.setMouseEnabled(x=False, y=False)
         plot.hideButtons()
@@ -132,6 +134,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
                 ax.setPen(pg.mkPen(foreground))
                 ax.setTextPen(pg.mkPen(foreground))
             plot.titleLabel.setText(plot.titleLabel.text, color=foreground)
+        self._title_color = foreground
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -147,6 +150,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._known_devices = ()
         self._known_models = ()
         self._ymax.clear()
+        self._notes.clear()
         self.redraw(force=True)
 
     def set_window(self, seconds: float) -> None:
@@ -229,6 +233,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
         x0 = now - self.window_s
         for key, curves in self._curves.items():
             top = 0.0
+            shown = 0
             for c in curves:
                 x, y = c.source()
                 i = int(np.searchsorted(x, x0)) if len(x) else 0
@@ -238,10 +243,12 @@ class LivePanel(pg.GraphicsLayoutWidget):
                         c.item.setData([], [])
                     continue
                 c.item.setData(xs, ys)
+                shown += 1
                 m = np.nanmax(ys)
                 if m > top:
                     top = float(m)
             spec = self._specs[key]
+            self._set_title(key, "" if shown or not curves else "not reported")
             ymax = spec.fixed_max or _nice_ceiling(top)
             if self._ymax.get(key) != ymax:   # re-laying out an axis is costly: only on change
                 self._ymax[key] = ymax
@@ -249,6 +256,16 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._plots[self._first].setXRange(x0, now, padding=0)  # the others are X-linked
         self.frames += 1
         self.frame_drawn.emit()
+
+    def _set_title(self, key: str, note: str) -> None:
+        """Title with the unit, or a note such as "not reported" (a device without sensors)."""
+        if self._notes.get(key) == note:
+            return
+        self._notes[key] = note
+        spec = self._specs[key]
+        extra = note or spec.unit
+        self._plots[key].setTitle(f"{spec.title} <span style='font-size:8pt'>({extra})</span>",
+                                  size="9pt", color=self._title_color)
 
     def _on_mouse(self, pos) -> None:
         for key, plot in self._plots.items():

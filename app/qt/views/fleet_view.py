@@ -127,7 +127,7 @@ class FleetView(QWidget):
         self.table.setShowGrid(False)
         self.table.setWordWrap(True)
         self.table.verticalHeader().hide()
-        self.table.verticalHeader().setDefaultSectionSize(row_height(1))
+        self.table.verticalHeader().setDefaultSectionSize(64)
         hh = self.table.horizontalHeader()
         hh.setHighlightSections(False)
         hh.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
@@ -184,7 +184,7 @@ class FleetView(QWidget):
         if devices != self._max_devices or force:
             self._max_devices = devices
             self.table.verticalHeader().setDefaultSectionSize(
-                max(52, row_height(devices, self.table.columnWidth(COL_DEVICES))))
+                max(64, row_height(devices, self.table.columnWidth(COL_DEVICES))))
 
     def resort(self) -> None:
         self.proxy.invalidate()
