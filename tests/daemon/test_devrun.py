@@ -43,10 +43,10 @@ def test_devrun_serves_the_deployed_demo_model(tmp_path):
         with grpc.insecure_channel(address) as ch:
             models = node_pb2_grpc.NodeStub(ch).ListModels(node_pb2.ListModelsRequest(), metadata=metadata).models
             assert [(m.name, m.state) for m in models] == [(DEMO_MODEL_NAME, common_pb2.MODEL_STATE_READY)]
-            # ~1,000 tokens take the CPU a few seconds: the stop arrives mid-stream
+            # 500 tokens take the CPU a second or more: the stop arrives mid-stream
             gen = inference_pb2_grpc.InferenceStub(ch).Generate(inference_pb2.GenerateRequest(
                 model=DEMO_MODEL_NAME, prompt="Hello",
-                sampling=inference_pb2.SamplingParams(max_tokens=1000, ignore_eos=True, temperature=0)),
+                sampling=inference_pb2.SamplingParams(max_tokens=500, ignore_eos=True, temperature=0)),
                 metadata=metadata)
             first = next(gen)
             proc.send_signal(signal.SIGINT)
@@ -54,8 +54,8 @@ def test_devrun_serves_the_deployed_demo_model(tmp_path):
             assert gen.code() == grpc.StatusCode.OK
         result = chunks[-1].result
         assert result.finish_reason == inference_pb2.FINISH_REASON_LENGTH, result
-        assert result.usage.completion_tokens == 1000
-        assert sum(c.tokens for c in chunks[:-1]) == 1000
+        assert result.usage.completion_tokens == 500
+        assert sum(c.tokens for c in chunks[:-1]) == 500
         _, rest = proc.communicate(timeout=60)
         lines.append(rest)
     finally:
