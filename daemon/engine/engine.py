@@ -68,14 +68,16 @@ class LLMEngine:
         self.runner = ModelRunner(model, cache, device)
         self._lock = threading.Lock()
         self._inbox: deque[Sequence] = deque()
-        self._aborts: deque[str] = deque()
-        self._by_id: dict[str, Sequence] = {}
+        self._aborts: deque[Sequence] = deque()
+        self._live: set[Sequence] = set()   # admitted, not finished (engine thread only)
         self._wake = threading.Event()
         self._stopping = False
         self._draining = False
+        self._cancel_all = False
         # Counters: written on the engine thread only, read anywhere (plain ints).
         self._running = self._waiting = self._blocks_used = 0
         self._prompt_total = self._gen_total = self._req_total = self._req_failed = 0
+        self._cancelled_total = 0
         self._steps = 0
         self._thread = threading.Thread(target=self._loop, name="musad-engine", daemon=True)
         self._thread.start()
@@ -90,9 +92,9 @@ class LLMEngine:
             requests_total=self._req_total, requests_failed=self._req_failed,
             preemptions_total=self.scheduler.preemptions, steps_total=self._steps)
 
-    def abort(self, request_id: str) -> None:
+    def _abort(self, seq: Sequence) -> None:
         with self._lock:
-            self._aborts.append(request_id)
+            self._aborts.append(seq)
         self._wake.set()
 
     # ---- event loop ---------------------------------------------------------------------
@@ -147,25 +149,26 @@ class LLMEngine:
                     return
         finally:
             if not done:
-                self.abort(rid)
+                self._abort(seq)
 
     async def drain(self, timeout_s: float) -> tuple[int, int]:
-        """Stop admitting; wait up to timeout_s for in-flight requests; cancel the rest."""
+        """Stop admitting; wait up to timeout_s for in-flight requests; cancel the rest.
+        Returns (finished normally meanwhile, cancelled)."""
         self._draining = True
-        before = self._req_total
+        done0, cancelled0 = self._req_total, self._cancelled_total
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (self._running or self._waiting or self._inbox):
+        while time.monotonic() < deadline and self._busy():
             await asyncio.sleep(0.02)
-        drained = self._req_total - before
-        with self._lock:
-            pending = list(self._by_id) + [s.request_id for s in self._inbox]
-        for rid in pending:
-            self.abort(rid)
-        while self._running or self._waiting or self._inbox:
-            if not self._thread.is_alive():
-                break
-            await asyncio.sleep(0.01)
-        return drained, len(pending)
+        if self._busy():
+            self._cancel_all = True
+            self._wake.set()
+            while self._busy() and self._thread.is_alive():
+                await asyncio.sleep(0.01)
+        cancelled = self._cancelled_total - cancelled0
+        return self._req_total - done0 - cancelled, cancelled
+
+    def _busy(self) -> bool:
+        return bool(self._running or self._waiting or self._inbox)
 
     def close(self) -> None:
         """Stop the step thread (cancelling what is left) and free the device memory."""
@@ -190,7 +193,13 @@ class LLMEngine:
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue
-            chunks = self.scheduler.schedule()
+            try:
+                chunks = self.scheduler.schedule()
+            except Exception as exc:  # a scheduler bug must not kill the engine thread
+                log.exception("scheduling failed")
+                for seq in list(self._live):
+                    self._finish(seq, FinishReason.ERROR, error=f"scheduling failed: {exc}")
+                continue
             if not chunks:
                 self._wake.wait(0.01)
                 self._wake.clear()
@@ -198,7 +207,7 @@ class LLMEngine:
             self._step(chunks)
         # Shutting down: cancel everything left.
         self._take_inbox()
-        for seq in list(self._by_id.values()):
+        for seq in list(self._live):
             self._finish(seq, FinishReason.CANCELLED)
         self._update_gauges()
 
@@ -209,11 +218,14 @@ class LLMEngine:
             aborts = list(self._aborts)
             self._aborts.clear()
         for seq in new:
-            self._by_id[seq.request_id] = seq
+            self._live.add(seq)
             self.scheduler.add(seq)
-        for rid in aborts:
-            seq = self._by_id.get(rid)
-            if seq is not None:
+        for seq in aborts:
+            if seq in self._live:
+                self._finish(seq, FinishReason.CANCELLED)
+        if self._cancel_all:
+            self._cancel_all = False
+            for seq in list(self._live):
                 self._finish(seq, FinishReason.CANCELLED)
         self._update_gauges()
 
@@ -291,7 +303,7 @@ class LLMEngine:
         self.scheduler.remove(seq)
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = reason
-        self._by_id.pop(seq.request_id, None)
+        self._live.discard(seq)
         sink = seq.sink
         end = time.monotonic()
         times = sink.token_times
@@ -307,6 +319,8 @@ class LLMEngine:
         self._prompt_total += len(seq.prompt_ids)
         if reason is FinishReason.ERROR:
             self._req_failed += 1
+        elif reason is FinishReason.CANCELLED:
+            self._cancelled_total += 1
         self._update_gauges()  # before the result reaches the caller
         self._emit(seq, GenerationResult(finish_reason=reason, metrics=metrics, error=error, stop=stop))
         if self.observer is not None:
