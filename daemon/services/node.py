@@ -129,6 +129,7 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         params = {"dtype": req.dtype, "device_indices": list(req.device_indices), "max_batch": req.max_batch,
                   "max_context": req.max_context, "kv_cache_fraction": round(req.kv_cache_fraction, 4)}
         stream = self.ctx.deployments.deploy(req)
+        recorded = False
         try:
             async for ev in stream:
                 msg = node_pb2.DeployProgress(stage=_STAGE_PB[ev.stage], fraction=ev.fraction,
@@ -136,17 +137,26 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
                 if ev.stage == Stage.LOADING_WEIGHTS:
                     msg.done_bytes, msg.total_bytes = ev.done, ev.total
                 if ev.stage in (Stage.READY, Stage.FAILED):
-                    await self.ctx.record("node.Deploy", req.model, params,
-                                          "ok" if ev.stage == Stage.READY else "failed", ev.stage == Stage.FAILED and ev.message or "")
+                    ok = ev.stage == Stage.READY
+                    await self.ctx.record("node.Deploy", req.model, params, "ok" if ok else "failed",
+                                          "" if ok else ev.message)
+                    recorded = True
                     model = self._model_pb(req.model)
                     if model is not None:
                         msg.model.CopyFrom(model)
                 yield msg
         except RequestError as exc:
+            recorded = True
             await self.ctx.record("node.Deploy", req.model, params, "failed", str(exc))
             await context.abort(exc.code, str(exc))
         finally:
             await stream.aclose()
+            if not recorded:  # the client went away mid-deploy (or the daemon stopped)
+                try:
+                    await self.ctx.record("node.Deploy", req.model, params, "failed",
+                                          "the deploy was cancelled before it finished")
+                except Exception:  # noqa: BLE001 - never mask the cancellation
+                    log.exception("auditing a cancelled deploy failed")
 
     async def Undeploy(self, request, context):
         if request.mode not in node_pb2.UndeployMode.values():

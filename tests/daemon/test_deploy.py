@@ -105,6 +105,8 @@ async def _wait_state(stub, state, model=DEMO_MODEL_NAME):
 
 
 async def test_cancelling_deploy_returns_the_model_to_available(daemon):
+    import asyncio
+
     async with daemon.channel() as ch:
         stub = node_pb2_grpc.NodeStub(ch)
         call = stub.Deploy(node_pb2.DeployRequest(model=DEMO_MODEL_NAME, **SMALL))
@@ -113,6 +115,14 @@ async def test_cancelling_deploy_returns_the_model_to_available(daemon):
         call.cancel()
         await _wait_state(stub, common_pb2.MODEL_STATE_AVAILABLE)
         assert daemon.ctx.deployments.get(DEMO_MODEL_NAME) is None
+        from musaops.daemon.audit import AuditFilter
+
+        for _ in range(200):  # the record is written as the cancelled handler unwinds
+            cancelled = daemon.ctx.audit.query(AuditFilter(action="node.Deploy", outcome="failed"))
+            if cancelled:
+                break
+            await asyncio.sleep(0.05)
+        assert "cancelled" in cancelled[0].error
         # nothing is left behind: a fresh deploy succeeds
         assert (await _deploy(stub))[-1].stage == node_pb2.DEPLOY_STAGE_READY
 
