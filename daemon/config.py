@@ -98,10 +98,6 @@ class Config:
     def state_dir(self) -> pathlib.Path:
         return pathlib.Path(self.storage.state_dir)
 
-    @property
-    def tls_enabled(self) -> bool:
-        return bool(self.tls.cert and self.tls.key)
-
 
 def default_state_dir() -> str:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
