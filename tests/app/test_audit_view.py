@@ -155,3 +155,24 @@ def test_console_actions_land_in_the_operator_log_and_the_view(qtbot, setup, qt_
     # the daemon recorded the same action on its side, under its own chain
     assert any(e.target == "no-such-model" and e.outcome == "failed"
                for e in daemons[0].ctx.audit.iter_records())
+
+
+def test_time_range_filter(qtbot, setup):
+    from PySide6.QtCore import QDateTime
+
+    view, daemons, ids, _ = setup
+    newest = max(e.time_us for e in daemons[0].ctx.audit.iter_records())
+    view.since_on.setChecked(True)
+    view.since.setDateTime(QDateTime.fromMSecsSinceEpoch(newest // 1000 + 1000))   # after every record
+    view.apply_filters()
+    _load_all(qtbot, view)
+    assert view.model.rowCount() == 0
+    view.since.setDateTime(QDateTime.fromMSecsSinceEpoch(0))
+    view.until_on.setChecked(True)
+    view.until.setDateTime(QDateTime.fromMSecsSinceEpoch(newest // 1000 + 1000))
+    view.apply_filters()
+    _load_all(qtbot, view)
+    assert view.model.rowCount() >= 2 * 13
+    view.since.setDateTime(QDateTime.fromMSecsSinceEpoch(newest // 1000 + 5000))
+    view.apply_filters()
+    assert "later" in view.status.text()

@@ -112,7 +112,10 @@ class AuditView(QWidget):
         self.until_on = QCheckBox("Until")
         self.until = QDateTimeEdit(now.addSecs(3600))
         for edit in (self.since, self.until):
-            edit.setTimeZone(utc)
+            if hasattr(edit, "setTimeZone"):      # Qt >= 6.7
+                edit.setTimeZone(utc)
+            else:
+                edit.setTimeSpec(Qt.TimeSpec.UTC)
             edit.setDisplayFormat("yyyy-MM-dd HH:mm:ss 'UTC'")
             edit.setCalendarPopup(True)
         self.actor = QLineEdit()
