@@ -26,6 +26,7 @@ jitter on a fresh channel.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import random
@@ -457,8 +458,14 @@ class NodeHub:
 
     def _cancel(self, op_id: str) -> None:
         task = self._ops.get(op_id)
-        if task is not None:
-            task.cancel()
+        if task is None:
+            return
+        if inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_CREATED:
+            # Not at its first step yet: cancelling now would skip the op's own handler and
+            # its final event (no GenerationDone / DeployEvent). Retry once it is running.
+            asyncio.get_running_loop().call_soon(self._cancel, op_id)
+            return
+        task.cancel()
 
     async def _list_models(self, node_id: str, node: _Node | None, *,
                            unavailable: str) -> None:

@@ -124,6 +124,21 @@ def test_stop_cancels_the_rpc_and_the_daemon_frees_the_request(qtbot, console, d
     assert view.send_button.isEnabled()
 
 
+def test_stop_right_after_send_still_ends_the_stream(qtbot, console) -> None:
+    """Stop before the hub even started the RPC: the stream still ends (cancelled), once."""
+    hub, view, ids = console
+    ends = []
+    view.picker.set_target(ids[0], DEMO_MODEL_NAME)
+    for _ in range(5):
+        view.input.setPlainText("quick")
+        [stream_id] = view.send()
+        view.stop()
+        qtbot.waitUntil(lambda: stream_id in view.last_done, timeout=10_000)
+        ends.append(view.last_done[stream_id].finish_reason)
+        assert view.send_button.isEnabled() and not view.streams
+    assert set(ends) <= {"cancelled", "length", "stop"} and "cancelled" in ends
+
+
 def test_compare_mode_streams_one_prompt_to_two_targets(qtbot, console) -> None:
     hub, view, ids = console
     view.set_compare(True)

@@ -44,6 +44,7 @@ class ModelsView(QWidget):
         self._pending_node = ""
         self._stopped = False
         self._was_online = False
+        self._cancelled: dict[str, tuple[str, str]] = {}  # op_id -> (node_id, model)
         # While a model is pending, loading or unloading, re-read the repository once a second.
         self._poll = QTimer(self)
         self._poll.setSingleShot(True)
@@ -203,6 +204,7 @@ class ModelsView(QWidget):
         entries = self.directory.models(node_id)
         self.model.set_entries(entries)
         self.table.setColumnHidden(COL_REASON, not any(e.reason for e in entries))
+        self._settle_cancelled(node_id, entries)
         ready = sum(1 for e in entries if e.state == "ready")
         self.repo_label.setText(f"{len(entries)} model{'s' if len(entries) != 1 else ''} in the repository"
                                 f" of {self.directory.label(node_id)} · {ready} deployed")
@@ -301,12 +303,28 @@ class ModelsView(QWidget):
         if row is None:  # a deploy started elsewhere (another view, a test): show it too
             row = self._add_row(event.op_id, self.directory.label(event.node_id), event.model)
         row.apply(event)
+        if event.done and event.stage == "cancelled":
+            self._cancelled[event.op_id] = (event.node_id, event.model)
         if event.done:
             if event.node_id == self.current_node():
                 self.refresh()
             if not event.ok and event.stage != "cancelled":
                 self.banner.show_message(
                     f"Deploy of {event.model} on {self.directory.label(event.node_id)} failed: {event.message}")
+
+    def _settle_cancelled(self, node_id: str, entries) -> None:
+        """A cancel can lose the race with the last loading step: say what the node ended with."""
+        states = {e.name: e.state for e in entries}
+        for op_id, (nid, model) in list(self._cancelled.items()):
+            state = states.get(model)
+            if nid != node_id or state in TRANSITIONAL_STATES:
+                continue
+            row = self.rows.get(op_id)
+            if row is not None and state == "ready":
+                row.detail.setText(f"Cancel arrived after loading finished: {model} is deployed.")
+            elif row is not None:
+                row.detail.setText(f"Cancelled: the node freed what it had loaded ({model} is {state}).")
+            self._cancelled.pop(op_id)
 
     # -- undeploy ------------------------------------------------------------------------------
     def ask_undeploy(self) -> QMessageBox | None:
