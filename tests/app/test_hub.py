@@ -166,3 +166,32 @@ def _self_signed_pem() -> bytes:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_tls_node_connects_with_its_ca_and_mismatches_are_explained(recorder_hub, make_daemon,
+                                                                    tmp_path) -> None:
+    from musaops.daemon.tls import issue, make_ca
+    hub, rec = recorder_hub
+    ca, other = make_ca("test CA"), make_ca("someone else's CA")
+    server = issue(ca, "musad", hosts=("127.0.0.1", "localhost"))
+    paths = {}
+    for name, data in (("ca.pem", ca.cert_pem()), ("other.pem", other.cert_pem()),
+                       ("server.pem", server.cert_pem()), ("server.key", server.key_pem())):
+        paths[name] = tmp_path / name
+        paths[name].write_bytes(data)
+    d = make_daemon(**{"tls.cert": str(paths["server.pem"]), "tls.key": str(paths["server.key"])})
+
+    good = hub.add_node(NodeAddress("127.0.0.1", d.port, tls=TlsFiles(ca=str(paths["ca.pem"]))))
+    _, (status,) = rec.wait_for(lambda n, a: n == "on_status" and a[0].node_id == good
+                                and a[0].state is not ConnectionState.CONNECTING)
+    assert status.state is ConnectionState.ONLINE and status.info.tls, status.last_error
+
+    wrong_ca = hub.add_node(NodeAddress("127.0.0.1", d.port, tls=TlsFiles(ca=str(paths["other.pem"]))))
+    _, (status,) = rec.wait_for(lambda n, a: n == "on_status" and a[0].node_id == wrong_ca
+                                and a[0].state is ConnectionState.OFFLINE)
+    assert "TLS handshake" in status.last_error, status.last_error
+
+    plaintext = hub.add_node(NodeAddress("127.0.0.1", d.port))
+    _, (status,) = rec.wait_for(lambda n, a: n == "on_status" and a[0].node_id == plaintext
+                                and a[0].state is ConnectionState.OFFLINE)
+    assert "TLS" in status.last_error, status.last_error
