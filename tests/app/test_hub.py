@@ -195,3 +195,36 @@ def test_tls_node_connects_with_its_ca_and_mismatches_are_explained(recorder_hub
     _, (status,) = rec.wait_for(lambda n, a: n == "on_status" and a[0].node_id == plaintext
                                 and a[0].state is ConnectionState.OFFLINE)
     assert "TLS" in status.last_error, status.last_error
+
+
+def test_deploy_generate_batched_cancel_and_undeploy(recorder_hub, daemon) -> None:
+    from musaops.app.core import DeploySpec, GenerateSpec, Sampling
+    hub, rec = recorder_hub
+    nid = hub.add_node(_addr(daemon))
+    rec.wait_for(_state(ConnectionState.ONLINE))
+    op = hub.deploy(nid, DeploySpec("tiny-llama", dtype="float32", max_batch=2, max_context=2048))
+    stages = []
+    while True:
+        _, (ev,) = rec.wait_for(lambda n, a: n == "on_deploy_event" and a[0].op_id == op, timeout=120)
+        stages.append(ev.stage)
+        if ev.done:
+            break
+    assert ev.ok and stages[-1] == "ready" and "loading_weights" in stages, stages
+    assert ev.entry is not None and ev.entry.state == "ready"
+
+    # A long generation streams in batches (fewer chunks than tokens); Stop cancels the RPC.
+    sid = hub.generate(nid, GenerateSpec("tiny-llama", prompt="Once upon a time",
+                                         sampling=Sampling(max_tokens=1500, ignore_eos=True,
+                                                           temperature=0.0)))
+    chunks = []
+    while sum(c.tokens for c in chunks) < 40:
+        _, (chunk,) = rec.wait_for(lambda n, a: n == "on_tokens" and a[0].stream_id == sid)
+        chunks.append(chunk)
+    assert len(chunks) < sum(c.tokens for c in chunks)
+    hub.cancel(sid)
+    _, (done,) = rec.wait_for(lambda n, a: n == "on_generation_done" and a[0].stream_id == sid)
+    assert done.finish_reason == "cancelled" and not done.ok
+
+    hub.undeploy(nid, "tiny-llama", cancel_inflight=True)
+    _, (result,) = rec.wait_for(lambda n, a: n == "on_undeploy_done", timeout=60)
+    assert result.ok and result.model == "tiny-llama", result.message
