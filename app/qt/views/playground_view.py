@@ -12,189 +12,25 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QGuiApplication, QKeySequence, QShortcut, QTextCharFormat, QTextCursor
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
     QInputDialog, QLabel, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QSplitter,
-    QStackedWidget, QTextEdit, QVBoxLayout, QWidget,
+    QStackedWidget, QVBoxLayout, QWidget,
 )
 
 from musaops.app.core import ChatMessage, GenerateSpec, GenerationDone, Sampling, TokenChunk
 from musaops.app.qt.bridge import GuiInvoker
 from musaops.app.qt.views.banner import Banner
 from musaops.app.qt.views.node_directory import NodeDirectory
+from musaops.app.qt.views.playground_parts import (  # noqa: F401 (parse/format_stops re-exported)
+    ComparePane, TargetPicker, Transcript, format_stops, parse_stops, stats_text,
+)
 from musaops.app.services.snippet import SnippetRequest, python_snippet
 
 MAX_COMPARE = 4
 PRESET_KIND = "playground"
-
-_ROLE_COLOURS = {"user": "#2f6fde", "assistant": "#2e9d5b", "system": "#8a5cd6"}
-_ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
-
-
-def parse_stops(text: str) -> tuple[str, ...]:
-    r"""One stop sequence a line; `\n` and `\t` are written as escapes."""
-    out = []
-    for line in text.splitlines():
-        if line:
-            out.append(line.replace("\\n", "\n").replace("\\t", "\t"))
-    return tuple(out)
-
-
-def format_stops(stops: tuple[str, ...]) -> str:
-    return "\n".join(s.replace("\n", "\\n").replace("\t", "\\t") for s in stops)
-
-
-def stats_text(done: GenerationDone) -> str:
-    """The per-response line: tokens, TTFT, tokens/s and finish reason."""
-    t, u = done.timings, done.usage
-    rate = t.tokens_per_second
-    if not rate and u.completion_tokens and t.total_ms > t.ttft_ms:
-        rate = 1000.0 * max(u.completion_tokens - 1, 1) / (t.total_ms - t.ttft_ms)
-    parts = [f"prompt {u.prompt_tokens} tok", f"completion {u.completion_tokens} tok"]
-    if t.ttft_ms:
-        parts.append(f"TTFT {t.ttft_ms:.0f} ms")
-    if rate:
-        parts.append(f"{rate:.1f} tok/s")
-    reason = done.finish_reason + (f" ({done.stop!r})" if done.stop else "")
-    parts.append(reason)
-    return "  ·  ".join(parts)
-
-
-class TargetPicker(QWidget):
-    """Node and model combo boxes, filled from the NodeDirectory (ready models only)."""
-
-    changed = Signal()
-
-    def __init__(self, directory: NodeDirectory, parent: QWidget | None = None, *, stacked: bool = False) -> None:
-        super().__init__(parent)
-        self.directory = directory
-        self.node_box = QComboBox()
-        self.model_box = QComboBox()
-        for box in (self.node_box, self.model_box):
-            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            box.setMinimumContentsLength(8)
-            box.setToolTip("Node" if box is self.node_box else "Deployed model")
-        layout = QVBoxLayout(self) if stacked else QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.node_box, 1)
-        layout.addWidget(self.model_box, 1)
-        self.node_box.currentIndexChanged.connect(self._fill_models)
-        self.model_box.currentIndexChanged.connect(lambda _i: self.changed.emit())
-        directory.nodes_changed.connect(self.refill)
-        directory.models_changed.connect(lambda _n: self._fill_models())
-        self.refill()
-
-    def node_id(self) -> str:
-        return self.node_box.currentData() or ""
-
-    def model(self) -> str:
-        return self.model_box.currentText()
-
-    def set_target(self, node_id: str, model: str = "") -> None:
-        i = self.node_box.findData(node_id)
-        if i >= 0:
-            self.node_box.setCurrentIndex(i)
-        j = self.model_box.findText(model) if model else -1
-        if j >= 0:
-            self.model_box.setCurrentIndex(j)
-
-    def refill(self) -> None:
-        current = self.node_id()
-        self.node_box.blockSignals(True)
-        self.node_box.clear()
-        for nid in self.directory.node_ids():
-            self.node_box.addItem(self.directory.label(nid), nid)
-        i = self.node_box.findData(current)
-        self.node_box.setCurrentIndex(i if i >= 0 else 0 if self.node_box.count() else -1)
-        self.node_box.blockSignals(False)
-        self._fill_models()
-
-    def _fill_models(self, *_: object) -> None:
-        current = self.model()
-        names = self.directory.ready_models(self.node_id()) if self.node_id() else []
-        self.model_box.blockSignals(True)
-        self.model_box.clear()
-        self.model_box.addItems(names)
-        # With a placeholder set, Qt does not pick the first item by itself.
-        self.model_box.setCurrentIndex(names.index(current) if current in names else 0 if names else -1)
-        self.model_box.setPlaceholderText("no model deployed" if self.node_id() else "no node")
-        self.model_box.blockSignals(False)
-        self.changed.emit()
-
-
-class Transcript(QTextEdit):
-    """A read-only conversation: role headings, streamed text, a stats line per answer."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setReadOnly(True)
-        self.setObjectName("transcript")
-        self.document().setDocumentMargin(12)
-
-    def _cursor(self) -> QTextCursor:
-        cur = self.textCursor()
-        cur.movePosition(QTextCursor.MoveOperation.End)
-        return cur
-
-    def add_heading(self, role: str, title: str = "") -> None:
-        cur = self._cursor()
-        if not self.document().isEmpty():
-            cur.insertBlock()
-            cur.insertBlock()
-        fmt = QTextCharFormat()
-        fmt.setFontWeight(QFont.Weight.DemiBold)
-        fmt.setForeground(QColor(_ROLE_COLOURS.get(role, "#444")))
-        cur.insertText(title or _ROLE_TITLES.get(role, role), fmt)
-        cur.insertBlock()
-
-    def append_text(self, text: str, colour: str = "") -> None:
-        cur = self._cursor()
-        fmt = QTextCharFormat()
-        if colour:
-            fmt.setForeground(QColor(colour))
-        cur.insertText(text, fmt)
-        self.ensureCursorVisible()
-
-    def add_stats(self, text: str, colour: str = "#6b7a90") -> None:
-        cur = self._cursor()
-        cur.insertBlock()
-        fmt = QTextCharFormat()
-        fmt.setForeground(QColor(colour))
-        fmt.setFontPointSize(max(7.0, self.font().pointSizeF() - 1))
-        cur.insertText(text, fmt)
-        self.ensureCursorVisible()
-
-
-class ComparePane(QFrame):
-    """One target of compare mode: its picker, its streamed answer, its stats."""
-
-    def __init__(self, directory: NodeDirectory, index: int, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("comparePane")
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.picker = TargetPicker(directory, stacked=True)
-        self.output = Transcript()
-        self.stats = QLabel("")
-        self.stats.setWordWrap(True)
-        self.stats.setStyleSheet("color: #6b7a90;")
-        title = QLabel(f"Target {index + 1}")
-        title.setStyleSheet("font-weight: 600;")
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 8, 8, 8)
-        layout.addWidget(title)
-        layout.addWidget(self.picker)
-        layout.addWidget(self.output, 1)
-        layout.addWidget(self.stats)
-        self.text = ""
-
-    def begin(self) -> None:
-        self.output.clear()
-        self.text = ""
-        self.stats.setText("Waiting for the first token…")
-        self.stats.setStyleSheet("color: #6b7a90;")
-
 
 class PlaygroundView(QWidget):
     """Chat and compare playground over the NodeHub's Generate streams."""
