@@ -330,8 +330,12 @@ class NodeHub:
             node.status = new
             self.emit("on_status", new)
 
-    async def _close_channel(self, node: _Node) -> None:
-        ch, node.channel = node.channel, None
+    async def _close_channel(self, node: _Node, channel: grpc.aio.Channel | None = None) -> None:
+        """Closes `channel` (default: the node's current one). A supervisor closes only the
+        channel it opened: after update_node a new supervisor may already own node.channel."""
+        ch = node.channel if channel is None else channel
+        if node.channel is ch:
+            node.channel = None
         if ch is not None:
             try:
                 await ch.close(grace=None)
@@ -354,9 +358,10 @@ class NodeHub:
             if attempt == 0:  # retries stay OFFLINE/DEGRADED (with retry_in) instead of flapping
                 self._set_status(node, ConnectionState.CONNECTING, node.status.last_error)
             answered = False
+            channel = None
             try:
-                node.channel = self._make_channel(node.address)
-                reply = await node_pb2_grpc.NodeStub(node.channel).GetInfo(
+                channel = node.channel = self._make_channel(node.address)
+                reply = await node_pb2_grpc.NodeStub(channel).GetInfo(
                     node_pb2.GetInfoRequest(), timeout=cfg.rpc_timeout_s, metadata=node.metadata)
                 answered = True
                 info = convert.node_info(reply)
@@ -365,10 +370,11 @@ class NodeHub:
                 node.last_rx = time.monotonic()
                 self._set_status(node, ConnectionState.ONLINE, info=info)
                 attempt = 0
-                await self._stream_telemetry(node)
+                await self._stream_telemetry(node, channel)
                 error = f"{node.address.target} ended the telemetry stream."
             except asyncio.CancelledError:
-                await self._close_channel(node)
+                if channel is not None:
+                    await self._close_channel(node, channel)
                 raise
             except grpc.RpcError as e:
                 error = describe_rpc_error(e, node.address)
@@ -377,7 +383,8 @@ class NodeHub:
             except Exception as e:  # never let one node's surprise kill the hub
                 log.exception("node %s", node.id)
                 error = f"{type(e).__name__}: {e}"
-            await self._close_channel(node)
+            if channel is not None:
+                await self._close_channel(node, channel)
             attempt += 1
             delay = cfg.backoff.delay(attempt)
             state = ConnectionState.DEGRADED if answered and not _is_unreachable(error) \
@@ -385,14 +392,14 @@ class NodeHub:
             self._set_status(node, state, error, retry_in=delay)
             await asyncio.sleep(delay)
 
-    async def _stream_telemetry(self, node: _Node) -> None:
+    async def _stream_telemetry(self, node: _Node, channel: grpc.aio.Channel) -> None:
         cfg = self.config
         if node.last_snapshot_ms:  # reconnect: ask only for what we missed
             missed = time.time() - node.last_snapshot_ms / 1000.0
             backfill = int(min(cfg.backfill_seconds, max(0.0, missed) + 2))
         else:
             backfill = cfg.backfill_seconds
-        call = telemetry_pb2_grpc.TelemetryStub(node.channel).Stream(
+        call = telemetry_pb2_grpc.TelemetryStub(channel).Stream(
             telemetry_pb2.StreamRequest(interval_ms=cfg.telemetry_interval_ms,
                                         backfill_seconds=backfill),
             metadata=node.metadata)

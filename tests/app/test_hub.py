@@ -228,3 +228,17 @@ def test_deploy_generate_batched_cancel_and_undeploy(recorder_hub, daemon) -> No
     hub.undeploy(nid, "tiny-llama", cancel_inflight=True)
     _, (result,) = rec.wait_for(lambda n, a: n == "on_undeploy_done", timeout=60)
     assert result.ok and result.model == "tiny-llama", result.message
+
+
+def test_update_node_moves_the_connection_and_keeps_streaming(recorder_hub, make_daemon) -> None:
+    hub, rec = recorder_hub
+    a, b = make_daemon(), make_daemon()
+    nid = hub.add_node(NodeAddress("127.0.0.1", a.port, name="first"))
+    rec.wait_for(_state(ConnectionState.ONLINE))
+    hub.update_node(nid, NodeAddress("127.0.0.1", b.port, name="second"))
+    rec.wait_for(lambda n, a_: n == "on_status" and a_[0].address.name == "second"
+                 and a_[0].state is ConnectionState.ONLINE)
+    # Live telemetry keeps flowing on the new channel (the old supervisor closed only its own).
+    for _ in range(2):
+        rec.wait_for(lambda n, a_: n == "on_snapshots" and a_[0] == nid
+                     and any(not s.backfill for s in a_[1]))
