@@ -32,6 +32,16 @@ _WINDOW_S = 60.0          # latency percentiles cover requests finished in the l
 _WINDOW_MAX = 4096        # and at most this many samples of each kind
 _RATE_WINDOW_S = 2.0      # tokens/s is measured over about this span
 MAX_BATCH_LIMIT = 4096
+MAX_CONTEXT_LIMIT = 1 << 20  # tokens per sequence, when the checkpoint does not say
+_SHOWN_CHARS = 64            # user input echoed in a status message is cut to this
+
+
+def shown(text: str) -> str:
+    """`text` quoted for a status message, cut short: a huge echoed name would overflow the
+    gRPC trailer limit (16 KiB) and reach the client as a different error."""
+    if len(text) <= _SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
 
 
 class RequestError(Exception):
@@ -194,15 +204,26 @@ class DeploymentManager:
         return list(self._deployments.values())
 
     def engine_for(self, name: str):
-        """The READY engine serving `name`, else RequestError (NOT_FOUND / FAILED_PRECONDITION)."""
+        """The READY engine serving `name`, else RequestError (INVALID_ARGUMENT / NOT_FOUND /
+        FAILED_PRECONDITION)."""
         dep = self._deployments.get(name)
         if dep is None or dep.state != State.READY:
-            if dep is None and self.repository.get(name) is None:
-                raise RequestError(grpc.StatusCode.NOT_FOUND, f"There is no model named {name!r} on this node.")
+            if dep is None:
+                self._check_known(name)
             state = dep.state.value if dep else "not deployed"
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f"Model {name!r} is {state}; deploy it and wait for READY first.")
+                               f"Model {shown(name)} is {state}; deploy it and wait for READY first.")
         return dep.engine
+
+    def _check_known(self, name: str) -> None:
+        """RequestError unless `name` is a folder of the repository."""
+        if not name:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Say which model: `model` is empty.")
+        if self.repository.get(name) is None:
+            problem = self.repository.problem()
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"There is no model named {shown(name)} in the repository {self.repository.root}"
+                               + (f" ({problem})." if problem else "."))
 
     def engine_stats(self) -> dict[str, EngineStats]:
         """READY engines' counters (any thread; cheap)."""
@@ -243,31 +264,32 @@ class DeploymentManager:
         bad = grpc.StatusCode.INVALID_ARGUMENT
         if self._closed:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "The daemon is shutting down; try another node.")
-        if not req.model:
-            raise RequestError(bad, "Say which model to deploy: `model` is empty.")
+        self._check_known(req.model)
         entry = self.repository.get(req.model)
-        if entry is None:
-            raise RequestError(grpc.StatusCode.NOT_FOUND,
-                               f"There is no model named {req.model!r} in the repository {self.repository.root}.")
+        if entry is None:  # the folder went away just now
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Model {shown(req.model)} has just left the repository.")
         if not entry.ok:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f"Model {req.model!r} cannot be deployed: {entry.error}")
+                               f"Model {shown(req.model)} cannot be deployed: {entry.error}")
         backend = self.devices.backend
         dtype = req.dtype.lower()
         if dtype in ("", "auto"):
             dtype = "float32" if backend == "cpu" else "bfloat16"
         if dtype not in DTYPES:
-            raise RequestError(bad, f"dtype {req.dtype!r} is not supported; use one of {', '.join(DTYPES)} or auto.")
+            raise RequestError(bad, f"dtype {shown(req.dtype)} is not supported; use one of {', '.join(DTYPES)} or auto.")
         count = len(self.devices.info())
         indices = tuple(req.device_indices) or (0,)
+        if len(indices) > count:
+            raise RequestError(bad, f"device_indices names {len(indices)} devices; this node has {count} "
+                                    f"{backend} device(s).")
         for i in indices:
             if not 0 <= i < count:
                 raise RequestError(bad, f"There is no device with index {i}: this node has {count} "
                                         f"{backend} device(s) (valid indices 0..{count - 1}).")
         if len(set(indices)) != len(indices):
-            raise RequestError(bad, f"device_indices {list(indices)} names a device twice.")
+            raise RequestError(bad, f"device_indices {list(indices)} names a device twice; list each device once.")
         fraction = req.kv_cache_fraction or self.limits.default_kv_cache_fraction
-        if not 0 < fraction <= 0.95:
+        if not 0 < fraction <= 0.95:  # also refuses NaN and infinities
             raise RequestError(bad, f"kv_cache_fraction {req.kv_cache_fraction} is outside (0, 0.95].")
         max_batch = req.max_batch or self.limits.default_max_batch
         if max_batch > MAX_BATCH_LIMIT:
@@ -277,10 +299,12 @@ class DeploymentManager:
         if model_max and max_context > model_max:
             raise RequestError(bad, f"max_context {max_context} is above the model's "
                                     f"max_position_embeddings of {model_max}.")
+        if max_context > MAX_CONTEXT_LIMIT:
+            raise RequestError(bad, f"max_context {max_context} is above the limit of {MAX_CONTEXT_LIMIT} tokens.")
         existing = self._deployments.get(req.model)
         if existing is not None and existing.active:
             raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
-                               f"Model {req.model!r} is already deployed ({existing.state.value}); undeploy it first.")
+                               f"Model {shown(req.model)} is already deployed ({existing.state.value}); undeploy it first.")
         active = sum(d.active for d in self._deployments.values())
         if active >= self.limits.max_models:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -295,8 +319,8 @@ class DeploymentManager:
     async def deploy(self, req: DeployRequest) -> AsyncIterator[DeployEvent]:
         """Validates (raising RequestError before the first event) and loads, streaming stages.
 
-        Closing the iterator early (the client cancelled) sets the loader's cancel event; the
-        model returns to the repository once the loader has stopped."""
+        Closing the iterator early (the client cancelled), even at the first event, sets the
+        loader's cancel event; the model returns to the repository once the loader has stopped."""
         start = time.monotonic()
         entry, spec, target = self.validate(req)
         dep = Deployment(entry.name, entry, spec, target)
@@ -317,14 +341,15 @@ class DeploymentManager:
             if self._on_request is not None:
                 self._on_request(dep.name, m)
 
-        yield DeployEvent(Stage.VALIDATING, 1, 1, f"{entry.name}: {spec.dtype} on {target.backend}"
-                                                  f"{list(target.indices)}", time.monotonic() - start)
-        dep.state = State.LOADING
-        work = loop.run_in_executor(None, lambda: self._loader(
-            entry.path, spec, target, progress=progress, observer=observe, cancel=dep.cancel))
+        work: asyncio.Future | None = None
         finished = False
         getter: asyncio.Future | None = None
         try:
+            yield DeployEvent(Stage.VALIDATING, 1, 1, f"{entry.name}: {spec.dtype} on {target.backend}"
+                                                      f"{list(target.indices)}", time.monotonic() - start)
+            dep.state = State.LOADING
+            work = loop.run_in_executor(None, lambda: self._loader(
+                entry.path, spec, target, progress=progress, observer=observe, cancel=dep.cancel))
             while True:
                 getter = asyncio.ensure_future(events.get())
                 done, _ = await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
@@ -335,20 +360,21 @@ class DeploymentManager:
                 while not events.empty():
                     yield events.get_nowait()
                 break
+            finished = True  # from here on the loader has stopped; nothing is left to reap
             try:
                 dep.engine = work.result()
             except LoadError as exc:
-                dep.state, dep.reason = State.FAILED, str(exc)
+                dep.state, dep.reason = State.FAILED, self._abandoned_reason(str(exc))
             except Exception as exc:  # noqa: BLE001 - report, never crash the daemon
                 log.exception("loading %s failed", entry.name)
                 dep.state, dep.reason = State.FAILED, f"loading failed unexpectedly: {type(exc).__name__}: {exc}"
             else:
                 if dep.cancel.is_set() or self._closed:
-                    await asyncio.to_thread(dep.engine.close)
-                    dep.state, dep.reason, dep.engine = State.FAILED, "the deploy was cancelled", None
+                    engine, dep.engine = dep.engine, None
+                    dep.state, dep.reason = State.FAILED, self._abandoned_reason("the deploy was cancelled")
+                    await asyncio.shield(self._track(asyncio.to_thread(engine.close)))
                 else:
                     dep.state, dep.ready_unix_ms = State.READY, int(time.time() * 1000)
-            finished = True
             if dep.state == State.READY:
                 yield DeployEvent(Stage.READY, 1, 1, f"{entry.name} is ready", time.monotonic() - start)
             else:
@@ -358,37 +384,55 @@ class DeploymentManager:
                 getter.cancel()
             if not finished:  # the client went away (or the daemon is stopping): abort loading
                 dep.cancel.set()
-                fut = asyncio.ensure_future(self._reap_cancelled(dep, work))
-                self._background.add(fut)
-                fut.add_done_callback(self._background.discard)
+                self._track(self._reap_cancelled(dep, work))
 
-    async def _reap_cancelled(self, dep: Deployment, work: asyncio.Future) -> None:
-        try:
-            engine = await work
-        except Exception:  # noqa: BLE001 - a cancelled load may fail in any way
-            engine = None
+    def _abandoned_reason(self, reason: str) -> str:
+        return "the daemon is shutting down; the deploy was abandoned" if self._closed else reason
+
+    def _track(self, aw) -> asyncio.Future:
+        """Runs `aw` as a background task that close() waits for."""
+        fut = asyncio.ensure_future(aw)
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+        return fut
+
+    async def _reap_cancelled(self, dep: Deployment, work: asyncio.Future | None) -> None:
+        engine = None
+        if work is not None:
+            try:
+                engine = await work
+            except Exception:  # noqa: BLE001 - a cancelled load may fail in any way
+                engine = None
         if engine is not None:
             await asyncio.to_thread(engine.close)
         if self._deployments.get(dep.name) is dep:
             del self._deployments[dep.name]
         log.info("deploy of %s cancelled", dep.name)
 
+    def abort_loads(self) -> None:
+        """Shutdown begins: refuse new Deploys and cancel loads in progress (they end FAILED)."""
+        self._closed = True
+        for dep in self._deployments.values():
+            if dep.state in (State.PENDING, State.LOADING):
+                dep.cancel.set()
+
     # -- undeploy --------------------------------------------------------------------------
 
     async def undeploy(self, name: str, cancel: bool = False, drain_timeout_s: float = 30.0) -> UndeployResult:
+        """Drains (or cancels) and closes a READY model. The unload runs to its end even when
+        the caller goes away midway, so a model is never left UNLOADING."""
         dep = self._deployments.get(name)
         if dep is None:
-            if self.repository.get(name) is None:
-                raise RequestError(grpc.StatusCode.NOT_FOUND, f"There is no model named {name!r} on this node.")
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Model {name!r} is not deployed.")
+            self._check_known(name)
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Model {shown(name)} is not deployed.")
         if dep.state == State.FAILED:
             del self._deployments[name]
             return UndeployResult(0, 0, 0)
         if dep.state != State.READY:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f"Model {name!r} is {dep.state.value}; cancel its Deploy call or wait for READY.")
+                               f"Model {shown(name)} is {dep.state.value}; cancel its Deploy call or wait for READY.")
         dep.state = State.UNLOADING
-        return await self._unload(dep, 0.0 if cancel else drain_timeout_s)
+        return await asyncio.shield(self._track(self._unload(dep, 0.0 if cancel else drain_timeout_s)))
 
     async def _unload(self, dep: Deployment, timeout_s: float) -> UndeployResult:
         engine = dep.engine
@@ -407,13 +451,18 @@ class DeploymentManager:
         return UndeployResult(int(info.weights_bytes + info.kv_cache_bytes), int(drained), int(cancelled))
 
     async def close(self, drain_timeout_s: float = 0.0) -> None:
-        """Shutdown: abort loads, drain (up to the timeout) and close every engine."""
-        self._closed = True
+        """Shutdown: abort loads, drain (up to the timeout) and close every engine, and wait
+        for unloads and reaps already under way (their drains cut short)."""
+        self.abort_loads()
         for dep in list(self._deployments.values()):
             dep.cancel.set()
         ready = [d for d in self._deployments.values() if d.state == State.READY]
         for d in ready:
             d.state = State.UNLOADING
-        await asyncio.gather(*(self._unload(d, drain_timeout_s) for d in ready), return_exceptions=True)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            self._track(self._unload(d, drain_timeout_s))
+        # an Undeploy in progress may be draining with a long timeout: cancel what it waits for
+        unloading = [d.engine for d in self._deployments.values()
+                     if d.state == State.UNLOADING and d not in ready and d.engine is not None]
+        await asyncio.gather(*(e.drain(0.0) for e in unloading), return_exceptions=True)
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)

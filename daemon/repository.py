@@ -24,6 +24,8 @@ _ST_DTYPE_BYTES = {
     "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }
 _MAX_HEADER = 100 * 1024 * 1024  # a larger safetensors header is not a real one
+_MAX_JSON = 64 * 1024 * 1024     # nor is a larger config.json or index
+_MAX_CONFIG_INT = 2**31 - 1      # sizes in config.json (proto fields are uint32)
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -75,10 +77,25 @@ class ModelRepository:
         self._cache: dict[str, tuple[tuple, ModelEntry]] = {}
         self._lock = threading.Lock()
 
-    def scan(self) -> list[ModelEntry]:
-        """Every model folder, sorted by name. A missing root gives an empty list."""
+    def problem(self) -> str:
+        """Why the repository folder itself is unusable (a sentence), or "" when it is fine."""
         try:
-            folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if not self.root.exists():
+                return "the folder does not exist"
+            if not self.root.is_dir():
+                return "it is a file, not a folder"
+            next(os.scandir(self.root), None)
+        except OSError as exc:
+            return f"it cannot be read: {exc.strerror or exc}"
+        return ""
+
+    def scan(self) -> list[ModelEntry]:
+        """Every model folder, sorted by name. A missing or unreadable root gives an empty
+        list (see `problem()`); plain files in the root are not models and are skipped.
+        Symbolic links to folders are followed; a dangling one is listed as ERROR."""
+        try:
+            folders = sorted(p for p in self.root.iterdir()
+                             if not p.name.startswith(".") and (p.is_dir() or p.is_symlink()))
         except OSError:
             folders = []
         entries = []
@@ -132,14 +149,35 @@ def describe_folder(folder: pathlib.Path) -> ModelEntry:
     """Reads one folder into a ModelEntry; a problem becomes `error`, never an exception."""
     size = _folder_bytes(folder)
     try:
-        return _describe(folder, size)
+        entry = _describe(folder, size)
     except ModelFolderError as exc:
-        return ModelEntry(name=folder.name, path=folder, size_bytes=size, error=str(exc))
+        entry = ModelEntry(name=folder.name, path=folder, size_bytes=size, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - a broken folder must never stop a scan
-        return ModelEntry(name=folder.name, path=folder, size_bytes=size, error=f"unreadable model folder: {exc}")
+        entry = ModelEntry(name=folder.name, path=folder, size_bytes=size, error=f"unreadable model folder: {exc}")
+    return _printable(entry)
+
+
+def _clean(text: str) -> str:
+    """`text` as valid UTF-8 (protobuf refuses lone surrogates from odd file names or JSON)."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _printable(entry: ModelEntry) -> ModelEntry:
+    """An entry whose strings protobuf accepts; a folder named in bytes that are not UTF-8
+    is an ERROR (no RPC could name it)."""
+    name, error = _clean(entry.name), _clean(entry.error)
+    if name != entry.name:
+        error = "the folder name is not valid UTF-8; rename the folder"
+    if (name, error, entry.architecture, entry.torch_dtype) == (entry.name, entry.error,
+                                                                 _clean(entry.architecture), _clean(entry.torch_dtype)):
+        return entry
+    return _replace(entry, name=name, error=error, architecture=_clean(entry.architecture),
+                    torch_dtype=_clean(entry.torch_dtype))
 
 
 def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
+    if folder.is_symlink() and not folder.is_dir():
+        raise ModelFolderError(f"the symbolic link points to {os.readlink(folder)}, which is not a folder")
     cfg = _read_json(folder / "config.json")
     if not (folder / "tokenizer.json").is_file():
         raise ModelFolderError("tokenizer.json is missing")
@@ -148,8 +186,9 @@ def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
         for k in keys:
             v = cfg.get(k)
             if v is not None:
-                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                    raise ModelFolderError(f"config.json: {k!r} must be a positive integer, got {v!r}")
+                if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= _MAX_CONFIG_INT:
+                    raise ModelFolderError(f"config.json: {k!r} must be a positive integer up to {_MAX_CONFIG_INT}, "
+                                           f"got {repr(v)[:40]}")
                 return v
         if required:
             raise ModelFolderError(f"config.json lacks {keys[0]!r}")
@@ -179,6 +218,8 @@ def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
     for dt, nbytes in DTYPE_BYTES.items():
         kv = entry.kv_bytes_per_token(dt)
         weights = params * nbytes
+        if weights + kv * max_pos >= 2**64:
+            raise ModelFolderError("config.json sizes give a memory estimate beyond 2^64 bytes; they cannot be right")
         estimates.append(MemoryEstimate(dt, weights, kv, weights + kv * max_pos))
     return _replace(entry, estimates=tuple(estimates))
 
@@ -191,6 +232,9 @@ def _replace(entry: ModelEntry, **kw) -> ModelEntry:
 
 def _read_json(path: pathlib.Path) -> dict:
     try:
+        if path.stat().st_size > _MAX_JSON:
+            raise ModelFolderError(f"{path.name} is {path.stat().st_size} bytes; over {_MAX_JSON >> 20} MiB "
+                                   "it cannot be a model's JSON file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ModelFolderError(f"{path.name} is missing") from None
@@ -251,10 +295,12 @@ def safetensors_parameters(path: pathlib.Path) -> int:
             continue
         try:
             dtype, shape, (begin, end) = t["dtype"], t["shape"], t["data_offsets"]
-            count = math.prod(int(d) for d in shape)
+            if not all(type(x) is int and x >= 0 for x in (*shape, begin, end)):
+                raise ValueError("shape and offsets must be non-negative integers")
+            count = math.prod(shape)
             width = _ST_DTYPE_BYTES[dtype]
         except (KeyError, TypeError, ValueError):
-            raise ModelFolderError(f"{path.name}: tensor {name!r} has a malformed header entry") from None
+            raise ModelFolderError(f"{path.name}: tensor {_clean(name)[:80]!r} has a malformed header entry") from None
         if end > data_len:
             raise ModelFolderError(
                 f"{path.name} is truncated: tensor {name!r} ends at byte {end} of a {data_len}-byte data section")

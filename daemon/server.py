@@ -166,6 +166,9 @@ async def run_server(config: Config, *, devices: Any = None,
         for name in ("", *names):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("musad serving on port %d (%s backend, models in %s)", port, ctx.devices.backend, config.models.dir)
+        if problem := ctx.repository.problem():  # the folder may be mounted or filled later
+            log.warning("model repository %s: %s; ListModels is empty until it is fixed",
+                        config.models.dir, problem)
     except BaseException:
         await _close_parts(ctx)
         raise
@@ -196,6 +199,7 @@ async def shutdown(server: grpc.aio.Server, ctx: DaemonContext, health: HealthSe
     """Graceful stop: see the module docstring."""
     ctx.shutting_down.set()
     await health.enter_graceful_shutdown()
+    ctx.deployments.abort_loads()  # a load in progress ends FAILED now instead of holding the drain
     ctx.telemetry.close()  # infinite streams end now instead of holding the drain
     log.info("draining: in-flight RPCs have %.0f s", ctx.config.server.grace_seconds)
     await server.stop(ctx.config.server.grace_seconds)

@@ -7,6 +7,7 @@ every control action in the audit log before reporting success.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 import socket
@@ -109,7 +110,7 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         return self._info()
 
     async def ListModels(self, request, context):
-        entries = self.ctx.repository.scan()
+        entries = await asyncio.to_thread(self.ctx.repository.scan)  # disk reads stay off the loop
         listed = {e.name for e in entries}
         # a deployed model whose folder has since gone is still listed while it is deployed
         entries += [d.entry for d in self.ctx.deployments.all() if d.name not in listed]
