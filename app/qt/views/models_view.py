@@ -13,7 +13,7 @@ from typing import Any
 from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QFrame, QHBoxLayout, QHeaderView, QLabel,
-    QMessageBox, QPushButton, QScrollArea, QSizePolicy, QTableView, QVBoxLayout, QWidget,
+    QMessageBox, QPushButton, QScrollArea, QSizePolicy, QSplitter, QTableView, QVBoxLayout, QWidget,
 )
 
 from musaops.app.core import CommandError, DeployEvent, DeploySpec, UndeployResult
@@ -124,10 +124,22 @@ class ModelsView(QWidget):
         layout.addLayout(header)
         layout.addWidget(self.banner)
         layout.addWidget(self.repo_label)
-        layout.addWidget(self.table, 3)
-        layout.addWidget(self.empty_label)
-        layout.addWidget(ops_title)
-        layout.addWidget(ops_scroll, 2)
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(self.table, 1)
+        tl.addWidget(self.empty_label)
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.setContentsMargins(0, 4, 0, 0)
+        bl.addWidget(ops_title)
+        bl.addWidget(ops_scroll, 1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)  # the operator sizes table vs. deploys
+        self.splitter.addWidget(top)
+        self.splitter.addWidget(bottom)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setSizes([420, 280])
+        layout.addWidget(self.splitter, 1)
 
         self.node_box.currentIndexChanged.connect(self._on_node_chosen)
         self.refresh_button.clicked.connect(self.refresh)
