@@ -158,8 +158,11 @@ def describe_folder(folder: pathlib.Path) -> ModelEntry:
 
 
 def _clean(text: str) -> str:
-    """`text` as valid UTF-8 (protobuf refuses lone surrogates from odd file names or JSON)."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    """`text` as valid UTF-8 (protobuf refuses lone surrogates from odd file names or JSON):
+    each byte a file name held that is not UTF-8, and each lone surrogate, becomes U+FFFD."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
 
 
 def _printable(entry: ModelEntry) -> ModelEntry:

@@ -128,3 +128,114 @@ def test_offsets_past_end_of_file(tmp_path):
     p.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
     with pytest.raises(Exception, match="ends at byte 16 of a 8-byte data section"):
         safetensors_parameters(p)
+
+
+# -- edge cases an operator's disk produces ----------------------------------------------------
+
+
+def test_symlinks_spaces_unicode_and_plain_files(tmp_path, demo_model_dir):
+    import os
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _copy_demo(demo_model_dir, repo, "my model")
+    _copy_demo(demo_model_dir, repo, "模型-ü")
+    elsewhere = _copy_demo(demo_model_dir, tmp_path, "shared-storage")
+    os.symlink(elsewhere, repo / "linked")
+    os.symlink(tmp_path / "gone", repo / "dangling")
+    os.symlink(repo / "loop", repo / "loop")
+    (repo / "README.txt").write_text("not a model")
+    (repo / "stray.safetensors").write_bytes(b"\0" * 16)
+    entries = {e.name: e for e in ModelRepository(repo).scan()}
+    assert set(entries) == {"my model", "模型-ü", "linked", "dangling", "loop"}
+    for name in ("my model", "模型-ü", "linked"):
+        assert entries[name].ok, entries[name].error
+    assert entries["linked"].parameters == entries["my model"].parameters
+    for name in ("dangling", "loop"):
+        assert "symbolic link" in entries[name].error and "not a folder" in entries[name].error
+    assert ModelRepository(repo).get("模型-ü").ok
+
+
+def test_repository_problem_says_what_is_wrong_with_the_root(tmp_path):
+    assert ModelRepository(tmp_path).problem() == ""
+    assert ModelRepository(tmp_path / "absent").problem() == "the folder does not exist"
+    (tmp_path / "file").write_text("x")
+    repo = ModelRepository(tmp_path / "file")
+    assert repo.problem() == "it is a file, not a folder" and repo.scan() == []
+
+
+def test_extreme_config_and_header_values_are_errors(tmp_path, demo_model_dir):
+    huge_int = _copy_demo(demo_model_dir, tmp_path, "huge-int")
+    _edit_config(huge_int, num_hidden_layers=10**30)
+    overflow = _copy_demo(demo_model_dir, tmp_path, "overflow")
+    _edit_config(overflow, num_hidden_layers=2**31 - 1, num_key_value_heads=2**31 - 1, head_dim=2**31 - 1,
+                 max_position_embeddings=2**31 - 1)
+    surrogate = _copy_demo(demo_model_dir, tmp_path, "surrogate")
+    text = (surrogate / "config.json").read_text().replace('"LlamaForCausalLM"', '"Llama\\ud800"')
+    (surrogate / "config.json").write_text(text)
+    big_json = _copy_demo(demo_model_dir, tmp_path, "big-json")
+    with open(big_json / "config.json", "r+b") as fh:  # sparse: 100 MiB without writing it
+        fh.truncate(100 * 1024 * 1024)
+    giant_header = _copy_demo(demo_model_dir, tmp_path, "giant-header")
+    (giant_header / "model.safetensors").write_bytes(struct.pack("<Q", 2**64 - 1) + b"{}")
+    negative = _copy_demo(demo_model_dir, tmp_path, "negative-shape")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [-1, -4], "data_offsets": [0, 16]}}).encode()
+    (negative / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    string_offsets = _copy_demo(demo_model_dir, tmp_path, "string-offsets")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": ["0", "16"]}}).encode()
+    (string_offsets / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+
+    entries = {e.name: e for e in ModelRepository(tmp_path).scan()}
+    assert "'num_hidden_layers' must be a positive integer" in entries["huge-int"].error
+    assert "beyond 2^64 bytes" in entries["overflow"].error
+    assert entries["surrogate"].ok and entries["surrogate"].architecture == "Llama\ufffd"
+    assert "over 64 MiB" in entries["big-json"].error
+    assert "header claims" in entries["giant-header"].error
+    assert "malformed header entry" in entries["negative-shape"].error
+    assert "malformed header entry" in entries["string-offsets"].error
+
+
+@pytest.mark.timeout(60)
+async def test_list_models_survives_every_odd_folder(make_daemon, tmp_path, demo_model_dir):
+    """One odd folder used to fail the whole ListModels (a uint32 overflow, a non-UTF-8 name)."""
+    import os
+
+    from musaops.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _copy_demo(demo_model_dir, repo, "good")
+    _edit_config(_copy_demo(demo_model_dir, repo, "huge"), vocab_size=2**40)
+    os.mkdir(os.fsencode(repo) + b"/latin1-\xe9")
+    os.symlink(tmp_path / "gone", repo / "dangling")
+    d = make_daemon(models_dir=repo)
+    async with d.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        models = {m.name: m for m in (await stub.ListModels(node_pb2.ListModelsRequest())).models}
+        assert models["good"].state == common_pb2.MODEL_STATE_AVAILABLE
+        assert models["huge"].state == common_pb2.MODEL_STATE_ERROR and "vocab_size" in models["huge"].reason
+        assert models["latin1-\ufffd"].reason == "the folder name is not valid UTF-8; rename the folder"
+        assert models["dangling"].state == common_pb2.MODEL_STATE_ERROR
+        with pytest.raises(Exception) as err:
+            async for _ in stub.Deploy(node_pb2.DeployRequest(model="latin1-\ufffd")):
+                pass
+        assert "not valid UTF-8" in err.value.details()
+
+
+@pytest.mark.timeout(60)
+async def test_absent_models_folder_daemon_starts_and_says_so(make_daemon, tmp_path, caplog):
+    """An operator may mount or fill the folder later: the daemon starts, logs a warning,
+    lists nothing, and a Deploy names the folder and the problem."""
+    import grpc
+
+    from musaops.v1 import node_pb2, node_pb2_grpc
+
+    d = make_daemon(models_dir=tmp_path / "not-there")
+    assert any("does not exist" in r.getMessage() for r in caplog.records)
+    async with d.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        assert not (await stub.ListModels(node_pb2.ListModelsRequest())).models
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Deploy(node_pb2.DeployRequest(model="m")):
+                pass
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "the folder does not exist" in err.value.details()
