@@ -114,11 +114,36 @@ class NodeHistory:
         self.last_time = 0.0
 
     def add(self, snapshot: Snapshot) -> None:
-        self.add_many((snapshot,))
+        """One live sample (the common case at 1 Hz): plain row writes, no batch set-up."""
+        t = snapshot.time_unix_ms / 1000.0
+        if t <= self.last_time:
+            return
+        self.last_time = t
+        h = snapshot.host
+        self.host.append(t, (h.cpu_percent, 100.0 * h.memory_used_bytes / h.memory_total_bytes
+                             if h.memory_total_bytes else np.nan))
+        for d in snapshot.devices:
+            ring = self.devices.get(d.index)
+            if ring is None:
+                ring = self.devices[d.index] = Ring(self.capacity, len(DEVICE_CHANNELS))
+            ring.append(t, (_nan(d.utilization_percent), _nan(d.memory_percent),
+                            _nan(d.temperature_celsius), _nan(d.power_watts)))
+        for m in snapshot.models:
+            ring = self.models.get(m.model)
+            if ring is None:
+                ring = self.models[m.model] = Ring(self.capacity, len(MODEL_CHANNELS))
+            ring.append(t, (m.ttft_p50_ms, m.ttft_p95_ms, m.ttft_p99_ms, m.itl_p50_ms,
+                            m.itl_p95_ms, m.itl_p99_ms, m.generation_tokens_per_second,
+                            m.running, m.waiting))
 
     def add_many(self, snapshots: Iterable[Snapshot]) -> None:
         """Adds a batch (oldest first); samples not newer than what we hold are skipped
         (a reconnect back-fills history that overlaps ours)."""
+        if not isinstance(snapshots, (list, tuple)):
+            snapshots = list(snapshots)
+        if len(snapshots) == 1:
+            self.add(snapshots[0])
+            return
         fresh = [s for s in snapshots if s.time_unix_ms / 1000.0 > self.last_time]
         fresh.sort(key=lambda s: s.time_unix_ms)
         if not fresh:

@@ -110,3 +110,20 @@ def test_deploy_failed_alert_until_a_later_deploy_succeeds() -> None:
     assert eng.on_deploy_event(DeployEvent("op2", "n1", "m", "ready", done=True, ok=True))
     assert eng.alerts == []
     assert eng.on_deploy_event(DeployEvent("op3", "n1", "m", "loading_weights")) is False
+
+
+def test_batch_and_single_ingestion_agree() -> None:
+    snaps = [Snapshot(t * 1000, devices=(DeviceSample(0, utilization_percent=float(t)),
+                                         DeviceSample(1, temperature_celsius=40.0 + t)),
+                      models=(ModelStatsSample("m", waiting=t),)) for t in range(1, 20)]
+    one, batch = NodeHistory(capacity=16), NodeHistory(capacity=16)
+    for s in snaps:
+        one.add(s)
+    batch.add_many(snaps[:5])
+    batch.add_many(snaps[3:])          # overlapping history is skipped, not duplicated
+    for h in (one, batch):
+        assert h.last_time == 19.0
+    for idx, ch in ((0, "util"), (1, "temp")):
+        for a, b in zip(one.device_channel(idx, ch), batch.device_channel(idx, ch)):
+            assert np.array_equal(a, b, equal_nan=True)
+    assert np.array_equal(one.model_channel("m", "waiting")[1], batch.model_channel("m", "waiting")[1])
