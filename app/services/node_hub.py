@@ -199,6 +199,8 @@ class NodeHub:
             except RuntimeError:  # loop already closed
                 pass
         thread.join(timeout)
+        if thread.is_alive():  # a daemon thread: it cannot keep the process alive
+            log.warning("NodeHub thread did not stop within %.0f s", timeout)
         self._thread = None
 
     @property
