@@ -47,3 +47,28 @@ async def test_real_daemon_enforces_roles_and_audits(make_daemon):
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         v = await audit.Verify(audit_pb2.VerifyRequest(), metadata=md("auditor"))
         assert v.ok and v.records >= 6    # config.change, 3 token.create, 2 Deploy, GetInfo denial
+
+
+@pytest.mark.timeout(120)
+async def test_real_daemon_over_mtls_names_the_certificate(make_daemon, tmp_path):
+    from musaops.daemon.tls import init_certs
+
+    f = init_certs(tmp_path / "pki", ["127.0.0.1"], client_cn="desk-7")
+    d = make_daemon(**{"auth.required": True, "tls.cert": str(f["server"]), "tls.key": str(f["server_key"]),
+                       "tls.client_ca": str(f["ca"])})
+    d.ctx.auth.create("desk-7", "auditor")
+    creds = grpc.ssl_channel_credentials(f["ca"].read_bytes(), f["client_key"].read_bytes(),
+                                         f["client"].read_bytes())
+    async with grpc.aio.secure_channel(d.address, creds) as ch:
+        info = await node_pb2_grpc.NodeStub(ch).GetInfo(node_pb2.GetInfoRequest())
+        assert info.tls and info.auth_required
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            async for _ in node_pb2_grpc.NodeStub(ch).Deploy(node_pb2.DeployRequest(model="x")):
+                pass
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        recs = [r async for r in audit_pb2_grpc.AuditStub(ch).Query(
+            audit_pb2.AuditQuery(outcome=audit_pb2.OUTCOME_DENIED))]
+    assert [(r.actor, r.role, r.action) for r in recs] == [("desk-7", "auditor", "node.Deploy")]
+    async with grpc.aio.insecure_channel(d.address) as plain:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await node_pb2_grpc.NodeStub(plain).GetInfo(node_pb2.GetInfoRequest(), timeout=5)
