@@ -11,6 +11,7 @@ import queue
 import threading
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("MUSA_CONSOLE_KEYRING", "0")   # tests never write to a real OS keyring
 
 import pytest  # noqa: E402
 
