@@ -215,15 +215,17 @@ class DeploymentManager:
                                f"Model {shown(name)} is {state}; deploy it and wait for READY first.")
         return dep.engine
 
-    def _check_known(self, name: str) -> None:
-        """RequestError unless `name` is a folder of the repository."""
+    def _check_known(self, name: str) -> ModelEntry:
+        """The repository entry of `name`, else RequestError (INVALID_ARGUMENT / NOT_FOUND)."""
         if not name:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Say which model: `model` is empty.")
-        if self.repository.get(name) is None:
+        entry = self.repository.get(name)
+        if entry is None:
             problem = self.repository.problem()
             raise RequestError(grpc.StatusCode.NOT_FOUND,
                                f"There is no model named {shown(name)} in the repository {self.repository.root}"
                                + (f" ({problem})." if problem else "."))
+        return entry
 
     def engine_stats(self) -> dict[str, EngineStats]:
         """READY engines' counters (any thread; cheap)."""
@@ -264,10 +266,7 @@ class DeploymentManager:
         bad = grpc.StatusCode.INVALID_ARGUMENT
         if self._closed:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "The daemon is shutting down; try another node.")
-        self._check_known(req.model)
-        entry = self.repository.get(req.model)
-        if entry is None:  # the folder went away just now
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Model {shown(req.model)} has just left the repository.")
+        entry = self._check_known(req.model)
         if not entry.ok:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"Model {shown(req.model)} cannot be deployed: {entry.error}")
@@ -372,7 +371,7 @@ class DeploymentManager:
                 if dep.cancel.is_set() or self._closed:
                     engine, dep.engine = dep.engine, None
                     dep.state, dep.reason = State.FAILED, self._abandoned_reason("the deploy was cancelled")
-                    await asyncio.shield(self._track(asyncio.to_thread(engine.close)))
+                    await asyncio.shield(self.track(asyncio.to_thread(engine.close)))
                 else:
                     dep.state, dep.ready_unix_ms = State.READY, int(time.time() * 1000)
             if dep.state == State.READY:
@@ -384,13 +383,13 @@ class DeploymentManager:
                 getter.cancel()
             if not finished:  # the client went away (or the daemon is stopping): abort loading
                 dep.cancel.set()
-                self._track(self._reap_cancelled(dep, work))
+                self.track(self._reap_cancelled(dep, work))
 
     def _abandoned_reason(self, reason: str) -> str:
         return "the daemon is shutting down; the deploy was abandoned" if self._closed else reason
 
-    def _track(self, aw) -> asyncio.Future:
-        """Runs `aw` as a background task that close() waits for."""
+    def track(self, aw) -> asyncio.Future:
+        """Runs `aw` as a background task that close() waits for (call on the event loop)."""
         fut = asyncio.ensure_future(aw)
         self._background.add(fut)
         fut.add_done_callback(self._background.discard)
@@ -432,7 +431,7 @@ class DeploymentManager:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"Model {shown(name)} is {dep.state.value}; cancel its Deploy call or wait for READY.")
         dep.state = State.UNLOADING
-        return await asyncio.shield(self._track(self._unload(dep, 0.0 if cancel else drain_timeout_s)))
+        return await asyncio.shield(self.track(self._unload(dep, 0.0 if cancel else drain_timeout_s)))
 
     async def _unload(self, dep: Deployment, timeout_s: float) -> UndeployResult:
         engine = dep.engine
@@ -459,7 +458,7 @@ class DeploymentManager:
         ready = [d for d in self._deployments.values() if d.state == State.READY]
         for d in ready:
             d.state = State.UNLOADING
-            self._track(self._unload(d, drain_timeout_s))
+            self.track(self._unload(d, drain_timeout_s))
         # an Undeploy in progress may be draining with a long timeout: cancel what it waits for
         unloading = [d.engine for d in self._deployments.values()
                      if d.state == State.UNLOADING and d not in ready and d.engine is not None]

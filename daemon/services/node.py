@@ -166,12 +166,22 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         cancel = request.mode == node_pb2.UNDEPLOY_MODE_CANCEL
         timeout_s = (request.drain_timeout_ms or 30000) / 1000.0
         params = {"mode": node_pb2.UndeployMode.Name(request.mode), "drain_timeout_ms": request.drain_timeout_ms}
+
+        async def undeploy_and_record():
+            try:
+                res = await self.ctx.deployments.undeploy(request.model, cancel=cancel, drain_timeout_s=timeout_s)
+            except RequestError as exc:
+                await self.ctx.record("node.Undeploy", request.model, params, "failed", str(exc))
+                raise
+            self.ctx.metrics.forget_model(request.model)
+            await self.ctx.record("node.Undeploy", request.model, params, "ok")
+            return res
+
+        # An unload, once begun, runs to its end and is audited even if the caller goes away
+        # (the task copies the caller's context, so the record names the caller).
         try:
-            res = await self.ctx.deployments.undeploy(request.model, cancel=cancel, drain_timeout_s=timeout_s)
+            res = await asyncio.shield(self.ctx.deployments.track(undeploy_and_record()))
         except RequestError as exc:
-            await self.ctx.record("node.Undeploy", request.model, params, "failed", str(exc))
             await context.abort(exc.code, str(exc))
-        self.ctx.metrics.forget_model(request.model)
-        await self.ctx.record("node.Undeploy", request.model, params, "ok")
         return node_pb2.UndeployResponse(freed_bytes=res.freed_bytes, cancelled_requests=res.cancelled,
                                          drained_requests=res.drained)

@@ -75,6 +75,11 @@ async def test_undeploy_whose_caller_goes_away_still_unloads(daemon):
         gen.cancel()  # the drain now has nothing left to wait for
         await _until(lambda: _state(daemon) is None, "the model is unloaded")
         assert not engine._thread.is_alive()
+        from musaops.daemon.audit import AuditFilter
+
+        await _until(lambda: daemon.ctx.audit.query(AuditFilter(action="node.Undeploy")), "the unload is audited")
+        (record,) = daemon.ctx.audit.query(AuditFilter(action="node.Undeploy"))
+        assert record.outcome == "ok"
         models = (await stub.ListModels(node_pb2.ListModelsRequest())).models
         assert models[0].state == common_pb2.MODEL_STATE_AVAILABLE
         assert (await _deploy(stub))[-1].stage == node_pb2.DEPLOY_STAGE_READY
