@@ -104,7 +104,7 @@ async def test_shutdown_during_an_undeploy_drain_closes_the_engine(make_daemon):
 
 
 async def test_shutdown_while_loading_ends_the_deploy_failed_at_once(make_daemon):
-    """SIGTERM during a load used to wait out the whole grace period for a model it would
+    """Deploy or Undeploy during a load is refused; SIGTERM during a load used to wait out the whole grace period for a model it would
     unload anyway; now the load is cancelled and the Deploy stream ends FAILED, saying why."""
     from musaops.daemon.engine import load_engine
 
@@ -122,6 +122,14 @@ async def test_shutdown_while_loading_ends_the_deploy_failed_at_once(make_daemon
         call = node_pb2_grpc.NodeStub(ch).Deploy(node_pb2.DeployRequest(model=DEMO_MODEL_NAME, **SMALL))
         assert (await call.read()).stage == node_pb2.DEPLOY_STAGE_VALIDATING
         await started.wait()
+        # while it loads: a second Deploy and an Undeploy are refused with the state named
+        node = node_pb2_grpc.NodeStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _deploy(node)
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS and "(loading)" in err.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await node.Undeploy(node_pb2.UndeployRequest(model=DEMO_MODEL_NAME))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "is loading" in err.value.details()
         stopping = asyncio.ensure_future(asyncio.to_thread(d.stop))
         events = []
         while (ev := await call.read()) is not grpc.aio.EOF:
