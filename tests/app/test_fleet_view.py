@@ -99,3 +99,25 @@ def test_empty_fleet_shows_a_hint(qtbot, fleet, qtmodeltester) -> None:
     assert view.stack.currentWidget() is view.empty
     assert "--connect" in view.empty.text()
     qtmodeltester.check(FleetModel(view.state))
+
+
+def test_flush_spreads_on_screen_repaints(qtbot) -> None:
+    from musaops.app.qt.bridge import HubBridge
+    state = FleetState(HubBridge())
+    model = FleetModel(state)
+    for i in range(5):
+        state.ensure(NodeStatus(f"n{i}", NodeAddress("h", 1000 + i), ConnectionState.CONNECTING))
+    for i in range(5):
+        state.status_changed.emit(f"n{i}")
+    changed = []
+    model.dataChanged.connect(lambda tl, br, *_: changed.append((tl.row(), br.row())))
+    model.flush(limit_to={0, 1, 2}, budget=1)   # off-screen rows 3-4, plus one on screen
+    assert sorted(changed) == [(0, 0), (3, 4)]
+    changed.clear()
+    model.flush(limit_to={0, 1, 2}, budget=1)
+    model.flush(limit_to={0, 1, 2}, budget=1)
+    assert changed == [(1, 1), (2, 2)]
+    changed.clear()
+    model.flush()
+    assert changed == []          # nothing left dirty
+    state.stop()

@@ -63,6 +63,8 @@ class _Curve:
 class LivePanel(pg.GraphicsLayoutWidget):
     """A grid of time-series plots fed from one NodeHistory."""
 
+    PLOTS_PER_TICK = 2
+
     readout = Signal(str)   # hover read-out text
     frame_drawn = Signal()  # one per redraw (the benchmark counts these)
 
@@ -86,15 +88,15 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._notes: dict[str, str] = {}
         self._title_color = "#475569"
         self._drawn: tuple = ()
+        self._pending: set[str] = set()
+        self._turn = 0
+        self._now = 0.0
         specs = DEVICE_CHARTS + MODEL_CHARTS
-        self._first = specs[0].key
         rows = (len(specs) + columns - 1) // columns
         for i, spec in enumerate(specs):
             row = i // columns
             self._add_plot(spec, row, i % columns)
-            if i:
-                self._plots[spec.key].setXLink(self._plots[self._first])
-            if row < rows - 1:  # one time axis per column is enough (they are linked)
+            if row < rows - 1:  # one time axis per column is enough (same window everywhere)
                 self._plots[spec.key].getAxis("bottom").setStyle(showValues=False)
         self.scene().sigMouseMoved.connect(self._on_mouse)
         self.timer = QTimer(self)
@@ -213,49 +215,69 @@ class LivePanel(pg.GraphicsLayoutWidget):
     # --- drawing ---------------------------------------------------------------------------
 
     def redraw(self, force: bool = False) -> None:
-        """Redraws when new data arrived (or when forced: window, pause, node changed).
+        """Brings the plots up to date with the history (called by the timer).
 
         The time axis ends at the newest sample, so between samples nothing moves and
-        nothing is repainted: a 1 Hz node costs one repaint a second, however often the
-        timer checks."""
+        nothing is repainted. When a sample arrives the plots are updated a few per tick
+        (PLOTS_PER_TICK), so no single GUI event repaints the whole grid: a 1 Hz node costs
+        one full refresh a second, spread over the ticks. `force` (window, pause or node
+        changed: an operator's action) updates every plot at once."""
         if not force and (self.paused or not self.isVisible()):
             return
         h = self.history
         stamp = (h.last_time if h is not None else 0.0, self.window_s, self.paused)
-        if not force and stamp == self._drawn:
+        if force or stamp != self._drawn:
+            self._drawn = stamp
+            self._sync_curves()
+            if self.paused:
+                self._now = self._frozen_now
+            else:
+                self._now = h.last_time if h is not None and h.last_time else time.time()
+            self._pending = set(self._curves)
+        if not self._pending:
             return
-        self._drawn = stamp
-        self._sync_curves()
-        if self.paused:
-            now = self._frozen_now
-        else:
-            now = h.last_time if h is not None and h.last_time else time.time()
-        x0 = now - self.window_s
-        for key, curves in self._curves.items():
-            top = 0.0
-            shown = 0
-            for c in curves:
-                x, y = c.source()
-                i = int(np.searchsorted(x, x0)) if len(x) else 0
-                xs, ys = x[i:], y[i:]
-                if len(xs) == 0 or np.isnan(ys[-1]) and np.all(np.isnan(ys)):
-                    if c.item.xData is not None and len(c.item.xData):
-                        c.item.setData([], [])
-                    continue
-                c.item.setData(xs, ys)
-                shown += 1
-                m = np.nanmax(ys)
-                if m > top:
-                    top = float(m)
-            spec = self._specs[key]
-            self._set_title(key, "" if shown or not curves else "not reported")
-            ymax = spec.fixed_max or _nice_ceiling(top)
-            if self._ymax.get(key) != ymax:   # re-laying out an axis is costly: only on change
-                self._ymax[key] = ymax
-                self._plots[key].setYRange(0, ymax, padding=0.02)
-        self._plots[self._first].setXRange(x0, now, padding=0)  # the others are X-linked
-        self.frames += 1
-        self.frame_drawn.emit()
+        # Round robin from where the last tick stopped: with samples arriving faster than a
+        # full pass, every plot still gets its turn.
+        order = list(self._curves)
+        batch = len(order) if force else self.PLOTS_PER_TICK
+        for _ in range(len(order)):
+            key = order[self._turn % len(order)]
+            self._turn += 1
+            if key in self._pending:
+                self._pending.discard(key)
+                self._update_plot(key, self._now - self.window_s, self._now)
+                batch -= 1
+                if batch == 0:
+                    break
+        if not self._pending:
+            self.frames += 1
+            self.frame_drawn.emit()
+
+    def _update_plot(self, key: str, x0: float, now: float) -> None:
+        curves = self._curves[key]
+        top = 0.0
+        shown = 0
+        for c in curves:
+            x, y = c.source()
+            i = int(np.searchsorted(x, x0)) if len(x) else 0
+            xs, ys = x[i:], y[i:]
+            if len(xs) == 0 or np.isnan(ys[-1]) and np.all(np.isnan(ys)):
+                if c.item.xData is not None and len(c.item.xData):
+                    c.item.setData([], [])
+                continue
+            c.item.setData(xs, ys)
+            shown += 1
+            m = np.nanmax(ys)
+            if m > top:
+                top = float(m)
+        spec = self._specs[key]
+        self._set_title(key, "" if shown or not curves else "not reported")
+        ymax = spec.fixed_max or _nice_ceiling(top)
+        plot = self._plots[key]
+        if self._ymax.get(key) != ymax:   # re-laying out an axis is costly: only on change
+            self._ymax[key] = ymax
+            plot.setYRange(0, ymax, padding=0.02)
+        plot.setXRange(x0, now, padding=0)
 
     def _set_title(self, key: str, note: str) -> None:
         """Title with the unit, or a note such as "not reported" (a device without sensors)."""

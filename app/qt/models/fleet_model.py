@@ -112,15 +112,27 @@ class FleetModel(QAbstractTableModel):
         if row >= 0:
             self._dirty.add(row)
 
-    def flush(self) -> None:
-        """Emits one dataChanged over the rows that changed since the last flush."""
+    def flush(self, limit_to: set[int] | None = None, budget: int | None = None) -> None:
+        """Emits dataChanged for rows that changed since they were last flushed.
+
+        Without arguments: every dirty row, as one span. With `limit_to` (the rows on
+        screen) and `budget`: every dirty row off screen (no paint follows) plus at most
+        `budget` dirty rows on screen, so one GUI event never repaints the whole table."""
         if not self._dirty:
             return
-        lo, hi = min(self._dirty), max(self._dirty)
-        self._dirty.clear()
-        hi = min(hi, len(self._rows) - 1)
-        if lo <= hi:
-            self.dataChanged.emit(self.index(lo, 0), self.index(hi, len(COLUMNS) - 1))
+        n = len(self._rows)
+        if limit_to is None:
+            rows = {r for r in self._dirty if r < n}
+            self._dirty.clear()
+        else:
+            on_screen = sorted(r for r in self._dirty if r in limit_to)
+            rows = {r for r in self._dirty if r not in limit_to and r < n}
+            rows.update(on_screen[:budget if budget is not None else len(on_screen)])
+            self._dirty -= rows
+            self._dirty = {r for r in self._dirty if r < n}
+        last = len(COLUMNS) - 1
+        for lo, hi in _runs(sorted(rows)):
+            self.dataChanged.emit(self.index(lo, 0), self.index(hi, last))
 
     # --- data ------------------------------------------------------------------------------
 
@@ -242,3 +254,18 @@ class FleetModel(QAbstractTableModel):
                 s.temperature_celsius if s else None, s.power_watts if s else None,
                 s.power_limit_watts if s else None, spark))
         return tuple(tiles)
+
+
+def _runs(rows: list[int]):
+    """Contiguous runs of sorted row numbers: [1, 2, 3, 7] -> (1, 3), (7, 7)."""
+    start = prev = None
+    for r in rows:
+        if start is None:
+            start = prev = r
+        elif r == prev + 1:
+            prev = r
+        else:
+            yield start, prev
+            start = prev = r
+    if start is not None:
+        yield start, prev
