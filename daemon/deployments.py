@@ -16,6 +16,7 @@ import enum
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -194,6 +195,9 @@ class DeploymentManager:
         self._deployments: dict[str, Deployment] = {}
         self._background: set[asyncio.Future] = set()
         self._closed = False
+        # Loads get their own threads: hours-long loads must not starve the loop's default
+        # executor (ListModels scans, engine closes, token lookups).
+        self._load_pool = ThreadPoolExecutor(max_workers=max(1, limits.max_models), thread_name_prefix="musad-load")
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -347,7 +351,7 @@ class DeploymentManager:
             yield DeployEvent(Stage.VALIDATING, 1, 1, f"{entry.name}: {spec.dtype} on {target.backend}"
                                                       f"{list(target.indices)}", time.monotonic() - start)
             dep.state = State.LOADING
-            work = loop.run_in_executor(None, lambda: self._loader(
+            work = loop.run_in_executor(self._load_pool, lambda: self._loader(
                 entry.path, spec, target, progress=progress, observer=observe, cancel=dep.cancel))
             while True:
                 getter = asyncio.ensure_future(events.get())
@@ -465,3 +469,4 @@ class DeploymentManager:
         await asyncio.gather(*(e.drain(0.0) for e in unloading), return_exceptions=True)
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        self._load_pool.shutdown(wait=False)  # every load has ended: its threads exit now

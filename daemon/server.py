@@ -141,6 +141,7 @@ async def run_server(config: Config, *, devices: Any = None,
 
     Raises PortInUseError when the gRPC or metrics address cannot be bound."""
     ctx = build_context(config, devices=devices, loader=loader)
+    server = None
     try:
         server = grpc.aio.server(
             interceptors=_interceptors(ctx),
@@ -170,6 +171,8 @@ async def run_server(config: Config, *, devices: Any = None,
             log.warning("model repository %s: %s; ListModels is empty until it is fixed",
                         config.models.dir, problem)
     except BaseException:
+        if server is not None:
+            await server.stop(None)  # a no-op unless it had started
         await _close_parts(ctx)
         raise
     try:
@@ -202,8 +205,10 @@ async def shutdown(server: grpc.aio.Server, ctx: DaemonContext, health: HealthSe
     ctx.deployments.abort_loads()  # a load in progress ends FAILED now instead of holding the drain
     ctx.telemetry.close()  # infinite streams end now instead of holding the drain
     log.info("draining: in-flight RPCs have %.0f s", ctx.config.server.grace_seconds)
-    await server.stop(ctx.config.server.grace_seconds)
-    await _close_parts(ctx)
+    try:
+        await server.stop(ctx.config.server.grace_seconds)
+    finally:  # the engines, ports and database are released whatever happened above
+        await _close_parts(ctx)
     log.info("musad stopped")
 
 

@@ -137,3 +137,37 @@ async def test_shutdown_while_loading_ends_the_deploy_failed_at_once(make_daemon
         await stopping
     assert events[-1].stage == node_pb2.DEPLOY_STAGE_FAILED and "shutting down" in events[-1].message, events
     assert d.ctx.deployments.all() == [] or all(dep.engine is None for dep in d.ctx.deployments.all())
+
+
+async def test_loads_in_progress_do_not_starve_other_rpcs(make_daemon, tmp_path, demo_model_dir):
+    """Loads used to run on the loop's default executor: as many slow loads as it has
+    workers left ListModels (and everything else sent to a thread) waiting for them."""
+    import os
+
+    workers = min(32, (os.cpu_count() or 1) + 4)  # the default executor's size
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for i in range(workers):
+        os.symlink(demo_model_dir, repo / f"m{i}")
+    loading = asyncio.Semaphore(0)
+    loop = asyncio.get_running_loop()
+
+    def held_loader(*args, cancel, **kwargs):
+        """Never gets past the start of a (huge) checkpoint until cancelled."""
+        loop.call_soon_threadsafe(loading.release)
+        cancel.wait(60)
+        from musaops.daemon.engine.api import LoadError
+
+        raise LoadError("loading was cancelled")
+
+    d = make_daemon(models_dir=repo, server_kwargs={"loader": held_loader},
+                    **{"engine.max_models": workers, "server.grace_seconds": 0.2})
+    async with d.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        calls = [stub.Deploy(node_pb2.DeployRequest(model=f"m{i}", **SMALL)) for i in range(workers)]
+        for _ in calls:
+            await loading.acquire()
+        models = (await stub.ListModels(node_pb2.ListModelsRequest(), timeout=30)).models
+        assert {m.state for m in models} == {common_pb2.MODEL_STATE_LOADING}
+        for c in calls:
+            c.cancel()
