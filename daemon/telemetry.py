@@ -213,7 +213,14 @@ class TelemetrySampler:
                 if self._stopping:
                     return
                 tick = self._tick_s
-            pub = self.sample_now()
+            try:
+                pub = self.sample_now()
+            except Exception:  # noqa: BLE001 - the thread must outlive any one bad sample
+                self.sample_errors += 1
+                log.exception("sampling failed")
+                next_tick = time.monotonic() + tick
+                self._last_tick = time.monotonic()
+                continue
             with self._lock:
                 self._last_tick = pub.time
                 self.latest = pub
