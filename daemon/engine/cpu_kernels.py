@@ -125,9 +125,10 @@ void bf16_linear(const float *x, const uint16_t *w, const float *bias, float *ou
 }
 """
 
-# Above this many rows the weights are widened once and handed to torch's fp32 GEMM (MKL),
-# which beats re-streaming bf16 weights for every tile of a long prefill.
-MAX_KERNEL_ROWS = 64
+# Longer inputs (prefill) go through the kernel in row tiles of this size, so a tile of x
+# stays in L2 while the bf16 weights stream past it (re-reading the weights once per tile
+# costs far less than widening them to fp32 in memory).
+ROW_TILE = 64
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -201,11 +202,14 @@ def bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     m, n = x2.shape[0], weight.shape[0]
-    if lib is None or m > MAX_KERNEL_ROWS:
+    if lib is None:
         return torch.nn.functional.linear(x, weight.float(), None if bias is None else bias.float())
     x2 = x2.contiguous()
     out = torch.empty(m, n, dtype=torch.float32)
     b = None if bias is None else bias.float().contiguous()
-    lib.bf16_linear(x2.data_ptr(), weight.data_ptr(), b.data_ptr() if b is not None else None,
-                    out.data_ptr(), m, n, k, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    for start in range(0, m, ROW_TILE):
+        rows = min(ROW_TILE, m - start)
+        lib.bf16_linear(x2[start].data_ptr(), weight.data_ptr(), b.data_ptr() if b is not None else None,
+                        out[start].data_ptr(), rows, n, k, threads)
     return out.view(*x.shape[:-1], n)

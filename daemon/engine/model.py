@@ -161,12 +161,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         t = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(t, self.nh, self.hd)
-        k = k.view(t, self.nkv, self.hd)
+        qk, v = self.qkv_proj(x).split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+        qk = qk.view(t, self.nh + self.nkv, self.hd)
+        qk = qk * cos + _rotate_half(qk) * sin          # RoPE on queries and keys at once
+        q, k = qk.split([self.nh, self.nkv], dim=1)
         v = v.view(t, self.nkv, self.hd)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
         # Write this step's keys and values into their cache slots.
         bs = k_cache.shape[1]
         k_flat = k_cache.view(-1, self.nkv, self.hd)
