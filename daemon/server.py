@@ -52,10 +52,12 @@ class PortInUseError(OSError):
 
 
 def _interceptors(ctx: DaemonContext) -> list[grpc.aio.ServerInterceptor]:
-    """Server interceptors, outermost first (the security wiring adds auth here)."""
+    """Server interceptors, outermost first (the security wiring adds auth here); the
+    malformed-request check is innermost, so only admitted callers reach it."""
     from .auth import security_interceptors
+    from .malformed import MalformedRequestInterceptor
 
-    return security_interceptors(ctx)
+    return [*security_interceptors(ctx), MalformedRequestInterceptor()]
 
 
 def _server_credentials(ctx: DaemonContext) -> grpc.ServerCredentials | None:

@@ -233,3 +233,26 @@ async def test_generate_refuses_bad_sampling_and_prompts(daemon):
             assert items[-1].result.finish_reason in (inference_pb2.FINISH_REASON_STOP,
                                                       inference_pb2.FINISH_REASON_LENGTH), items[-1]
         await assert_serving(ch)
+
+
+# -- corrupt bytes on the wire ----------------------------------------------------------------
+
+CORRUPT = (b"\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x02\xc3\x28")  # bad tag, bad length, bad UTF-8
+
+
+@pytest.mark.parametrize("method, streaming", [
+    ("/musaops.v1.Node/GetInfo", False), ("/musaops.v1.Node/ListModels", False),
+    ("/musaops.v1.Node/Undeploy", False), ("/musaops.v1.Node/Deploy", True),
+    ("/musaops.v1.Telemetry/Stream", True), ("/musaops.v1.Inference/Generate", True),
+    ("/musaops.v1.Audit/Query", True),
+])
+async def test_corrupt_request_bytes_are_invalid_argument(daemon, method, streaming):
+    """Used to be UNKNOWN 'Unexpected <class DecodeError>'."""
+    async with daemon.channel() as ch:
+        raw = dict(request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        for payload in CORRUPT:
+            if method.endswith(("GetInfo", "ListModels", "Stream", "Query")) and payload == CORRUPT[2]:
+                continue  # these request types have no string field 1: the bytes are valid (unknown field)
+            call = ch.unary_stream(method, **raw)(payload) if streaming else ch.unary_unary(method, **raw)(payload)
+            await refused(call, Code.INVALID_ARGUMENT, "not a valid protobuf message")
+        await assert_serving(ch)
