@@ -165,3 +165,20 @@ async def test_drain_and_close(engine):
     from musaops.daemon.engine.api import EngineClosedError
     with pytest.raises(EngineClosedError):
         await _run(engine, "x")
+
+
+def test_close_releases_weights_and_cache(llama_dir):
+    import gc
+    import weakref
+
+    import psutil
+
+    e = _engine(llama_dir, kv_blocks=4096)   # 4096 blocks x 16 tokens: a 64 MiB fp32 cache
+    model, storage = weakref.ref(e.model), weakref.ref(e.cache.storage)
+    assert e.info.kv_cache_bytes == 4096 * 16 * 2 * 2 * 2 * 16 * 4
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    e.close()
+    gc.collect()
+    assert model() is None and storage() is None
+    assert before - proc.memory_info().rss > 0.8 * e.info.kv_cache_bytes
