@@ -256,3 +256,25 @@ async def test_corrupt_request_bytes_are_invalid_argument(daemon, method, stream
             call = ch.unary_stream(method, **raw)(payload) if streaming else ch.unary_unary(method, **raw)(payload)
             await refused(call, Code.INVALID_ARGUMENT, "not a valid protobuf message")
         await assert_serving(ch)
+
+
+async def test_full_queue_is_resource_exhausted_with_retry_advice(make_daemon):
+    d = make_daemon(**{"engine.max_queue": 1})
+    async with d.channel() as ch:
+        deployed = await _deploy(node_pb2_grpc.NodeStub(ch), max_batch=1, max_context=2048)
+        assert deployed[-1].stage == node_pb2.DEPLOY_STAGE_READY
+        stub = inference_pb2_grpc.InferenceStub(ch)
+        long = _gen(max_tokens=2000, ignore_eos=True, temperature=0)  # runs until cancelled
+        running = stub.Generate(long)
+        await running.read()  # holds the only running slot
+        waiting = stub.Generate(long)
+        engine = d.ctx.deployments.get(DEMO_MODEL_NAME).engine
+        for _ in range(1000):  # until the second request is queued
+            if engine.stats().waiting >= 1:
+                break
+            await asyncio.sleep(0.01)
+        assert engine.stats().waiting == 1 and engine.stats().running == 1
+        await refused(stub.Generate(long), Code.RESOURCE_EXHAUSTED, "retry")
+        for call in (running, waiting):
+            call.cancel()
+        await assert_serving(ch)
