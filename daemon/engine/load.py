@@ -54,7 +54,7 @@ def load_engine(model_dir: str | Path, spec: EngineSpec, target: DeviceTarget,
         torch.set_num_threads(_cpu_threads())
     cfg = read_config(model_dir)
     tokenizer = Tokenizer(model_dir)
-    max_context = min(spec.max_context, cfg.max_position_embeddings)
+    max_context = min(spec.max_context, cfg.max_position_embeddings, cfg.sliding_window or spec.max_context)
     compute_dtype = _compute_dtype(spec.dtype, device)
     model = load_model(model_dir, spec.dtype, device, max_context, report, cancel, compute_dtype)
 

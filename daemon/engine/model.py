@@ -40,6 +40,7 @@ class ModelConfig:
     qkv_bias: bool
     eos_token_ids: tuple[int, ...] = ()
     bos_token_id: int | None = None
+    sliding_window: int | None = None   # Mistral; contexts are capped to it (no windowed attention)
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any]) -> "ModelConfig":
@@ -77,6 +78,8 @@ class ModelConfig:
             qkv_bias=arch == "Qwen2ForCausalLM" or bool(cfg.get("attention_bias", False)),
             eos_token_ids=eos_ids,
             bos_token_id=cfg.get("bos_token_id"),
+            sliding_window=(int(cfg["sliding_window"]) if cfg.get("sliding_window")
+                            and cfg.get("use_sliding_window", True) else None),
         )
 
 
