@@ -11,7 +11,8 @@ saves it as bf16 safetensors into a temp folder, and measures in one run:
 - bandwidth_bound_tok_s (measured read bandwidth / weight bytes) and compute_bound_tok_s
   (measured bf16 matmul FLOP/s / 2 FLOPs per parameter), and the engine as fractions
 
-`--quick` shrinks the model depth and the run; `--json` prints only the JSON object.
+`--quick` shrinks the model depth and the run; stdout is always one JSON line; without
+`--json` a readable summary also goes to stderr.
 """
 
 from __future__ import annotations
@@ -204,7 +205,10 @@ def main() -> None:
         "concurrent_3x_hf": (result.get("concurrent_vs_best_hf") or 0) >= 3.0,
         "concurrent_50pct_compute": result["concurrent_vs_compute_bound"] >= 0.5,
     }
-    print(json.dumps(result, indent=None if args.json else 2))
+    if not args.json:  # a readable summary on stderr; stdout stays one JSON line (run_all.py)
+        for key, value in result.items():
+            log(f"{key:>34}: {value}")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
