@@ -128,18 +128,28 @@ def _check_metrics(v: str) -> None:
         parse_hostport(v)
 
 
-def _positive(v: float) -> None:
+_MAX_LIMIT = 2**31 - 1      # engine limits travel as uint32 in GetInfo
+_MAX_GRACE_S = 86400.0
+
+
+def _positive(v: int) -> None:
     if v <= 0:
         raise ValueError(f"must be greater than 0, got {v}")
+    if v > _MAX_LIMIT:
+        raise ValueError(f"must be at most {_MAX_LIMIT}, got {v}")
 
 
-def _non_negative(v: float) -> None:
+def _grace(v: float) -> None:
+    if v != v or v in (float("inf"), float("-inf")):  # TOML allows nan and inf
+        raise ValueError(f"must be a finite number of seconds, got {v}")
     if v < 0:
         raise ValueError(f"must not be negative, got {v}")
+    if v > _MAX_GRACE_S:
+        raise ValueError(f"must be at most {_MAX_GRACE_S:.0f} seconds, got {v}")
 
 
 def _fraction(v: float) -> None:
-    if not 0 < v <= 0.95:
+    if not 0 < v <= 0.95:  # also refuses nan
         raise ValueError(f"must be in (0, 0.95], got {v}")
 
 
@@ -156,7 +166,7 @@ def _history(v: int) -> None:
 _VALUE_CHECKS: dict[str, Callable[[Any], None]] = {
     "server.listen": _check_listen,
     "server.metrics_listen": _check_metrics,
-    "server.grace_seconds": _non_negative,
+    "server.grace_seconds": _grace,
     "models.device": _device,
     "engine.default_kv_cache_fraction": _fraction,
     "telemetry.history_seconds": _history,

@@ -91,3 +91,18 @@ def test_missing_file(tmp_path):
 
 def test_metrics_listen_may_be_disabled(tmp_path):
     assert load_config(None, {"server.metrics_listen": "", "storage.state_dir": str(tmp_path)}).server.metrics_listen == ""
+
+
+@pytest.mark.parametrize("toml, key", [
+    ("[server]\ngrace_seconds = nan\n", "server.grace_seconds"),
+    ("[server]\ngrace_seconds = inf\n", "server.grace_seconds"),
+    ("[server]\ngrace_seconds = -1\n", "server.grace_seconds"),
+    ("[engine]\ndefault_kv_cache_fraction = nan\n", "engine.default_kv_cache_fraction"),
+    ("[engine]\nmax_tokens = 9223372036854775807\n", "engine.max_tokens"),  # would overflow GetInfo's uint32
+    ("[engine]\nmax_models = 0\n", "engine.max_models"),
+])
+def test_extreme_values_name_the_key(tmp_path, toml, key):
+    f = tmp_path / "musad.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(f, {"storage.state_dir": str(tmp_path)})
