@@ -148,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.screenshot:
         def shoot():
-            if args.view == "node" and window.state.order:
-                window.open_node(window.state.order[0])
+            if args.view == "node":
+                if window.state.order:
+                    window.open_node(window.state.order[0])
+                window.node_view.panel.redraw(force=True)
+            window.fleet_view.model.flush()   # every row, not the share a timer tick shows
             app.processEvents()
-            window.node_view.panel.redraw(force=True)
             path = Path(args.screenshot)
             path.parent.mkdir(parents=True, exist_ok=True)
             if not window.grab().save(str(path)):

@@ -63,12 +63,12 @@ class _Curve:
 class LivePanel(pg.GraphicsLayoutWidget):
     """A grid of time-series plots fed from one NodeHistory."""
 
-    PLOTS_PER_TICK = 2
+    PLOTS_PER_TICK = 1
 
     readout = Signal(str)   # hover read-out text
     frame_drawn = Signal()  # one per redraw (the benchmark counts these)
 
-    def __init__(self, parent=None, columns: int = 4, interval_ms: int = 200) -> None:
+    def __init__(self, parent=None, columns: int = 4, interval_ms: int = 100) -> None:
         super().__init__(parent)
         self.setAntialiasing(False)
         self.ci.setSpacing(6)

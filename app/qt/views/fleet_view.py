@@ -1,6 +1,6 @@
 """Fleet view: every node at a glance, with a summary bar, search and a state filter.
 
-One QTimer (4 ticks a second) flushes a quarter of the on-screen rows that have new data
+One QTimer (8 ticks a second) flushes an eighth of the on-screen rows that have new data
 (and all off-screen ones, which cost no paint) and refreshes the summary once a second:
 every row shows a new sample within a second, and no single event repaints the table.
 """
@@ -98,7 +98,7 @@ class FleetView(QWidget):
     node_activated = Signal(str)       # double-click: open the node view
     add_connection_requested = Signal()
 
-    TICKS_PER_SECOND = 4
+    TICKS_PER_SECOND = 8
 
     def __init__(self, state: FleetState, parent=None) -> None:
         super().__init__(parent)
