@@ -325,6 +325,8 @@ class DeploymentManager:
         Closing the iterator early (the client cancelled), even at the first event, sets the
         loader's cancel event; the model returns to the repository once the loader has stopped."""
         start = time.monotonic()
+        if req.model and not self._closed:  # read the folder's headers off the loop; validate hits the cache
+            await asyncio.to_thread(self.repository.get, req.model)
         entry, spec, target = self.validate(req)
         dep = Deployment(entry.name, entry, spec, target)
         self._deployments[entry.name] = dep

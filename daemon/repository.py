@@ -114,10 +114,25 @@ class ModelRepository:
         return entries
 
     def get(self, name: str) -> ModelEntry | None:
-        """The entry for `name` (freshly checked), or None when no such folder exists."""
-        if not name or "/" in name or name.startswith("."):
+        """The entry for `name` (freshly checked), or None when no such folder exists.
+        Looks at that one folder only (a few stat calls when unchanged)."""
+        if not name or "/" in name or "\x00" in name or name.startswith("."):
             return None
-        return next((e for e in self.scan() if e.name == name), None)
+        if "\ufffd" in name:  # maybe the shown form of a name that is not UTF-8: look at all
+            return next((e for e in self.scan() if e.name == name), None)
+        folder = self.root / name
+        try:
+            if not (folder.is_dir() or folder.is_symlink()) or folder.parent != self.root:
+                return None
+        except (OSError, ValueError):  # e.g. a name too long for the file system
+            return None
+        with self._lock:
+            sig = _signature(folder)
+            cached = self._cache.get(name)
+            if cached is None or cached[0] != sig:
+                cached = (sig, describe_folder(folder))
+                self._cache[name] = cached
+            return cached[1]
 
 
 def _signature(folder: pathlib.Path) -> tuple:
