@@ -153,7 +153,10 @@ def test_symlinks_spaces_unicode_and_plain_files(tmp_path, demo_model_dir):
     assert entries["linked"].parameters == entries["my model"].parameters
     for name in ("dangling", "loop"):
         assert "symbolic link" in entries[name].error and "not a folder" in entries[name].error
-    assert ModelRepository(repo).get("模型-ü").ok
+    lookup = ModelRepository(repo)
+    assert lookup.get("模型-ü").ok and lookup.get("linked").ok and "symbolic link" in lookup.get("dangling").error
+    for name in ("README.txt", "stray.safetensors", "x" * 5000, "a\x00b", "..", "linked/..", "absent"):
+        assert lookup.get(name) is None, name
 
 
 def test_repository_problem_says_what_is_wrong_with_the_root(tmp_path):
