@@ -302,6 +302,9 @@ class DeploymentManager:
         if model_max and max_context > model_max:
             raise RequestError(bad, f"max_context {max_context} is above the model's "
                                     f"max_position_embeddings of {model_max}.")
+        if max_context < 2:
+            raise RequestError(bad, f"max_context {max_context} leaves no room for output; a sequence needs at "
+                                    "least 2 tokens (a prompt token and an output token).")
         if max_context > MAX_CONTEXT_LIMIT:
             raise RequestError(bad, f"max_context {max_context} is above the limit of {MAX_CONTEXT_LIMIT} tokens.")
         existing = self._deployments.get(req.model)

@@ -90,7 +90,7 @@ async def test_deploy_refuses_bad_names_and_parameters(daemon):
             dict(kv_cache_fraction=math.nan), dict(kv_cache_fraction=math.inf),
             dict(kv_cache_fraction=-math.inf), dict(kv_cache_fraction=-0.5), dict(kv_cache_fraction=0.96),
             dict(kv_cache_fraction=1.0), dict(kv_cache_fraction=1e38),
-            dict(max_batch=U32_MAX), dict(max_context=U32_MAX),
+            dict(max_batch=U32_MAX), dict(max_context=U32_MAX), dict(max_context=1),
         ]
         for fields in bad:
             req = node_pb2.DeployRequest(model=DEMO_MODEL_NAME, **{**SMALL, **fields})
