@@ -102,10 +102,19 @@ def _register_services(server: grpc.aio.Server, ctx: DaemonContext) -> list[str]
 
 def build_context(config: Config, *, devices: Any = None, loader: Callable[..., Any] | None = None) -> DaemonContext:
     """The node's parts, ready but not started (no threads, no ports)."""
-    if devices is None:
-        from .devices import detect
+    if devices is not None:
+        return _build_context(config, devices, loader)
+    from .devices import detect
 
-        devices = detect(config.models.device)
+    devices = detect(config.models.device)
+    try:
+        return _build_context(config, devices, loader)
+    except BaseException:
+        devices.close()  # detected here: release the vendor library before the error propagates
+        raise
+
+
+def _build_context(config: Config, devices: Any, loader: Callable[..., Any] | None) -> DaemonContext:
     hostname = socket.gethostname()
     try:
         pathlib.Path(config.storage.state_dir).mkdir(parents=True, exist_ok=True)
