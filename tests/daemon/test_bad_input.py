@@ -278,3 +278,12 @@ async def test_full_queue_is_resource_exhausted_with_retry_advice(make_daemon):
         for call in (running, waiting):
             call.cancel()
         await assert_serving(ch)
+
+
+async def test_corrupt_bytes_from_an_unknown_caller_are_unauthenticated_first(make_daemon):
+    """The decode check runs after auth: a stranger learns nothing about request formats."""
+    d = make_daemon(**{"auth.required": True})
+    async with d.channel() as ch:
+        raw = dict(request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        await refused(ch.unary_unary("/musaops.v1.Node/GetInfo", **raw)(CORRUPT[0]), Code.UNAUTHENTICATED)
+        await refused(ch.unary_stream("/musaops.v1.Node/Deploy", **raw)(CORRUPT[2]), Code.UNAUTHENTICATED)
