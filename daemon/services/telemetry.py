@@ -15,6 +15,9 @@ from ..context import DaemonContext
 
 MIN_INTERVAL_MS, MAX_INTERVAL_MS, DEFAULT_INTERVAL_MS = 100, 60_000, 1000
 STREAM_METHOD = "/musaops.v1.Telemetry/Stream"
+# Appended to a serialised Snapshot it sets `backfill` (protobuf merges concatenated messages),
+# so a long backfill costs no decoding or re-encoding on the event loop.
+_BACKFILL_FLAG = telemetry_pb2.Snapshot(backfill=True).SerializeToString()
 
 
 class TelemetryServicer:
@@ -30,10 +33,7 @@ class TelemetryServicer:
         sub = sampler.subscribe(interval_ms / 1000.0)
         try:
             for pub in sampler.backfill(request.backfill_seconds):
-                snap = telemetry_pb2.Snapshot()
-                snap.CopyFrom(pub.message)
-                snap.backfill = True
-                yield snap.SerializeToString()
+                yield pub.data + _BACKFILL_FLAG
             while True:
                 pub = await sub.next_snapshot()
                 if pub is None:  # the daemon is shutting down: end the stream cleanly
