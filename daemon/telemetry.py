@@ -120,6 +120,10 @@ class TelemetrySampler:
     def closed(self) -> bool:
         return self._stopping
 
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
     # -- subscribers (event loop side) -----------------------------------------------------
 
     def subscribe(self, interval_s: float) -> Subscription:

@@ -14,6 +14,7 @@ from musaops.v1 import telemetry_pb2
 from ..context import DaemonContext
 
 MIN_INTERVAL_MS, MAX_INTERVAL_MS, DEFAULT_INTERVAL_MS = 100, 60_000, 1000
+MAX_STREAMS = 1024  # open streams per node; each costs a queue and a hand-off per tick
 STREAM_METHOD = "/musaops.v1.Telemetry/Stream"
 # Appended to a serialised Snapshot it sets `backfill` (protobuf merges concatenated messages),
 # so a long backfill costs no decoding or re-encoding on the event loop.
@@ -30,6 +31,10 @@ class TelemetryServicer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"interval_ms {interval_ms} is outside {MIN_INTERVAL_MS}..{MAX_INTERVAL_MS} ms.")
         sampler = self.ctx.telemetry
+        if sampler.subscriber_count >= MAX_STREAMS:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"This node already serves {MAX_STREAMS} telemetry streams, its limit; "
+                                "close unused ones (a console needs one per node) and retry in a few seconds.")
         sub = sampler.subscribe(interval_ms / 1000.0)
         try:
             for pub in sampler.backfill(request.backfill_seconds):
