@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -137,15 +138,23 @@ def run(args) -> dict:
         QTimer.singleShot(int(seconds * 1000), loop.quit)
         loop.exec()
 
+    def thread_cpu() -> dict[int, float]:
+        return {t.id: t.user_time + t.system_time for t in proc.threads()}
+
     def measure(seconds: float, probe: LatencyProbe) -> dict:
-        c0, t0 = proc.cpu_times(), time.perf_counter()
+        c0, t0, th0 = proc.cpu_times(), time.perf_counter(), thread_cpu()
         probe.start()
         pump(seconds)
         probe.stop()
-        c1, t1 = proc.cpu_times(), time.perf_counter()
+        c1, t1, th1 = proc.cpu_times(), time.perf_counter(), thread_cpu()
         p50, p99 = probe.percentiles()
         cpu = 100.0 * ((c1.user - c0.user) + (c1.system - c0.system)) / (t1 - t0)
-        return {"p50": round(p50, 2), "p99": round(p99, 2), "cpu": round(cpu, 1)}
+
+        def share(tid) -> float:
+            return round(100.0 * (th1.get(tid, 0.0) - th0.get(tid, 0.0)) / (t1 - t0), 1)
+        hub_tid = hub._thread.native_id if hub._thread else None
+        return {"p50": round(p50, 2), "p99": round(p99, 2), "cpu": round(cpu, 1),
+                "gui_cpu": share(threading.main_thread().native_id), "hub_cpu": share(hub_tid)}
 
     bridge = HubBridge()
     hub = NodeHub(bridge)
@@ -213,6 +222,8 @@ def run(args) -> dict:
             "chart_fps": round(fps, 1),
             "chart_timer_fps": round(1000.0 / node_view.panel.timer.interval(), 1),
             "cpu_percent_of_one_core": loaded["cpu"],
+            "cpu_percent_gui_thread": loaded["gui_cpu"],
+            "cpu_percent_hub_thread": loaded["hub_cpu"],
             f"rss_mb_at_{int(args.t1)}s": round(rss1, 1),
             f"rss_mb_at_{int(args.t2)}s": round(rss2, 1),
             "rss_growth_ratio": round(rss2 / rss1, 3),

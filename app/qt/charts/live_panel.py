@@ -8,6 +8,7 @@ redraw allocates little and costs the same whether data arrives at 1 Hz or in a 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -85,6 +86,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._known_models: tuple[str, ...] = ()
         self._cursor: dict[str, pg.InfiniteLine] = {}
         self._ymax: dict[str, float] = {}
+        self._xrange: dict[str, tuple[float, float]] = {}
         self._notes: dict[str, str] = {}
         self._title_color = "#475569"
         self._drawn: tuple = ()
@@ -152,6 +154,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._known_devices = ()
         self._known_models = ()
         self._ymax.clear()
+        self._xrange.clear()
         self._notes.clear()
         self.redraw(force=True)
 
@@ -230,9 +233,13 @@ class LivePanel(pg.GraphicsLayoutWidget):
             self._drawn = stamp
             self._sync_curves()
             if self.paused:
-                self._now = self._frozen_now
+                now = self._frozen_now
             else:
-                self._now = h.last_time if h is not None and h.last_time else time.time()
+                now = h.last_time if h is not None and h.last_time else time.time()
+            # The axis advances in steps of a tenth of the window, not with every sample:
+            # an axis that has not moved repaints from its cache instead of re-laying ticks.
+            step = self.window_s / 10.0
+            self._now = math.ceil(now / step) * step
             self._pending = set(self._curves)
         if not self._pending:
             return
@@ -277,7 +284,9 @@ class LivePanel(pg.GraphicsLayoutWidget):
         if self._ymax.get(key) != ymax:   # re-laying out an axis is costly: only on change
             self._ymax[key] = ymax
             plot.setYRange(0, ymax, padding=0.02)
-        plot.setXRange(x0, now, padding=0)
+        if self._xrange.get(key) != (x0, now):
+            self._xrange[key] = (x0, now)
+            plot.setXRange(x0, now, padding=0)
 
     def _set_title(self, key: str, note: str) -> None:
         """Title with the unit, or a note such as "not reported" (a device without sensors)."""
