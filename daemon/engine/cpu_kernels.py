@@ -48,42 +48,56 @@ static inline float hsum(__m256 v) {
 void bf16_linear(const float *x, const uint16_t *w, const float *bias, float *out,
                  int64_t M, int64_t N, int64_t K, int nthreads) {
     const int64_t K8 = K & ~7LL;
+    /* M == 1: split x into even and odd elements once. A 32-bit lane of the weights holds
+       two bf16 values: the odd one is the lane with its low half cleared, the even one the
+       lane shifted left by 16, so widening costs one AND and one shift per 16 weights. */
+    const int64_t K16 = K & ~15LL;
+    float *xe = NULL, *xo = NULL;
+    if (M == 1) {
+        xe = (float *)aligned_alloc(32, (K16 / 2 + 8) * sizeof(float));
+        xo = (float *)aligned_alloc(32, (K16 / 2 + 8) * sizeof(float));
+        for (int64_t k = 0; k < K16 / 2; k++) { xe[k] = x[2 * k]; xo[k] = x[2 * k + 1]; }
+    }
     #pragma omp parallel num_threads(nthreads)
     {
         float *wf = (M > 1) ? (float *)aligned_alloc(32, ((4 * K + 7) / 8) * 8 * sizeof(float)) : NULL;
+        const __m256i hi_mask = _mm256_set1_epi32((int)0xFFFF0000u);
         #pragma omp for schedule(static)
         for (int64_t n0 = 0; n0 < N; n0 += 4) {
             const int64_t nb = (N - n0) < 4 ? (N - n0) : 4;
-            if (M == 1 && nb == 4) {
-                const uint16_t *w0 = w + n0 * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
-                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-                for (int64_t k = 0; k < K8; k += 8) {
-                    __m256 xv = _mm256_loadu_ps(x + k);
-                    a0 = _mm256_fmadd_ps(ld_bf16(w0 + k), xv, a0);
-                    a1 = _mm256_fmadd_ps(ld_bf16(w1 + k), xv, a1);
-                    a2 = _mm256_fmadd_ps(ld_bf16(w2 + k), xv, a2);
-                    a3 = _mm256_fmadd_ps(ld_bf16(w3 + k), xv, a3);
-                }
-                float r[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-                for (int64_t k = K8; k < K; k++) {
-                    r[0] += bf16f(w0[k]) * x[k]; r[1] += bf16f(w1[k]) * x[k];
-                    r[2] += bf16f(w2[k]) * x[k]; r[3] += bf16f(w3[k]) * x[k];
-                }
-                for (int j = 0; j < 4; j++) out[n0 + j] = r[j] + (bias ? bias[n0 + j] : 0.f);
-                continue;
-            }
-            if (M == 1) {  /* ragged tail rows */
+            if (M == 1) {
+                /* one row at a time: the weights are read as one sequential stream */
                 for (int64_t j = 0; j < nb; j++) {
-                    float s = 0.f;
-                    for (int64_t k = 0; k < K; k++) s += bf16f(w[(n0 + j) * K + k]) * x[k];
-                    out[n0 + j] = s + (bias ? bias[n0 + j] : 0.f);
+                    const uint16_t *wr = w + (n0 + j) * K;
+                    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                    int64_t k = 0;
+                    for (; k + 32 <= K16; k += 32) {
+                        __m256i p = _mm256_loadu_si256((const __m256i *)(wr + k));
+                        __m256i q = _mm256_loadu_si256((const __m256i *)(wr + k + 16));
+                        a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(p, 16)), _mm256_load_ps(xe + k / 2), a0);
+                        a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(p, hi_mask)), _mm256_load_ps(xo + k / 2), a1);
+                        a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(q, 16)), _mm256_load_ps(xe + k / 2 + 8), a2);
+                        a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(q, hi_mask)), _mm256_load_ps(xo + k / 2 + 8), a3);
+                    }
+                    for (; k < K16; k += 16) {
+                        __m256i p = _mm256_loadu_si256((const __m256i *)(wr + k));
+                        a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(p, 16)), _mm256_load_ps(xe + k / 2), a0);
+                        a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(p, hi_mask)), _mm256_load_ps(xo + k / 2), a1);
+                    }
+                    float r = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+                    for (k = K16; k < K; k++) r += bf16f(wr[k]) * x[k];
+                    out[n0 + j] = r + (bias ? bias[n0 + j] : 0.f);
                 }
                 continue;
             }
             /* M > 1: widen up to four rows once into an L1-resident buffer, reuse them for every x row. */
-            for (int64_t j = 0; j < 4; j++)
-                for (int64_t k = 0; k < K; k++)
-                    wf[j * K + k] = j < nb ? bf16f(w[(n0 + j) * K + k]) : 0.f;
+            for (int64_t j = 0; j < 4; j++) {
+                if (j >= nb) { for (int64_t k = 0; k < K; k++) wf[j * K + k] = 0.f; continue; }
+                const uint16_t *wr = w + (n0 + j) * K;
+                int64_t k = 0;
+                for (; k < K8; k += 8) _mm256_storeu_ps(wf + j * K + k, ld_bf16(wr + k));
+                for (; k < K; k++) wf[j * K + k] = bf16f(wr[k]);
+            }
             int64_t m = 0;
             for (; m + 2 <= M; m += 2) {
                 const float *x0 = x + m * K, *x1 = x0 + K;
@@ -122,6 +136,8 @@ void bf16_linear(const float *x, const uint16_t *w, const float *bias, float *ou
         }
         free(wf);
     }
+    free(xe);
+    free(xo);
 }
 """
 
