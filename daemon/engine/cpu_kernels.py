@@ -141,10 +141,13 @@ void bf16_linear(const float *x, const uint16_t *w, const float *bias, float *ou
 }
 """
 
-# Longer inputs (prefill) go through the kernel in row tiles of this size, so a tile of x
-# stays in L2 while the bf16 weights stream past it (re-reading the weights once per tile
-# costs far less than widening them to fp32 in memory).
+# Up to this many rows the kernel runs over row tiles of ROW_TILE (a tile of x stays in L2
+# while the bf16 weights stream past). Longer inputs (prefill) widen the weights 1024 rows
+# at a time and use torch's fp32 GEMM: at that size MKL's blocking wins and widening is a
+# small cost next to the multiply.
 ROW_TILE = 64
+GEMM_ROWS = 256
+WIDEN_CHUNK = 1024
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -223,6 +226,12 @@ def bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     x2 = x2.contiguous()
     out = torch.empty(m, n, dtype=torch.float32)
     b = None if bias is None else bias.float().contiguous()
+    if m >= GEMM_ROWS:
+        for i in range(0, n, WIDEN_CHUNK):
+            torch.mm(x2, weight[i:i + WIDEN_CHUNK].float().T, out=out[:, i:i + WIDEN_CHUNK])
+        if b is not None:
+            out += b
+        return out.view(*x.shape[:-1], n)
     threads = torch.get_num_threads()
     for start in range(0, m, ROW_TILE):
         rows = min(ROW_TILE, m - start)

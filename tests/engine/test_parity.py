@@ -120,6 +120,8 @@ def test_cpu_bf16_kernel_matches_fp32_math_on_bf16_weights(llama_dir):
         got = _all_logits(runner, ids, chunk)
         want = ref[[min(i + chunk, 30) - 1 for i in range(0, 30, chunk)]]
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    x = torch.randn(100, 64)   # more rows than ROW_TILE: the tiled path
-    w = torch.randn(48, 64).to(torch.bfloat16)
-    torch.testing.assert_close(cpu_kernels.bf16_linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-4)
+    w = torch.randn(1100, 64).to(torch.bfloat16)
+    b = torch.randn(1100)
+    for rows in (1, 7, 100, 300):   # GEMV, one tile, several tiles, widen-and-GEMM
+        x = torch.randn(rows, 64)
+        torch.testing.assert_close(cpu_kernels.bf16_linear(x, w, b), x @ w.float().T + b, rtol=1e-5, atol=1e-4)
