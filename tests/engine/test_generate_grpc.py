@@ -160,3 +160,23 @@ async def test_generate_is_audited_with_hash_not_prompt(served):
     assert params["completion_tokens"] == 4 and params["finish_reason"] == "length"
     assert "prompt" not in params and "secret" not in ok.params_json
     assert bad.outcome == "failed" and "prompt is empty" in bad.error
+
+
+
+async def test_store_prompts_keeps_the_prompt_in_the_audit_record(make_daemon):
+    import json
+
+    from musaops.daemon.audit import AuditFilter
+
+    d = make_daemon(**{"audit.store_prompts": True})
+    async with d.channel() as ch:
+        async for _ in node_pb2_grpc.NodeStub(ch).Deploy(node_pb2.DeployRequest(
+                model=DEMO_MODEL_NAME, dtype="float32", max_batch=2, max_context=128)):
+            pass
+        await _generate(ch, prompt="keep me", sampling=P(temperature=0, max_tokens=2))
+    for _ in range(200):
+        records = d.ctx.audit.query(AuditFilter(action="inference.Generate"))
+        if records:
+            break
+        await asyncio.sleep(0.02)
+    assert json.loads(records[0].params_json)["prompt"] == "keep me"
