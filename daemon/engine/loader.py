@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 
 from .api import DTYPES, DeviceTarget, LoadError
-from .model import CausalLM, ModelConfig
+from .model import CausalLM, ModelConfig, RMSNorm
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -168,6 +168,11 @@ def load_model(model_dir: str | Path, dtype: str, device: torch.device, max_posi
         if missing:
             raise LoadError(f"tensor {missing[0]} is missing from the weights "
                             f"({len(missing)} missing in all)")
+        if compute_dtype is not None and compute_dtype != tdtype:
+            # Norm weights are tiny: keep them in the compute dtype (no per-step promotion).
+            for mod in model.modules():
+                if isinstance(mod, RMSNorm):
+                    mod.weight.data = mod.weight.data.to(compute_dtype)
         model.build_rope(device)
     except LoadError:
         raise
