@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .api import DeviceTarget, EngineInfo, EngineSpec, LoadError, LoadProgress, RequestObserver
+from .api import (DeviceTarget, EngineInfo, EngineSpec, LoadError, LoadProgress, RequestObserver,
+                  SamplingParams)
 from .engine import LLMEngine
 from .kv_cache import KVCache, bytes_per_block, free_memory_bytes
 from .loader import TORCH_DTYPES, load_model, read_config, torch_device
@@ -83,7 +84,6 @@ def load_engine(model_dir: str | Path, spec: EngineSpec, target: DeviceTarget,
     runner = ModelRunner(model, cache, device)
     n = min(8, max_context - WARMUP_STEPS)
     if n > 0:
-        from .api import SamplingParams
         seq = Sequence("warmup", [0] * n, SamplingParams(), max_tokens=WARMUP_STEPS)
         seq.block_table = list(range(min(num_blocks, -(-(n + WARMUP_STEPS) // bs))))
         for step in range(WARMUP_STEPS):
