@@ -4,7 +4,9 @@ and SVG icons from resources/icons tinted to the theme's text colour.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,9 +35,34 @@ THEMES: dict[str, dict[str, str]] = {
 }
 
 
+def _arrow_images(name: str) -> dict[str, str]:
+    """QSS can only load images from files, so the arrow SVGs are written once per theme,
+    tinted with its muted colour, to a per-user temp folder; returns @token -> path."""
+    folder = Path(tempfile.gettempdir()) / f"musa-console-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for key, colour in (("muted", THEMES[name]["muted"]), ("disabled", THEMES[name]["border"])):
+        for arrow in ("up", "down"):
+            svg = (RESOURCES / "icons" / f"arrow-{arrow}.svg").read_text(encoding="utf-8")
+            path = folder / f"arrow-{arrow}-{name}-{key}.svg"
+            data = svg.replace("currentColor", colour)
+            if not path.exists() or path.read_text(encoding="utf-8") != data:
+                path.write_text(data, encoding="utf-8")
+            suffix = "" if key == "muted" else "_off"
+            out[f"@img_arrow_{arrow}{suffix}"] = path.as_posix()
+    check = (RESOURCES / "icons" / "check.svg").read_text(encoding="utf-8").replace("currentColor", "#ffffff")
+    path = folder / "check-white.svg"
+    if not path.exists() or path.read_text(encoding="utf-8") != check:
+        path.write_text(check, encoding="utf-8")
+    out["@img_check"] = path.as_posix()
+    return out
+
+
 def style_sheet(name: str) -> str:
     colors = THEMES[name]
     qss = (RESOURCES / "styles" / "base.qss").read_text(encoding="utf-8")
+    for token, path in sorted(_arrow_images(name).items(), key=lambda kv: len(kv[0]), reverse=True):
+        qss = qss.replace(token, path)
     # Longest tokens first so @accent_soft is not eaten by @accent.
     for key in sorted(colors, key=len, reverse=True):
         qss = qss.replace(f"@{key}", colors[key])

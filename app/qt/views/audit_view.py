@@ -15,7 +15,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDateTimeEdit, QFileDialog,
                                QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QProgressBar, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
 
-from musaops.app.qt.models.audit_model import COL_TIME, AuditTableModel
+from musaops.app.qt.models.audit_model import (COL_ACTION, COL_ACTOR, COL_CLIENT, COL_ERROR, COL_NODE,
+                                              COL_OUTCOME, COL_ROLE, COL_SEQ, COL_TARGET, COL_TIME,
+                                              AuditTableModel)
 from musaops.app.qt.views.node_directory import NodeDirectory
 from musaops.app.services.audit_feed import (CONSOLE_SOURCE, AuditClient, AuditFilterSpec,
                                              ConsoleLogFetcher, VerifyOutcome, log_detail)
@@ -40,6 +42,7 @@ class _SourceRow(QWidget):
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         self.include = QCheckBox(label)
+        self.include.setToolTip(label)
         self.include.setChecked(True)
         row.addWidget(self.include, 1)
         self.verify = QPushButton("Verify")
@@ -76,6 +79,8 @@ class AuditView(QWidget):
         self.export_finished.connect(self._on_export_finished)
         self.model.loading_changed.connect(lambda _b: self._update_status())
         self.model.rowsInserted.connect(lambda *_: self._update_status())
+        self.model.rowsInserted.connect(lambda *_: self._fit_columns())
+        self.model.modelReset.connect(lambda: setattr(self, "_fitted", False))
         self.model.source_error.connect(lambda *_: self._update_status())
         if store is not None:   # this console's own actions go to its operator log
             bridge.deploy_event.connect(self._log_deploy)
@@ -110,7 +115,8 @@ class AuditView(QWidget):
         self.since_on = QCheckBox("From")
         self.since = QDateTimeEdit(now.addDays(-7))
         self.until_on = QCheckBox("Until")
-        self.until = QDateTimeEdit(now.addSecs(3600))
+        self.until_on.setToolTip("Times are UTC; the default is when this view opened")
+        self.until = QDateTimeEdit(now)
         for edit in (self.since, self.until):
             if hasattr(edit, "setTimeZone"):      # Qt >= 6.7
                 edit.setTimeZone(utc)
@@ -118,6 +124,7 @@ class AuditView(QWidget):
                 edit.setTimeSpec(Qt.TimeSpec.UTC)
             edit.setDisplayFormat("yyyy-MM-dd HH:mm:ss 'UTC'")
             edit.setCalendarPopup(True)
+            edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance("2026-11-30 23:59:59 UTC") + 48)
         self.actor = QLineEdit()
         self.actor.setPlaceholderText("any actor")
         self.action = QComboBox()
@@ -142,6 +149,9 @@ class AuditView(QWidget):
         filters.addWidget(QLabel("Outcome"), 1, 4)
         filters.addWidget(self.outcome, 1, 5)
         filters.addWidget(self.apply_button, 1, 6)
+        filters.setColumnStretch(1, 1)
+        filters.setColumnStretch(3, 1)
+        filters.setHorizontalSpacing(8)
 
         self.sources_box = QGroupBox("Sources")
         self.sources_layout = QVBoxLayout(self.sources_box)
@@ -154,12 +164,28 @@ class AuditView(QWidget):
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setColumnWidth(COL_TIME, 190)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(False)
+        header.setMinimumSectionSize(48)
+        fm = self.table.fontMetrics()
+        pad = 24   # cell padding plus the header's sort arrow
+        # Fixed-content columns get the width of their widest typical value; Target and
+        # Error (free text) take the rest and stretch with the window.
+        for col, sample in ((COL_TIME, "2026-11-30 12:14:44.758"), (COL_NODE, "gpu-node-01"),
+                            (COL_ACTOR, "anonymous"), (COL_ROLE, "operator"),
+                            (COL_ACTION, "inference.Generate"), (COL_OUTCOME, "denied"),
+                            (COL_TARGET, "tiny-llama-7b"), (COL_CLIENT, "ipv4:127.0.0.1:65535"),
+                            (COL_SEQ, "000000")):
+            header.resizeSection(col, fm.horizontalAdvance(sample) + pad)
+        header.setSectionResizeMode(COL_ERROR, QHeaderView.ResizeMode.Stretch)
+        header.resizeSection(COL_ERROR, 160)
 
         self.status = QLabel("")
         self.status.setObjectName("audit-status")
+        self.status.setWordWrap(True)   # long per-source errors must not widen the view
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.format = QComboBox()
         self.format.addItems(list(FORMATS))
         self.export_button = QPushButton("Export…")
@@ -182,7 +208,11 @@ class AuditView(QWidget):
         split.addWidget(self.sources_box)
         split.addWidget(self.table)
         split.setStretchFactor(1, 4)
+        split.setChildrenCollapsible(False)
+        self.sources_box.setMinimumWidth(250)
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 12, 16, 12)   # same page margins as the other views
+        layout.setSpacing(8)
         layout.addLayout(filters)
         layout.addWidget(split, 1)
         layout.addLayout(bottom)
@@ -208,6 +238,19 @@ class AuditView(QWidget):
                 row.include.setText(label)
         if added:   # a node joined: show its records too
             self.apply_filters()
+
+    def _fit_columns(self) -> None:
+        """Sizes the columns to the first page of records, once per query: cheap (Qt samples
+        at most a few hundred rows) and it keeps values like "inference.Generate" whole."""
+        if getattr(self, "_fitted", False) or self.model.rowCount() == 0:
+            return
+        self._fitted = True
+        header = self.table.horizontalHeader()
+        for col in range(self.model.columnCount()):
+            if col == COL_ERROR:
+                continue
+            want = max(self.table.sizeHintForColumn(col), header.sectionSizeHint(col)) + 8
+            header.resizeSection(col, min(want, 280))
 
     def selected_sources(self) -> list[str]:
         return [s for s, row in self.source_rows.items() if row.include.isChecked()]
