@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QGraphicsItem
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsSimpleTextItem
 
 from ...core.ring import NodeHistory
 
@@ -88,6 +88,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._ymax: dict[str, float] = {}
         self._xrange: dict[str, tuple[float, float]] = {}
         self._notes: dict[str, str] = {}
+        self._blank: dict[str, QGraphicsSimpleTextItem] = {}
         self._title_color = "#475569"
         self._drawn: tuple = ()
         self._pending: set[str] = set()
@@ -126,6 +127,16 @@ class LivePanel(pg.GraphicsLayoutWidget):
         line.hide()
         plot.addItem(line, ignoreBounds=True)
         self._cursor[spec.key] = line
+        # Shown instead of empty axes when no device reports this field (e.g. power on a CPU).
+        blank = QGraphicsSimpleTextItem("Not reported by this device", plot.vb)
+        font = QFont()
+        font.setPointSizeF(9.0)
+        blank.setFont(font)
+        blank.setBrush(QColor(self._title_color))
+        blank.setZValue(10)
+        blank.hide()
+        plot.vb.sigResized.connect(lambda _vb, b=blank, v=plot.vb: _centre(b, v))
+        self._blank[spec.key] = blank
         self._plots[spec.key] = plot
         self._specs[spec.key] = spec
         self._curves[spec.key] = []
@@ -138,6 +149,8 @@ class LivePanel(pg.GraphicsLayoutWidget):
                 ax.setPen(pg.mkPen(foreground))
                 ax.setTextPen(pg.mkPen(foreground))
             plot.titleLabel.setText(plot.titleLabel.text, color=foreground)
+        for blank in self._blank.values():
+            blank.setBrush(QColor(foreground))
         self._title_color = foreground
 
     # --- configuration ---------------------------------------------------------------------
@@ -289,14 +302,28 @@ class LivePanel(pg.GraphicsLayoutWidget):
             plot.setXRange(x0, now, padding=0)
 
     def _set_title(self, key: str, note: str) -> None:
-        """Title with the unit, or a note such as "not reported" (a device without sensors)."""
+        """Title with the unit; when the field is "not reported" (a device without sensors)
+        the plot hides its value axis, grid and legend and shows a centred sentence instead."""
         if self._notes.get(key) == note:
             return
         self._notes[key] = note
         spec = self._specs[key]
-        extra = note or spec.unit
-        self._plots[key].setTitle(f"{spec.title} <span style='font-size:8pt'>({extra})</span>",
-                                  size="9pt", color=self._title_color)
+        plot = self._plots[key]
+        plot.setTitle(f"{spec.title} <span style='font-size:8pt'>({spec.unit})</span>",
+                      size="9pt", color=self._title_color)
+        missing = bool(note)
+        plot.getAxis("left").setStyle(showValues=not missing, tickLength=0 if missing else -5)
+        plot.showGrid(x=not missing, y=not missing, alpha=0.15)
+        if plot.legend is not None:
+            plot.legend.setVisible(not missing)
+        blank = self._blank[key]
+        blank.setText(f"{note[:1].upper()}{note[1:]} by this device" if missing else "")
+        blank.setVisible(missing)
+        _centre(blank, plot.vb)
+
+    def note(self, key: str) -> str:
+        """The plot's note ("" or "not reported"), for tests and the read-out."""
+        return self._notes.get(key, "")
 
     def _on_mouse(self, pos) -> None:
         for key, plot in self._plots.items():
@@ -317,6 +344,11 @@ class LivePanel(pg.GraphicsLayoutWidget):
             self._cursor[key].show()
             self.readout.emit(f"{parts[0]}  {parts[1]} " + ", ".join(parts[2:])
                               + f" {self._specs[key].unit}")
+
+
+def _centre(item: QGraphicsSimpleTextItem, vb: pg.ViewBox) -> None:
+    r, b = vb.rect(), item.boundingRect()
+    item.setPos(r.center().x() - b.width() / 2, r.center().y() - b.height() / 2)
 
 
 def _nice_ceiling(value: float) -> float:

@@ -46,6 +46,8 @@ class DeviceTile:
     power: float | None
     power_limit: float | None
     spark: np.ndarray          # recent utilisation, NaN for gaps
+    mem_used: int | None = None   # bytes
+    mem_total: int | None = None  # bytes
 
 
 def _fmt_ago(seconds: float) -> str:
@@ -252,8 +254,15 @@ class FleetModel(QAbstractTableModel):
                 dev.index, dev.name,
                 s.utilization_percent if s else None, s.memory_percent if s else None,
                 s.temperature_celsius if s else None, s.power_watts if s else None,
-                s.power_limit_watts if s else None, spark))
+                s.power_limit_watts if s else None, spark,
+                s.memory_used_bytes if s else None,
+                (s.memory_total_bytes if s else None) or dev_total(dev)))
         return tuple(tiles)
+
+
+def dev_total(dev) -> int | None:
+    """The device's memory size from GetInfo, when the sample lacks it."""
+    return getattr(dev, "memory_total_bytes", None) or None
 
 
 def _runs(rows: list[int]):

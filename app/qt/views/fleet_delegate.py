@@ -1,9 +1,10 @@
-"""Paints the fleet table's Devices column: one compact tile per device.
+"""Paints the fleet table's Devices column: one compact, labelled line per device.
 
-A tile shows the device index and utilisation, a utilisation sparkline, and four thin bars
-(utilisation, memory, temperature, power; colours in BAR_COLORS, legend in the fleet view).
-Exact values are in the cell's tooltip. Tiles flow left to right and wrap to the column's
-width; the view sets the row height from `row_height`.
+A line reads: device index, a utilisation bar with its percentage, a memory bar with
+used / total, the temperature and power where the device reports them, and (when the
+column is wide enough) a 60 s utilisation sparkline. Lines stack and, in a wide column,
+flow into several columns. Exact values for every device are in the cell's tooltip; the
+view sets the row height from `row_height`.
 """
 
 from __future__ import annotations
@@ -12,23 +13,41 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPixmap, QPolygonF
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
 from ..models.fleet_model import COL_DEVICES, DEVICES_ROLE, NODE_ID_ROLE, STAMP_ROLE, DeviceTile
 
-TILE_W, TILE_H, GAP = 58, 46, 6
+LINE_H, GAP, PAD = 20, 3, 6
+MIN_LINE_W, MAX_LINE_W = 300, 560      # a column of lines needs at least / uses at most this
+SPARK_W = 56                           # sparkline width at the minimum line width
 BAR_COLORS = (QColor("#3b82f6"), QColor("#8b5cf6"), QColor("#f59e0b"), QColor("#ef4444"))
 BAR_NAMES = ("utilisation", "memory", "temperature", "power")
+GIB = 1024 ** 3
 
 
-def tiles_per_line(width: int) -> int:
-    return max(1, (width - GAP) // (TILE_W + GAP))
+def columns_for(width: int, devices: int) -> int:
+    return max(1, min(max(1, devices), (width - PAD) // (MIN_LINE_W + PAD)))
 
 
 def row_height(max_devices: int, width: int = 10_000) -> int:
-    lines = max(1, math.ceil(max(1, max_devices) / tiles_per_line(width)))
-    return lines * (TILE_H + GAP) + GAP
+    lines = math.ceil(max(1, max_devices) / columns_for(width, max_devices))
+    return lines * LINE_H + (lines - 1) * GAP + 2 * PAD
+
+
+def fmt_memory(t: DeviceTile) -> str:
+    if t.mem_used is not None and t.mem_total:
+        return f"{t.mem_used / GIB:.1f} / {t.mem_total / GIB:.0f} GiB"
+    return "—" if t.mem is None else f"{t.mem:.0f}%"
+
+
+def fmt_extras(t: DeviceTile) -> str:
+    parts = []
+    if t.temp is not None:
+        parts.append(f"{t.temp:.0f} °C")
+    if t.power is not None:
+        parts.append(f"{t.power:.0f} W")
+    return " · ".join(parts)
 
 
 def bar_fractions(t: DeviceTile) -> tuple[float | None, ...]:
@@ -96,38 +115,75 @@ class FleetDelegate(QStyledItemDelegate):
             painter.fillRect(0, 0, width, height, option.palette.highlight())
         text_color = option.palette.text().color()
         track = QColor(text_color)
-        track.setAlpha(30)
+        track.setAlpha(22)
         font = QFont(option.font)
-        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.78))
+        font.setPointSizeF(max(7.5, font.pointSizeF() * 0.88))
         painter.setFont(font)
-        per_line = tiles_per_line(width)
-        lines = math.ceil(len(tiles) / per_line)
-        top = max(GAP // 2, (height - lines * (TILE_H + GAP) + GAP) // 2)
+        fm = QFontMetrics(font)
+        cols = columns_for(width, len(tiles))
+        lines = math.ceil(len(tiles) / cols)
+        col_w = min(MAX_LINE_W, (width - PAD * (cols + 1)) / cols)
+        used_h = lines * LINE_H + (lines - 1) * GAP
+        top = max(PAD // 2, (height - used_h) / 2)
+        extras_w = max((fm.horizontalAdvance(fmt_extras(t)) for t in tiles), default=0)
         for i, t in enumerate(tiles):
-            line, col = divmod(i, per_line)
-            x = GAP + col * (TILE_W + GAP)
-            y = top + line * (TILE_H + GAP)
-            self._paint_tile(painter, QRectF(x, y, TILE_W, TILE_H), t, text_color, track)
+            col, line = divmod(i, lines)       # fill column by column: #0 #1 under each other
+            x = PAD + col * (col_w + PAD)
+            y = top + line * (LINE_H + GAP)
+            self._paint_line(painter, QRectF(x, y, col_w, LINE_H), t, text_color, track, fm,
+                             extras_w)
 
-    def _paint_tile(self, p: QPainter, rect: QRectF, t: DeviceTile, text: QColor,
-                    track: QColor) -> None:
-        label_h = 13.0
+    def _paint_line(self, p: QPainter, rect: QRectF, t: DeviceTile, text: QColor,
+                    track: QColor, fm: QFontMetrics, extras_w: int) -> None:
+        left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+        right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+        muted = QColor(text)
+        muted.setAlpha(150)
+        idx_w = fm.horizontalAdvance("#00") + 6
+        p.setPen(muted)
+        p.drawText(QRectF(rect.x(), rect.y(), idx_w, rect.height()), left, f"#{t.index}")
+        x = rect.x() + idx_w
+        spark_w = 0
+        if rect.width() - idx_w - extras_w >= 260:
+            spark_w = max(SPARK_W, int(rect.width() * 0.2))
+        tail = (extras_w + 8 if extras_w else 0) + (spark_w + 6 if spark_w else 0)
+        avail = rect.right() - x - tail
+        util_w = max(40.0, avail * 0.42)
+        mem_w = max(40.0, avail - util_w - 6)
+        bar_h = rect.height() - 4
+        by = rect.y() + 2
+        util = None if t.util is None else max(0.0, min(1.0, t.util / 100.0))
+        mem = None if t.mem is None else max(0.0, min(1.0, t.mem / 100.0))
+        self._bar(p, QRectF(x, by, util_w, bar_h), util, BAR_COLORS[0], track, text,
+                  "—" if t.util is None else f"{t.util:.0f}%")
+        x += util_w + 6
+        self._bar(p, QRectF(x, by, mem_w, bar_h), mem, BAR_COLORS[1], track, text, fmt_memory(t))
+        x += mem_w + 8
+        if extras_w:
+            p.setPen(text)
+            p.drawText(QRectF(x, rect.y(), extras_w, rect.height()), right, fmt_extras(t))
+            x += extras_w + 6
+        if spark_w:
+            sr = QRectF(x, by, spark_w, bar_h)
+            p.fillRect(sr, track)
+            self._paint_spark(p, sr.adjusted(1, 2, -1, -2), t.spark)
+
+    @staticmethod
+    def _bar(p: QPainter, r: QRectF, frac: float | None, color: QColor, track: QColor,
+             text: QColor, label: str) -> None:
+        """A rounded track, a soft fill of `frac`, and the value written over it."""
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(track)
+        p.drawRoundedRect(r, 3, 3)
+        if frac:
+            fill = QColor(color)
+            fill.setAlpha(110)
+            p.setBrush(fill)
+            p.drawRoundedRect(QRectF(r.x(), r.y(), max(4.0, r.width() * frac), r.height()), 3, 3)
+        p.setBrush(Qt.BrushStyle.NoBrush)
         p.setPen(text)
-        util = "—" if t.util is None else f"{t.util:.0f}%"
-        p.drawText(QRectF(rect.x(), rect.y(), rect.width(), label_h),
-                   Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, f"#{t.index}")
-        p.drawText(QRectF(rect.x(), rect.y(), rect.width(), label_h),
-                   Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, util)
-        sr = QRectF(rect.x(), rect.y() + label_h + 1, rect.width(), 12.0)
-        p.fillRect(sr, track)
-        self._paint_spark(p, sr, t.spark)
-        y = sr.bottom() + 3
-        bar_h = (rect.bottom() - y - 3 * 2) / 4
-        for k, frac in enumerate(bar_fractions(t)):
-            br = QRectF(rect.x(), y + k * (bar_h + 2), rect.width(), bar_h)
-            p.fillRect(br, track)
-            if frac is not None:
-                p.fillRect(QRectF(br.x(), br.y(), br.width() * frac, br.height()), BAR_COLORS[k])
+        p.drawText(r.adjusted(6, 0, -4, 0), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                   label)
 
     def _paint_spark(self, p: QPainter, rect: QRectF, values: np.ndarray) -> None:
         n = len(values)
@@ -152,5 +208,5 @@ class FleetDelegate(QStyledItemDelegate):
     def sizeHint(self, option, index) -> QSize:
         if index.column() == COL_DEVICES:
             n = len(index.data(DEVICES_ROLE) or ())
-            return QSize(GAP + max(1, n) * (TILE_W + GAP), row_height(n))
+            return QSize(MIN_LINE_W + 2 * PAD, row_height(n))
         return super().sizeHint(option, index)

@@ -17,7 +17,7 @@ from ..fleet_state import FleetState
 from ..models.fleet_model import (COL_BACKEND, COL_DEVICES, COL_MODELS, COL_NODE, COL_QUEUE,
                                   COL_SEEN, COL_STATE, COL_TPS, NODE_ID_ROLE, SORT_ROLE,
                                   STATE_ROLE, FleetModel)
-from .fleet_delegate import BAR_COLORS, BAR_NAMES, FleetDelegate, row_height
+from .fleet_delegate import BAR_COLORS, FleetDelegate, row_height
 
 STATE_FILTERS = (("All states", None), ("Online", ConnectionState.ONLINE),
                  ("Degraded", ConnectionState.DEGRADED), ("Connecting", ConnectionState.CONNECTING),
@@ -99,6 +99,7 @@ class FleetView(QWidget):
     add_connection_requested = Signal()
 
     TICKS_PER_SECOND = 8
+    MIN_ROW_H = 52   # two text lines (address + hostname, state + error)
 
     def __init__(self, state: FleetState, parent=None) -> None:
         super().__init__(parent)
@@ -130,20 +131,22 @@ class FleetView(QWidget):
         self.table.setShowGrid(False)
         self.table.setWordWrap(True)
         self.table.verticalHeader().hide()
-        self.table.verticalHeader().setDefaultSectionSize(64)
+        self.table.verticalHeader().setDefaultSectionSize(self.MIN_ROW_H)
         hh = self.table.horizontalHeader()
         hh.setHighlightSections(False)
         hh.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        for col, width in ((COL_NODE, 150), (COL_STATE, 150), (COL_BACKEND, 88),
-                           (COL_MODELS, 120), (COL_QUEUE, 100), (COL_TPS, 86), (COL_SEEN, 96)):
-            hh.resizeSection(col, width)
+        for col, width in ((COL_NODE, 150), (COL_STATE, 150), (COL_BACKEND, 72),
+                           (COL_MODELS, 120), (COL_QUEUE, 88), (COL_TPS, 80), (COL_SEEN, 84)):
+            # never narrower than the bold header text plus the sort arrow
+            hh.resizeSection(col, max(width, hh.sectionSizeHint(col)))
         hh.setSectionResizeMode(COL_DEVICES, QHeaderView.ResizeMode.Stretch)
         hh.setMinimumSectionSize(60)
         hh.sectionResized.connect(lambda *_a: self._fit_rows(force=True))
         self.table.doubleClicked.connect(self._activated)
-        legend = QLabel("Device bars: " + "  ".join(
+        legend = QLabel("Devices: " + "  ".join(
             f"<span style='color:{c.name()}'>&#9632;</span> {n}"
-            for c, n in zip(BAR_COLORS, BAR_NAMES)) + " &nbsp;·&nbsp; line: utilisation, last 60 s")
+            for c, n in zip(BAR_COLORS[:2], ("utilisation", "memory used / total")))
+            + " &nbsp;·&nbsp; °C, W where reported &nbsp;·&nbsp; line: utilisation, last 60 s")
         legend.setObjectName("summaryCaption")
 
         self.empty = QLabel("No nodes yet.\nAdd a connection (Ctrl+N) or start the console "
@@ -210,7 +213,7 @@ class FleetView(QWidget):
         if devices != self._max_devices or force:
             self._max_devices = devices
             self.table.verticalHeader().setDefaultSectionSize(
-                max(64, row_height(devices, self.table.columnWidth(COL_DEVICES))))
+                max(self.MIN_ROW_H, row_height(devices, self.table.columnWidth(COL_DEVICES))))
 
     def resort(self) -> None:
         self.proxy.invalidate()

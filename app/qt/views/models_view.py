@@ -56,6 +56,7 @@ class ModelsView(QWidget):
         title.setStyleSheet("font-size: 18px; font-weight: 600;")
         self.node_box = QComboBox()
         self.node_box.setMinimumWidth(220)
+        self.node_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.node_box.setToolTip("Node whose repository is shown")
         self.refresh_button = QPushButton("Refresh")
         self.deploy_button = QPushButton("Deploy…")
