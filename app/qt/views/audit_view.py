@@ -149,8 +149,8 @@ class AuditView(QWidget):
         filters.addWidget(QLabel("Outcome"), 1, 4)
         filters.addWidget(self.outcome, 1, 5)
         filters.addWidget(self.apply_button, 1, 6)
-        filters.setColumnStretch(1, 1)
-        filters.setColumnStretch(3, 1)
+        filters.setColumnStretch(7, 1)   # spare width goes to the right, not into the fields
+        self.actor.setMinimumWidth(self.since.minimumWidth())
         filters.setHorizontalSpacing(8)
 
         self.sources_box = QGroupBox("Sources")
