@@ -56,7 +56,7 @@ lint: install
 	PYTHONPATH=build/importlint $(VENV)/bin/lint-imports
 
 bench: install
-	$(PY) tests/benchmarks/run_all.py $(BENCH_ARGS)
+	$(PY) tests/benchmarks/run_all.py --json $(BENCH_ARGS)
 
 proto: install
 	$(PY) scripts/gen_protos.py
