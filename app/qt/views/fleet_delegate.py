@@ -22,7 +22,6 @@ LINE_H, GAP, PAD = 20, 3, 6
 MIN_LINE_W, MAX_LINE_W = 300, 560      # a column of lines needs at least / uses at most this
 SPARK_W = 56                           # sparkline width at the minimum line width
 BAR_COLORS = (QColor("#3b82f6"), QColor("#8b5cf6"), QColor("#f59e0b"), QColor("#ef4444"))
-BAR_NAMES = ("utilisation", "memory", "temperature", "power")
 GIB = 1024 ** 3
 
 
@@ -50,30 +49,19 @@ def fmt_extras(t: DeviceTile) -> str:
     return " · ".join(parts)
 
 
-def bar_fractions(t: DeviceTile) -> tuple[float | None, ...]:
-    def clamp(v):
-        return None if v is None else max(0.0, min(1.0, v))
-    return (
-        clamp(None if t.util is None else t.util / 100.0),
-        clamp(None if t.mem is None else t.mem / 100.0),
-        clamp(None if t.temp is None else t.temp / 100.0),
-        clamp(None if t.power is None else t.power / (t.power_limit or 500.0)),
-    )
-
-
 def tooltip(tiles: tuple[DeviceTile, ...]) -> str:
     def f(v, fmt):
         return "—" if v is None else fmt.format(v)
     rows = "".join(
         f"<tr><td>#{t.index}</td><td>{t.name}</td><td align=right>{f(t.util, '{:.0f}%')}</td>"
-        f"<td align=right>{f(t.mem, '{:.0f}%')}</td><td align=right>{f(t.temp, '{:.0f} °C')}</td>"
+        f"<td align=right>{fmt_memory(t)}</td><td align=right>{f(t.temp, '{:.0f} °C')}</td>"
         f"<td align=right>{f(t.power, '{:.0f} W')}</td></tr>" for t in tiles)
     return ("<table cellspacing=4><tr><th></th><th align=left>Device</th><th>Util</th>"
             f"<th>Memory</th><th>Temp</th><th>Power</th></tr>{rows}</table>")
 
 
 class FleetDelegate(QStyledItemDelegate):
-    """Device tiles are rendered once per new sample into a cached pixmap per row; every
+    """Device lines are rendered once per new sample into a cached pixmap per row; every
     other repaint (scrolling, hover, the other columns changing) just blits it."""
 
     CACHE_LIMIT = 512
