@@ -122,6 +122,10 @@ class ModelsTableModel(QAbstractTableModel):
                 return COLUMNS[section]
             if role == Qt.ItemDataRole.ToolTipRole and COL_MEM0 <= section < COL_MEM0 + 3:
                 return "Estimated device memory: weights plus the KV cache of one full context window"
+            if role == Qt.ItemDataRole.TextAlignmentRole:   # headers line up with their values
+                right = section in (COL_PARAMS, COL_SIZE, COL_MEM0, COL_MEM0 + 1, COL_MEM0 + 2)
+                return int((Qt.AlignmentFlag.AlignRight if right else Qt.AlignmentFlag.AlignLeft)
+                           | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
