@@ -49,6 +49,11 @@ class _Sink:
     token_times: list[float] = field(default_factory=list)
 
 
+# A generous bound on the characters one token can cover: a prompt longer than
+# max_context * this cannot fit and is refused before it is tokenised.
+MAX_CHARS_PER_TOKEN = 64
+
+
 class LLMEngine:
     """A loaded model serving requests with continuous batching (see docs/architecture.md)."""
 
@@ -121,8 +126,17 @@ class LLMEngine:
         sp = req.sampling
         if sp.max_tokens < 1:
             raise InvalidRequestError(f"max_tokens must be at least 1 (got {sp.max_tokens})")
-        ids = self.tokenize(req)
         limit = self.info.max_context
+        chars = len(req.prompt or "") + sum(len(role) + len(text) for role, text in req.messages)
+        if chars > limit * MAX_CHARS_PER_TOKEN:
+            raise InvalidRequestError(
+                f"the prompt is {chars:,} characters; this deployment's context is {limit:,} tokens, "
+                f"which holds at most {limit * MAX_CHARS_PER_TOKEN:,} characters")
+        # Tokenising (and rendering the chat template) of a long prompt takes seconds: keep it
+        # off the event loop so other RPCs, health checks and telemetry streams go on.
+        ids = await asyncio.to_thread(self.tokenize, req)
+        if self._stopping or self._draining:  # undeployed while we tokenised
+            raise EngineClosedError("this model is being undeployed and takes no new requests")
         if len(ids) >= limit:
             raise InvalidRequestError(
                 f"the prompt is {len(ids)} tokens; this deployment's context is {limit} tokens "

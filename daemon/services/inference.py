@@ -19,12 +19,16 @@ import grpc
 
 from musaops.v1 import inference_pb2, inference_pb2_grpc
 
+from ..deployments import shown
 from ..engine.api import (EngineClosedError, FinishReason, GenerationRequest, GenerationResult,
                           InvalidRequestError, QueueFullError, SamplingParams, TextDelta)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256
+MAX_REQUEST_ID_CHARS = 128   # echoed in every delta and audited
+MAX_STOP_CHARS = 256         # per stop string
+MAX_CHAT_MESSAGES = 4096     # per request
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 _FINISH_PB = {
     FinishReason.STOP: inference_pb2.FINISH_REASON_STOP,
@@ -68,10 +72,18 @@ def sampling_from_pb(sp: inference_pb2.SamplingParams, max_tokens_limit: int,
         raise _Invalid(f"{len(sp.stop)} stop strings given; at most {max_stop_strings} are allowed.")
     if any(not s for s in sp.stop):
         raise _Invalid("stop strings must not be empty.")
+    longest = max((len(s) for s in sp.stop), default=0)
+    if longest > MAX_STOP_CHARS:
+        raise _Invalid(f"A stop string is {longest:,} characters; each may have at most {MAX_STOP_CHARS}.")
     return SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=rep,
                           frequency_penalty=freq, presence_penalty=pres,
                           seed=sp.seed if sp.HasField("seed") else None, max_tokens=max_tokens,
                           stop=tuple(sp.stop), ignore_eos=sp.ignore_eos)
+
+
+def _audit_name(name: str) -> str:
+    """A name or id for the audit log: as sent, or cut short by shown() when huge."""
+    return name if len(name) <= MAX_REQUEST_ID_CHARS else shown(name)
 
 
 def result_pb(result: GenerationResult) -> inference_pb2.GenerateResult:
@@ -104,9 +116,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 raise _Status(code, str(exc)) from exc
         dep = deps.get(model)
         if dep is None:
-            raise _Status(grpc.StatusCode.NOT_FOUND, f"There is no model named {model!r} on this node.")
+            raise _Status(grpc.StatusCode.NOT_FOUND, f"There is no model named {shown(model)} on this node.")
         if dep.engine is None:
-            raise _Status(grpc.StatusCode.FAILED_PRECONDITION, f"Model {model!r} is not deployed and READY.")
+            raise _Status(grpc.StatusCode.FAILED_PRECONDITION, f"Model {shown(model)} is not deployed and READY.")
         return dep.engine
 
     def _audit(self, model: str, request_id: str, prompt_text: str, prompt_tokens: int,
@@ -114,7 +126,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         audit = getattr(self.ctx, "audit", None)
         if audit is None:
             return
-        params = {"request_id": request_id,
+        params = {"request_id": _audit_name(request_id),
                   "prompt_sha256": hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
                   "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "finish_reason": finish}
@@ -123,7 +135,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             params["prompt"] = prompt_text
         # A background task: the stream never waits for the audit write.
         task = asyncio.get_running_loop().create_task(
-            audit.record(action="inference.Generate", target=model, params=params, outcome=outcome,
+            audit.record(action="inference.Generate", target=_audit_name(model), params=params, outcome=outcome,
                          error=error))
         self._audit_tasks.add(task)
         task.add_done_callback(self._audit_done)
@@ -152,7 +164,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 waiting = engine.stats().waiting
                 retry = max(1, math.ceil(waiting / max(1, engine.info.max_batch)))
                 raise _Status(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"Model {request.model!r} is busy: {exc}; retry after {retry} s.") from exc
+                              f"Model {shown(request.model)} is busy: {exc}; retry after {retry} s.") from exc
             except EngineClosedError as exc:
                 raise _Status(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
             item = first
@@ -195,6 +207,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             raise _Invalid("Send either `prompt` or `messages`, not both.")
         if not request.prompt and not request.messages:
             raise _Invalid("The prompt is empty: send a prompt or chat messages.")
+        if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+            raise _Invalid(f"request_id is {len(request.request_id):,} characters; "
+                           f"at most {MAX_REQUEST_ID_CHARS} are allowed.")
+        if len(request.messages) > MAX_CHAT_MESSAGES:
+            raise _Invalid(f"{len(request.messages):,} chat messages given; "
+                           f"at most {MAX_CHAT_MESSAGES} are allowed.")
         for m in request.messages:
             if m.role not in CHAT_ROLES:
                 raise _Invalid(f"Chat role {m.role!r} is not one of {', '.join(CHAT_ROLES)}.")

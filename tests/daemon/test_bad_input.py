@@ -236,7 +236,7 @@ async def test_generate_refuses_bad_sampling_and_prompts(daemon):
             dict(repetition_penalty=math.nan), dict(repetition_penalty=0.0), dict(repetition_penalty=math.inf),
             dict(frequency_penalty=math.nan), dict(frequency_penalty=3.0), dict(presence_penalty=-math.inf),
             dict(max_tokens=U32_MAX), dict(max_tokens=4097),
-            dict(stop=["x"] * 10_000), dict(stop=[""]), dict(stop=["ok", ""]),
+            dict(stop=["x"] * 10_000), dict(stop=[""]), dict(stop=["ok", ""]), dict(stop=["z" * 10_000]),
         ]
         for sp in bad_sampling:
             await refused(stub.Generate(_gen(**sp)), Code.INVALID_ARGUMENT)
@@ -251,10 +251,10 @@ async def test_generate_refuses_bad_sampling_and_prompts(daemon):
         await refused(stub.Generate(_gen(prompt="word " * 2000)), Code.INVALID_ARGUMENT, "context")
         await assert_serving(ch)
 
-        # extreme but valid: NUL bytes in the prompt, the largest seed, one long stop string
+        # extreme but valid: NUL bytes in the prompt, the largest seed, the longest stop string
         for req in (_gen(prompt="a\x00b\x00", max_tokens=4, temperature=0),
                     _gen(max_tokens=4, seed=U64_MAX, temperature=0.7),
-                    _gen(max_tokens=4, stop=["z" * 10_000], temperature=0)):
+                    _gen(max_tokens=4, stop=["z" * 256], temperature=0)):
             items = [r async for r in stub.Generate(req)]
             assert items[-1].HasField("result"), items[-1]
             assert items[-1].result.finish_reason in (inference_pb2.FINISH_REASON_STOP,
