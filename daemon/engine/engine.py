@@ -169,17 +169,24 @@ class LLMEngine:
         """Stop admitting; wait up to timeout_s for in-flight requests; cancel the rest.
         Returns (finished normally meanwhile, cancelled)."""
         self._draining = True
-        done0, cancelled0 = self._req_total, self._cancelled_total
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self._busy():
-            await asyncio.sleep(0.02)
-        if self._busy():
-            self._cancel_all = True
-            self._wake.set()
-            while self._busy() and self._thread.is_alive():
-                await asyncio.sleep(0.01)
-        cancelled = self._cancelled_total - cancelled0
-        return self._req_total - done0 - cancelled, cancelled
+        drained = False
+        try:
+            done0, cancelled0 = self._req_total, self._cancelled_total
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self._busy():
+                await asyncio.sleep(0.02)
+            if self._busy():
+                self._cancel_all = True
+                self._wake.set()
+                while self._busy() and self._thread.is_alive():
+                    await asyncio.sleep(0.01)
+            drained = True
+            cancelled = self._cancelled_total - cancelled0
+            return self._req_total - done0 - cancelled, cancelled
+        finally:
+            if not drained and not self._stopping:
+                # Cancelled (or failed) midway: the model stays deployed, so it admits again.
+                self._draining = False
 
     def _busy(self) -> bool:
         return bool(self._running or self._waiting or self._inbox)

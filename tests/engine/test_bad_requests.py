@@ -139,3 +139,29 @@ async def test_huge_model_name_is_cut_short_in_error_and_audit(served):
         assert len(rec.target) < 200 and "200000 characters" in rec.target
         assert len(json.loads(rec.params_json)["request_id"]) < 200
         assert rec.outcome == "failed"
+
+
+async def test_cancelled_drain_leaves_the_engine_admitting(llama_dir):
+    engine = load_engine(llama_dir, EngineSpec(dtype="float32", max_batch=2, max_context=512,
+                                               kv_cache_fraction=0.01), DeviceTarget("cpu"))
+    try:
+        long = SamplingParams(temperature=0, max_tokens=400, ignore_eos=True)
+        stream = engine.generate(GenerationRequest("busy", prompt="Hello", sampling=long))
+        await stream.__anext__()  # the request is running
+        drain = asyncio.ensure_future(engine.drain(timeout_s=60))
+        await asyncio.sleep(0.05)
+        drain.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await drain
+        await stream.aclose()
+        # still deployed, so new requests are admitted and run to the end
+        short = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+        items = [i async for i in engine.generate(GenerationRequest("after", prompt="Hi", sampling=short))]
+        assert items[-1].metrics.completion_tokens == 3
+        # a drain that completes still closes admission
+        assert await engine.drain(timeout_s=5) == (0, 0)
+        from musaops.daemon.engine.api import EngineClosedError
+        with pytest.raises(EngineClosedError):
+            await engine.generate(GenerationRequest("late", prompt="Hi", sampling=short)).__anext__()
+    finally:
+        engine.close()
