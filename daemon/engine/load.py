@@ -31,6 +31,18 @@ def _cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def _size(n: int) -> str:
+    """Bytes for a sentence: '0 bytes', '512 bytes', '3.5 MiB'."""
+    if n < 1024:
+        return f"{n:,} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.1f} {unit} ({n:,} bytes)"
+
+
 def _compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """bf16 weights on a CPU without native bf16 compute in fp32 through cpu_kernels."""
     tdtype = TORCH_DTYPES[dtype]
@@ -48,8 +60,13 @@ def load_engine(model_dir: str | Path, spec: EngineSpec, target: DeviceTarget,
     report = progress or (lambda stage, done, total, message: None)
     if spec.dtype not in TORCH_DTYPES:
         raise LoadError(f"dtype {spec.dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
-    if spec.max_batch < 1 or spec.max_context < 2 or spec.kv_block_size < 1:
-        raise LoadError("max_batch, max_context and kv_block_size must be positive")
+    if spec.max_batch < 1:
+        raise LoadError(f"max_batch is {spec.max_batch}; it must be at least 1")
+    if spec.max_context < 2:
+        raise LoadError(f"max_context is {spec.max_context}; it must be at least 2 tokens "
+                        "(one prompt token and one generated token)")
+    if spec.kv_block_size < 1:
+        raise LoadError(f"kv_block_size is {spec.kv_block_size}; it must be at least 1 token")
     device = torch_device(target)
     if device.type == "cpu":
         torch.set_num_threads(_cpu_threads())
@@ -70,8 +87,12 @@ def load_engine(model_dir: str | Path, spec: EngineSpec, target: DeviceTarget,
         budget = int(spec.kv_cache_fraction * free_memory_bytes(device))
         num_blocks = min(budget // per_block, spec.max_batch * blocks_per_seq)
     if num_blocks < 1:
-        raise LoadError(f"out of memory for the KV cache: one {bs}-token block needs {per_block} bytes "
-                        f"and kv_cache_fraction {spec.kv_cache_fraction} of free memory is less")
+        given = "kv_blocks is 0" if spec.kv_blocks is not None else (
+            f"kv_cache_fraction {spec.kv_cache_fraction:.3g} of the free memory gives "
+            f"{_size(budget)}")
+        raise LoadError(f"not enough memory for the KV cache: one {bs}-token block needs "
+                        f"{_size(per_block)}, and {given}; raise kv_cache_fraction "
+                        "(or lower kv_block_size)")
     report("allocating_kv_cache", 0, num_blocks, f"{num_blocks} blocks of {bs} tokens")
     try:
         cache = KVCache(cfg, num_blocks, bs, dtype, device)

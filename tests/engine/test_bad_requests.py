@@ -141,6 +141,24 @@ async def test_huge_model_name_is_cut_short_in_error_and_audit(served):
         assert rec.outcome == "failed"
 
 
+async def test_tiny_kv_cache_fraction_fails_with_sizes_and_advice(make_daemon):
+    d = make_daemon()
+    events = await _deploy(d, kv_cache_fraction=1e-12)
+    last = events[-1]
+    assert last.stage == node_pb2.DEPLOY_STAGE_FAILED
+    msg = last.message
+    assert "raise kv_cache_fraction" in msg and "1e-12" in msg and "bytes" in msg, msg
+    assert "9.99999" not in msg and "less 0" not in msg, msg
+
+
+def test_load_errors_name_the_field(llama_dir):
+    base = dict(dtype="float32", max_batch=2, max_context=64, kv_cache_fraction=0.01)
+    with pytest.raises(LoadError, match=r"max_context is 1; it must be at least 2"):
+        load_engine(llama_dir, EngineSpec(**{**base, "max_context": 1}), DeviceTarget("cpu"))
+    with pytest.raises(LoadError, match=r"max_batch is 0"):
+        load_engine(llama_dir, EngineSpec(**{**base, "max_batch": 0}), DeviceTarget("cpu"))
+
+
 async def test_cancelled_drain_leaves_the_engine_admitting(llama_dir):
     engine = load_engine(llama_dir, EngineSpec(dtype="float32", max_batch=2, max_context=512,
                                                kv_cache_fraction=0.01), DeviceTarget("cpu"))
