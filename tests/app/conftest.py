@@ -82,6 +82,30 @@ def qt_hub(qtbot):
 
 
 @pytest.fixture
+def node_view(qtbot, qt_hub, daemon):
+    """A shown NodeView following the `daemon` fixture: (hub, bridge, state, view, node id)."""
+    from musaops.app.core import ConnectionState, NodeAddress, NodeStatus
+    from musaops.app.qt.fleet_state import FleetState
+    from musaops.app.qt.views.node_view import NodeView
+
+    hub, bridge = qt_hub
+    state = FleetState(bridge)
+    view = NodeView(state)
+    qtbot.addWidget(view)
+    view.resize(1200, 700)
+    view.show()
+    view.set_active(True)
+    address = NodeAddress("127.0.0.1", daemon.port, name="local")
+    nid = hub.new_id("node")
+    state.ensure(NodeStatus(nid, address, ConnectionState.CONNECTING))
+    hub.add_node(address, nid)
+    yield hub, bridge, state, view, nid
+    view.stop()
+    state.stop()
+    assert not view.panel.timer.isActive()
+
+
+@pytest.fixture
 def no_console_thread_leaks():
     before = set(console_threads())
     yield

@@ -12,15 +12,13 @@ from PySide6.QtCore import QDateTime
 from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QStyleOptionViewItem
 
-from musaops.app.core import ConnectionState, NodeAddress, NodeStatus
+from musaops.app.core import NodeAddress
 from musaops.app.qt import theme
-from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.models.audit_model import COL_ACTION
 from musaops.app.qt.models.fleet_model import DeviceTile
 from musaops.app.qt.views.audit_view import AuditView
 from musaops.app.qt.views.fleet_delegate import (BAR_COLORS, FleetDelegate, columns_for,
                                                  fmt_extras, fmt_memory, row_height)
-from musaops.app.qt.views.node_view import NodeView
 from musaops.daemon.auth import Caller
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,26 +78,8 @@ def _near(c: QColor, base: QColor) -> bool:
     return all(abs(got - w) < 10 for got, w in zip((c.red(), c.green(), c.blue()), want))
 
 
-@pytest.fixture
-def node_view(qtbot, qt_hub, daemon):
-    hub, bridge = qt_hub
-    state = FleetState(bridge)
-    view = NodeView(state)
-    qtbot.addWidget(view)
-    view.resize(1200, 700)
-    view.show()
-    view.set_active(True)
-    address = NodeAddress("127.0.0.1", daemon.port, name="local")
-    nid = hub.new_id("node")
-    state.ensure(NodeStatus(nid, address, ConnectionState.CONNECTING))
-    hub.add_node(address, nid)
-    yield view
-    view.stop()
-    state.stop()
-
-
 def test_cpu_node_charts_say_not_reported_instead_of_empty_axes(qtbot, node_view) -> None:
-    panel = node_view.panel
+    panel = node_view[3].panel
     # The test daemon runs on the CPU: no temperature or power sensor.
     qtbot.waitUntil(lambda: panel.note("temp") == "not reported" and panel.note("power") == "not reported"
                     and panel.note("mem") == "", timeout=20_000)

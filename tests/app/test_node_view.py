@@ -5,30 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from musaops.app.core import ConnectionState, DeploySpec, GenerateSpec, NodeAddress, NodeStatus, Sampling
-from musaops.app.qt.fleet_state import FleetState
-from musaops.app.qt.views.node_view import NodeView
+from musaops.app.core import ConnectionState, DeploySpec, GenerateSpec, Sampling
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def node_view(qtbot, qt_hub, daemon):
-    hub, bridge = qt_hub
-    state = FleetState(bridge)
-    view = NodeView(state)
-    qtbot.addWidget(view)
-    view.resize(1200, 700)
-    view.show()
-    view.set_active(True)
-    address = NodeAddress("127.0.0.1", daemon.port, name="local")
-    nid = hub.new_id("node")
-    state.ensure(NodeStatus(nid, address, ConnectionState.CONNECTING))
-    hub.add_node(address, nid)
-    yield hub, bridge, state, view, nid
-    view.stop()
-    state.stop()
-    assert not view.panel.timer.isActive()
 
 
 def _points(view, chart: str) -> int:
