@@ -360,9 +360,10 @@ class MainWindow(QMainWindow):
         self.sb_tps.setText(f"Fleet tokens/s: {s['tokens_per_second']:,.0f}")
         n = int(s["alerts"])
         self.sb_alerts.setText(f"Alerts: {n}")
-        self.sb_alerts.setProperty("alert", n > 0)
-        self.sb_alerts.style().unpolish(self.sb_alerts)
-        self.sb_alerts.style().polish(self.sb_alerts)
+        if self.sb_alerts.property("alert") != (n > 0):   # re-polishing is slow: on change only
+            self.sb_alerts.setProperty("alert", n > 0)
+            self.sb_alerts.style().unpolish(self.sb_alerts)
+            self.sb_alerts.style().polish(self.sb_alerts)
 
     def _status_message(self, node_id: str) -> None:
         st = self.state.statuses.get(node_id)

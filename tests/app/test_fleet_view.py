@@ -111,13 +111,21 @@ def test_flush_spreads_on_screen_repaints(qtbot) -> None:
         state.status_changed.emit(f"n{i}")
     changed = []
     model.dataChanged.connect(lambda tl, br, *_: changed.append((tl.row(), br.row())))
-    model.flush(limit_to={0, 1, 2}, budget=1)   # off-screen rows 3-4, plus one on screen
-    assert sorted(changed) == [(0, 0), (3, 4)]
+    model.flush(limit_to={0, 1, 2}, budget=1)   # one row on screen; rows 3-4 off screen wait
+    assert changed == [(0, 0)]
+    assert model.dirty_rows() == {1, 2, 3, 4}
     changed.clear()
     model.flush(limit_to={0, 1, 2}, budget=1)
     model.flush(limit_to={0, 1, 2}, budget=1)
     assert changed == [(1, 1), (2, 2)]
     changed.clear()
+    model.flush(limit_to={2, 3, 4}, budget=5)   # scrolled: rows 3-4 on screen, one signal each
+    assert changed == [(3, 3), (4, 4)]
+    changed.clear()
     model.flush()
     assert changed == []          # nothing left dirty
+    for i in (0, 1, 2, 4):
+        state.status_changed.emit(f"n{i}")
+    model.flush()                 # no screen given: every dirty row, in contiguous spans
+    assert changed == [(0, 2), (4, 4)]
     state.stop()

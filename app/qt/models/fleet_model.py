@@ -1,7 +1,8 @@
 """The fleet table: one row per node, fed by FleetState.
 
 Updates are coalesced: FleetState marks rows dirty as batches arrive, and the fleet view's
-single refresh timer calls `flush()`, which emits one dataChanged over the dirty span.
+single refresh timer calls `flush()`, which emits dataChanged for a share of the dirty rows
+on screen, one row at a time (see `flush` for why), and nothing for rows off screen.
 The Devices column carries per-device tiles (DEVICES_ROLE) that FleetDelegate paints.
 """
 
@@ -63,6 +64,7 @@ class FleetModel(QAbstractTableModel):
         super().__init__(parent)
         self.state = state
         self._rows: list[str] = list(state.order)
+        self._row_of: dict[str, int] = {nid: r for r, nid in enumerate(self._rows)}
         self._dirty: set[int] = set()
         self._tile_cache: dict[str, tuple] = {}
         state.node_added.connect(self._on_added)
@@ -88,15 +90,14 @@ class FleetModel(QAbstractTableModel):
         return self._rows[row]
 
     def row_of(self, node_id: str) -> int:
-        try:
-            return self._rows.index(node_id)
-        except ValueError:
-            return -1
+        """O(1): called for every telemetry batch of every node."""
+        return self._row_of.get(node_id, -1)
 
     def _on_added(self, node_id: str) -> None:
         n = len(self._rows)
         self.beginInsertRows(QModelIndex(), n, n)
         self._rows.append(node_id)
+        self._row_of[node_id] = n
         self.endInsertRows()
 
     def _on_removed(self, node_id: str) -> None:
@@ -105,6 +106,7 @@ class FleetModel(QAbstractTableModel):
             return
         self.beginRemoveRows(QModelIndex(), row, row)
         del self._rows[row]
+        self._row_of = {nid: r for r, nid in enumerate(self._rows)}
         self.endRemoveRows()
         self._tile_cache.pop(node_id, None)
         self._dirty = {r if r < row else r - 1 for r in self._dirty if r != row}
@@ -117,24 +119,35 @@ class FleetModel(QAbstractTableModel):
     def flush(self, limit_to: set[int] | None = None, budget: int | None = None) -> None:
         """Emits dataChanged for rows that changed since they were last flushed.
 
-        Without arguments: every dirty row, as one span. With `limit_to` (the rows on
-        screen) and `budget`: every dirty row off screen (no paint follows) plus at most
-        `budget` dirty rows on screen, so one GUI event never repaints the whole table."""
+        Without arguments: every dirty row (in contiguous spans). With `limit_to` (the source
+        rows on screen): at most `budget` of the dirty rows on screen, so one GUI event never
+        repaints the whole table. Dirty rows off screen are left dirty and cost nothing: no
+        one paints them, a row scrolled into view is painted from the current data, and a
+        later tick flushes it like any other row on screen.
+
+        Rows on screen are emitted one row per signal, never as a span: the sort proxy turns
+        a span of source rows into one span from the lowest to the highest proxy row, which
+        would repaint (and re-render) every row on screen in between."""
         if not self._dirty:
             return
         n = len(self._rows)
-        if limit_to is None:
-            rows = {r for r in self._dirty if r < n}
-            self._dirty.clear()
-        else:
-            on_screen = sorted(r for r in self._dirty if r in limit_to)
-            rows = {r for r in self._dirty if r not in limit_to and r < n}
-            rows.update(on_screen[:budget if budget is not None else len(on_screen)])
-            self._dirty -= rows
-            self._dirty = {r for r in self._dirty if r < n}
         last = len(COLUMNS) - 1
-        for lo, hi in _runs(sorted(rows)):
-            self.dataChanged.emit(self.index(lo, 0), self.index(hi, last))
+        if limit_to is None:
+            rows = sorted(r for r in self._dirty if r < n)
+            self._dirty.clear()
+            for lo, hi in _runs(rows):
+                self.dataChanged.emit(self.index(lo, 0), self.index(hi, last))
+            return
+        on_screen = sorted(r for r in limit_to if r in self._dirty and r < n)
+        if budget is not None:
+            on_screen = on_screen[:budget]
+        self._dirty.difference_update(on_screen)
+        for r in on_screen:
+            self.dataChanged.emit(self.index(r, 0), self.index(r, last))
+
+    def dirty_rows(self) -> set[int]:
+        """Rows with data not yet flushed (for tests and diagnostics)."""
+        return set(self._dirty)
 
     # --- data ------------------------------------------------------------------------------
 
