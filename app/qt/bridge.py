@@ -1,16 +1,26 @@
-"""NodeHub -> Qt signals, queued to the GUI thread.
+"""NodeHub -> Qt signals, delivered on the GUI thread in order and in short slices.
 
-The hub calls the listener methods on its own thread; each one just emits a signal of this
-QObject (which lives in the GUI thread), so Qt queues the call to the GUI event loop. The
-payloads are the hub's immutable dataclasses, safe to share. `GuiInvoker` does the same for
-any callable (used for store results coming back from the store's worker thread).
+The hub calls the listener methods on its own thread. Each call is appended to one FIFO
+queue, and the first call into an empty queue posts a single wake-up to the GUI thread,
+which then emits the signals of everything queued (receivers on the GUI thread are called
+directly). So 200 nodes reporting in the same instant cost one queued event instead of one
+per batch and receiver, the order of the hub's calls is kept (tokens before the stream's
+end, a node's last batch before its removal), and a drain that takes longer than
+`SLICE_S` stops and continues on the next turn of the event loop: timers and repaints are
+never held up by a burst. Calls made on the GUI thread itself are emitted at once.
+The payloads are the hub's immutable dataclasses, safe to share. `GuiInvoker` calls any
+callable on the GUI thread (used for store results coming back from the store's worker
+thread).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, Qt, Signal, SignalInstance, Slot
 
 
 class HubBridge(QObject):
@@ -24,33 +34,75 @@ class HubBridge(QObject):
     command_error = Signal(object)       # CommandError
     node_removed = Signal(str)
 
+    SLICE_S = 0.004   # longest stretch of queued calls delivered in one event
+
+    _wake = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._gui_thread = threading.get_ident()
+        self._queue: deque[tuple[SignalInstance, tuple]] = deque()
+        self._lock = threading.Lock()
+        self._woken = False     # a wake-up is posted and its drain has not emptied the queue
+        self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
+
+    def pending(self) -> int:
+        """Calls queued and not yet delivered (for tests and diagnostics)."""
+        return len(self._queue)
+
+    def _post(self, signal: SignalInstance, *args: Any) -> None:
+        if threading.get_ident() == self._gui_thread:
+            signal.emit(*args)
+            return
+        with self._lock:
+            self._queue.append((signal, args))
+            if self._woken:
+                return
+            self._woken = True
+        self._wake.emit()
+
+    @Slot()
+    def _drain(self) -> None:
+        end = time.perf_counter() + self.SLICE_S
+        queue, lock = self._queue, self._lock
+        while True:
+            with lock:
+                if not queue:
+                    self._woken = False
+                    return
+                signal, args = queue.popleft()
+            signal.emit(*args)
+            if time.perf_counter() > end:
+                self._wake.emit()   # queued: the rest follows after timers and paints
+                return
+
     # NodeHub listener interface (called on the hub thread).
     def on_status(self, status) -> None:
-        self.status.emit(status)
+        self._post(self.status, status)
 
     def on_snapshots(self, node_id: str, snapshots) -> None:
-        self.snapshots.emit(node_id, snapshots)
+        self._post(self.snapshots, node_id, snapshots)
 
     def on_models(self, node_id: str, models) -> None:
-        self.models.emit(node_id, models)
+        self._post(self.models, node_id, models)
 
     def on_deploy_event(self, event) -> None:
-        self.deploy_event.emit(event)
+        self._post(self.deploy_event, event)
 
     def on_undeploy_done(self, result) -> None:
-        self.undeploy_done.emit(result)
+        self._post(self.undeploy_done, result)
 
     def on_tokens(self, chunk) -> None:
-        self.tokens.emit(chunk)
+        self._post(self.tokens, chunk)
 
     def on_generation_done(self, done) -> None:
-        self.generation_done.emit(done)
+        self._post(self.generation_done, done)
 
     def on_command_error(self, error) -> None:
-        self.command_error.emit(error)
+        self._post(self.command_error, error)
 
     def on_node_removed(self, node_id: str) -> None:
-        self.node_removed.emit(node_id)
+        self._post(self.node_removed, node_id)
 
 
 class GuiInvoker(QObject):
