@@ -54,22 +54,22 @@ def node_info(r: node_pb2.GetInfoResponse) -> NodeInfo:
         host_cpu_count=r.host_cpu_count, tls=r.tls, auth_required=r.auth_required)
 
 
-def _opt(msg, name: str):
-    return getattr(msg, name) if msg.HasField(name) else None
-
-
 def device_sample(d: common_pb2.DeviceSample) -> DeviceSample:
+    """Unset vendor fields become None. Written out field by field (no helper call or dict
+    per field): the hub converts ~1,600 of these a second at 200 nodes, and a back-fill
+    brings 900 per device."""
+    has = d.HasField
     return DeviceSample(
-        index=d.index,
-        memory_used_bytes=_opt(d, "memory_used_bytes"),
-        memory_total_bytes=_opt(d, "memory_total_bytes"),
-        utilization_percent=_opt(d, "utilization_percent"),
-        memory_utilization_percent=_opt(d, "memory_utilization_percent"),
-        temperature_celsius=_opt(d, "temperature_celsius"),
-        power_watts=_opt(d, "power_watts"),
-        power_limit_watts=_opt(d, "power_limit_watts"),
-        sm_clock_mhz=_opt(d, "sm_clock_mhz"),
-        memory_clock_mhz=_opt(d, "memory_clock_mhz"),
+        d.index,
+        d.memory_used_bytes if has("memory_used_bytes") else None,
+        d.memory_total_bytes if has("memory_total_bytes") else None,
+        d.utilization_percent if has("utilization_percent") else None,
+        d.memory_utilization_percent if has("memory_utilization_percent") else None,
+        d.temperature_celsius if has("temperature_celsius") else None,
+        d.power_watts if has("power_watts") else None,
+        d.power_limit_watts if has("power_limit_watts") else None,
+        d.sm_clock_mhz if has("sm_clock_mhz") else None,
+        d.memory_clock_mhz if has("memory_clock_mhz") else None,
     )
 
 
@@ -89,11 +89,10 @@ def model_stats(m: telemetry_pb2.ModelStats) -> ModelStatsSample:
 def snapshot(s: telemetry_pb2.Snapshot) -> Snapshot:
     h = s.host
     return Snapshot(
-        time_unix_ms=s.time_unix_ms, backfill=s.backfill,
-        host=HostSample(h.cpu_percent, h.memory_used_bytes, h.memory_total_bytes,
-                        h.load_average_1m),
-        devices=tuple(device_sample(d) for d in s.devices),
-        models=tuple(model_stats(m) for m in s.models))
+        s.time_unix_ms, s.backfill,
+        HostSample(h.cpu_percent, h.memory_used_bytes, h.memory_total_bytes, h.load_average_1m),
+        tuple([device_sample(d) for d in s.devices]),
+        tuple([model_stats(m) for m in s.models]))
 
 
 def model_entry(m: node_pb2.ModelInfo) -> ModelEntry:

@@ -417,9 +417,9 @@ class NodeHub:
         node.last_rx = time.monotonic()
         if snap.time_unix_ms > node.last_snapshot_ms:
             node.last_snapshot_ms = snap.time_unix_ms
-        node.status = replace(node.status, last_seen=time.time())
         if node.stale:
             node.stale = False
+            node.status = replace(node.status, last_seen=time.time())
             self._set_status(node, ConnectionState.ONLINE)
         if node.flush is None:
             node.flush = asyncio.get_running_loop().call_later(
@@ -431,6 +431,8 @@ class NodeHub:
             node.flush = None
         if node.pending and node.id in self._nodes:
             batch, node.pending = tuple(node.pending), []
+            # last_seen once per batch, not per snapshot (a back-fill brings hundreds)
+            node.status = replace(node.status, last_seen=time.time())
             self.emit("on_snapshots", node.id, batch)
 
     async def _watchdog(self) -> None:
