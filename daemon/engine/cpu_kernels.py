@@ -154,7 +154,7 @@ _lib: ctypes.CDLL | None = None
 _tried = False
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -171,7 +171,7 @@ def wanted() -> bool:
         return env == "1"
     if platform.machine() not in ("x86_64", "AMD64"):
         return False
-    flags = _cpu_flags()
+    flags = cpu_flags()
     native_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
     return {"avx2", "fma"} <= flags and not native_bf16
 
@@ -181,6 +181,30 @@ def _cache_dir() -> Path:
     return Path(base) / "musad" / "kernels"
 
 
+def compile_library(name: str, source: str, flags: list[str]) -> ctypes.CDLL:
+    """Compile C `source` with the system compiler into the user's cache (once per source
+    digest) and load it. Raises OSError or subprocess.SubprocessError when that fails."""
+    digest = hashlib.sha256((source + " ".join(flags)).encode()).hexdigest()[:16]
+    out = _cache_dir() / f"{name}_{digest}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / f"{name}.c"
+            src.write_text(source)
+            tmp_out = Path(tmp) / f"{name}.so"
+            cc = os.environ.get("CC", "cc")
+            subprocess.run([cc, "-O3", *flags, "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(tmp_out)],
+                           check=True, capture_output=True, timeout=120)
+            os.replace(tmp_out, out)  # atomic: concurrent builders do not clash
+    return ctypes.CDLL(str(out))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The error and, for a failed compile, the start of the compiler's output."""
+    detail = getattr(exc, "stderr", b"") or b""
+    return f"{exc} {detail.decode(errors='replace')[:500]}".strip()
+
+
 def load() -> ctypes.CDLL | None:
     """The compiled kernel library, building it on first use; None when it cannot be built."""
     global _lib, _tried
@@ -188,29 +212,14 @@ def load() -> ctypes.CDLL | None:
         if _tried:
             return _lib
         _tried = True
-        digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
-        out = _cache_dir() / f"bf16_linear_{digest}.so"
         try:
-            if not out.exists():
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory() as tmp:
-                    src = Path(tmp) / "k.c"
-                    src.write_text(_SOURCE)
-                    tmp_out = Path(tmp) / "k.so"
-                    cc = os.environ.get("CC", "cc")
-                    subprocess.run([cc, "-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC",
-                                    str(src), "-o", str(tmp_out)], check=True, capture_output=True,
-                                   timeout=120)
-                    os.replace(tmp_out, out)  # atomic: concurrent builders do not clash
-            lib = ctypes.CDLL(str(out))
+            lib = compile_library("bf16_linear", _SOURCE, ["-mavx2", "-mfma"])
             lib.bf16_linear.restype = None
             lib.bf16_linear.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
             _lib = lib
         except (OSError, subprocess.SubprocessError) as exc:
-            detail = getattr(exc, "stderr", b"") or b""
-            log.warning("bf16 CPU kernel unavailable, using torch kernels: %s %s", exc,
-                        detail.decode(errors="replace")[:500])
+            log.warning("bf16 CPU kernel unavailable, using torch kernels: %s", describe_failure(exc))
             _lib = None
         return _lib
 

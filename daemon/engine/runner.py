@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from . import cpu_forward
 from .kv_cache import KVCache
 from .model import AttentionBatch, CausalLM
 from .scheduler import ScheduledChunk
@@ -19,6 +20,8 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         self.bs = cache.block_size
+        # Whole steps in one native call where it applies (bf16 on AVX512-BF16 CPUs).
+        self.native = cpu_forward.for_model(model, cache, device)
 
     def _tensor(self, data: list[int]) -> torch.Tensor:
         t = torch.tensor(data, dtype=torch.long)
@@ -27,6 +30,8 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, chunks: list[ScheduledChunk]) -> torch.Tensor:
         """Forward the chunks; float32 logits for each chunk that samples, in chunk order."""
+        if self.native is not None:
+            return self._run_native(chunks)
         bs = self.bs
         ids: list[int] = []
         pos: list[int] = []
@@ -63,3 +68,25 @@ class ModelRunner:
         batch.prefills = [(b, e, ctx, self._tensor(table)) for b, e, ctx, table in prefills]
         return self.model(self._tensor(ids), self._tensor(pos), self.cache.layers, batch,
                           self._tensor(logits_index))
+
+    def _run_native(self, chunks: list[ScheduledChunk]) -> torch.Tensor:
+        bs = self.bs
+        ids: list[int] = []
+        pos: list[int] = []
+        slots: list[int] = []
+        seq_of: list[int] = []
+        logit_rows: list[int] = []
+        tables: list[list[int]] = []
+        for i, c in enumerate(chunks):
+            seq, table = c.seq, c.seq.block_table
+            for p in range(c.start, c.start + c.length):
+                ids.append(seq.token_at(p))
+                pos.append(p)
+                slots.append(table[p // bs] * bs + p % bs)
+            seq_of.extend([i] * c.length)
+            tables.append(table[: -(-(c.start + c.length) // bs)])
+            if c.samples:
+                logit_rows.append(len(ids) - 1)
+        width = max(len(t) for t in tables)
+        flat = [b for t in tables for b in (*t, *[0] * (width - len(t)))]
+        return self.native.run(ids, pos, slots, seq_of, flat, width, logit_rows)

@@ -1,0 +1,399 @@
+/* One forward step of a Llama-family decoder, bf16 weights, on x86 CPUs with AVX512-BF16.
+ *
+ * Used by daemon/engine/cpu_forward.py for every step of such a model, up to 256 tokens a
+ * call. For decodes torch spends more time dispatching ~40 small ops per layer and in its
+ * small-M bf16 GEMM than reading the weights; this file does the whole step in one call
+ * and one OpenMP parallel region: per layer RMSNorm, fused QKV projection (+bias),
+ * RoPE, K/V written into the paged cache, attention over the paged cache, output
+ * projection, RMSNorm, fused gate/up projection, SiLU * up, down projection, residual adds;
+ * then the final norm and the LM head for the rows that sample.
+ *
+ * Numerics follow the torch bf16 path (daemon/engine/model.py): activations are rounded to
+ * bf16 (round to nearest even) where torch rounds them, products accumulate in fp32 (the
+ * VDPBF16PS instruction), softmax and norms run in fp32, logits are fp32. Each output row
+ * of a projection is computed by the same instruction sequence whatever the batch size,
+ * so a request's tokens do not depend on what else shares its step.
+ */
+
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef uint16_t bf16;
+
+/* Mirrors cpu_forward._Model (ctypes): keep the two in the same order. */
+typedef struct {
+    int64_t hidden, inter, num_heads, num_kv_heads, head_dim, vocab, num_layers, block_size;
+    float eps, scale;
+    const bf16 *embed, *final_norm, *lm_head;
+    const bf16 *cos, *sin;                              /* [positions, head_dim] */
+    const bf16 *const *ln1, *const *qkv_w, *const *qkv_b, *const *o_w;
+    const bf16 *const *ln2, *const *gate_up_w, *const *down_w;
+    bf16 *const *k_cache, *const *v_cache;              /* [blocks, block_size, kv_heads, head_dim] */
+} Model;
+
+/* Mirrors cpu_forward._Step. Token t belongs to sequence seq[t], sits at position pos[t]
+ * and attends to positions 0..pos[t] of its sequence (its own K/V are written first). */
+typedef struct {
+    int64_t tokens;
+    const int64_t *ids, *pos, *slot, *seq;               /* [tokens] */
+    const int64_t *tables;                               /* [sequences, table_width] */
+    int64_t table_width;
+    int64_t num_logits;
+    const int64_t *logit_rows;                           /* [num_logits] token indices */
+    float *logits;                                       /* [num_logits, vocab] */
+    void *scratch;                                       /* forward_scratch_bytes() bytes */
+    int threads;
+} Step;
+
+/* ---- bf16 helpers ---------------------------------------------------------------------- */
+
+static inline float b2f(bf16 v) {
+    union { uint32_t u; float f; } c;
+    c.u = (uint32_t)v << 16;
+    return c.f;
+}
+
+static inline bf16 f2b(float f) {   /* round to nearest even, as torch does */
+    union { uint32_t u; float f; } c;
+    c.f = f;
+    if ((c.u & 0x7fffffffu) > 0x7f800000u) return (bf16)((c.u >> 16) | 0x40);   /* NaN */
+    return (bf16)((c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16);
+}
+
+static inline float rnd(float f) { return b2f(f2b(f)); }
+
+static inline __m512 ld16(const bf16 *p) {              /* 16 bf16 -> 16 fp32 */
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+static inline void st16(bf16 *p, __m512 v) {            /* 16 fp32 -> 16 bf16 (nearest even) */
+    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(v));
+}
+
+static inline __m512 rnd16(__m512 v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
+}
+
+/* e^x for x in [-87, 88], relative error ~1e-6: 2^n * 2^f with |f| <= 1/2, 2^f by its
+ * Taylor series to the 7th power. */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(1.5252734e-5f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530e-4f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline __mmask32 tail32(int64_t n) { return n >= 32 ? 0xffffffffu : (__mmask32)((1u << n) - 1u); }
+
+static inline __m512bh ldbh(const bf16 *p) { return (__m512bh)_mm512_loadu_si512(p); }
+
+static inline __m512bh ldbh_mask(const bf16 *p, __mmask32 m) { return (__m512bh)_mm512_maskz_loadu_epi16(m, p); }
+
+/* Dot product of two bf16 vectors, fp32 accumulation. */
+static inline float dot_bf16(const bf16 *a, const bf16 *b, int64_t n) {
+    __m512 acc = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= n; k += 32) acc = _mm512_dpbf16_ps(acc, ldbh(a + k), ldbh(b + k));
+    if (k < n) {
+        const __mmask32 m = tail32(n - k);
+        acc = _mm512_dpbf16_ps(acc, ldbh_mask(a + k, m), ldbh_mask(b + k, m));
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* [sum(a), sum(b), sum(c), sum(d)] */
+static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m256 a2 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    const __m256 b2 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
+    const __m256 c2 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+    const __m256 d2 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
+    const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a2, b2), _mm256_hadd_ps(c2, d2));
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+/* ---- projections ----------------------------------------------------------------------- */
+
+
+/* out[i, n0 + j] = x[i, :] . w[n0 + j, :] (+ bias) for i < mt (1 or 4), j < nb (<= 4).
+ * The weight rows are read once per call and stay in L1 for the mt rows of x. */
+static inline __attribute__((always_inline)) void
+tile(const bf16 *x, int64_t K, const int mt, const bf16 *const w[4], const bf16 *bias,
+     int64_t n0, int64_t nb, float *out, int64_t ldo) {
+    __m512 acc[4][4];
+    for (int i = 0; i < mt; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        /* With several rows of x each line of weights carries real compute, and the
+           hardware prefetcher falls behind: fetch the next tile's rows (this thread's,
+           under a static schedule) ourselves. A single row is a pure stream: left alone. */
+        if (mt > 1)
+            for (int j = 1; j <= 4; j++) _mm_prefetch((const char *)(w[3] + j * K + k), _MM_HINT_T0);
+        const __m512bh b0 = ldbh(w[0] + k), b1 = ldbh(w[1] + k), b2 = ldbh(w[2] + k), b3 = ldbh(w[3] + k);
+        for (int i = 0; i < mt; i++) {
+            const __m512bh a = ldbh(x + i * K + k);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+            acc[i][2] = _mm512_dpbf16_ps(acc[i][2], a, b2);
+            acc[i][3] = _mm512_dpbf16_ps(acc[i][3], a, b3);
+        }
+    }
+    if (k < K) {
+        const __mmask32 m = tail32(K - k);
+        const __m512bh b0 = ldbh_mask(w[0] + k, m), b1 = ldbh_mask(w[1] + k, m);
+        const __m512bh b2 = ldbh_mask(w[2] + k, m), b3 = ldbh_mask(w[3] + k, m);
+        for (int i = 0; i < mt; i++) {
+            const __m512bh a = ldbh_mask(x + i * K + k, m);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+            acc[i][2] = _mm512_dpbf16_ps(acc[i][2], a, b2);
+            acc[i][3] = _mm512_dpbf16_ps(acc[i][3], a, b3);
+        }
+    }
+    float bb[4] = {0.f, 0.f, 0.f, 0.f};
+    if (bias)
+        for (int64_t j = 0; j < nb; j++) bb[j] = b2f(bias[n0 + j]);
+    const __m128 bv = _mm_loadu_ps(bb);
+    const __mmask8 store = (__mmask8)((1u << nb) - 1u);
+    for (int i = 0; i < mt; i++)
+        _mm_mask_storeu_ps(out + i * ldo + n0, store, _mm_add_ps(hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]), bv));
+}
+
+#define M_BLOCK 64   /* rows of x kept in L2 while the weights stream past */
+
+/* out[M, N] (row stride ldo, fp32) = x[M, K] @ w[N, K]^T (+ bias[N]). Call inside a
+ * parallel region: the weight rows are shared out among the threads. */
+static void gemm(const bf16 *x, int64_t M, int64_t K, const bf16 *w, const bf16 *bias, int64_t N,
+                 float *out, int64_t ldo) {
+    const int64_t tiles = (N + 3) / 4;
+    for (int64_t m0 = 0; m0 < M; m0 += M_BLOCK) {
+        const int64_t m1 = M < m0 + M_BLOCK ? M : m0 + M_BLOCK;
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            const int64_t n0 = 4 * t, nb = N - n0 < 4 ? N - n0 : 4;
+            const bf16 *rows[4];
+            for (int64_t j = 0; j < 4; j++) rows[j] = w + (n0 + (j < nb ? j : 0)) * K;
+            int64_t m = m0;
+            for (; m + 4 <= m1; m += 4) tile(x + m * K, K, 4, rows, bias, n0, nb, out + m * ldo, ldo);
+            for (; m < m1; m++) tile(x + m * K, K, 1, rows, bias, n0, nb, out + m * ldo, ldo);
+        }
+    }
+}
+
+/* ---- element-wise steps ---------------------------------------------------------------- */
+
+/* out = weight * bf16(x * rsqrt(mean(x^2) + eps)), one row of n. */
+static void rmsnorm_row(const bf16 *x, const bf16 *weight, int64_t n, float eps, bf16 *out) {
+    __m512 ss = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        const __m512 v = ld16(x + k);
+        ss = _mm512_fmadd_ps(v, v, ss);
+    }
+    float sum = _mm512_reduce_add_ps(ss);
+    for (int64_t r = k; r < n; r++) sum += b2f(x[r]) * b2f(x[r]);
+    const float inv = 1.0f / sqrtf(sum / (float)n + eps);
+    const __m512 iv = _mm512_set1_ps(inv);
+    for (k = 0; k + 16 <= n; k += 16)
+        st16(out + k, _mm512_mul_ps(ld16(weight + k), rnd16(_mm512_mul_ps(ld16(x + k), iv))));
+    for (; k < n; k++) out[k] = f2b(b2f(weight[k]) * rnd(b2f(x[k]) * inv));
+}
+
+/* x += bf16(y), row of n (the residual connection; y is a projection's fp32 output). */
+static void residual_row(bf16 *x, const float *y, int64_t n) {
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        st16(x + k, _mm512_add_ps(ld16(x + k), rnd16(_mm512_loadu_ps(y + k))));
+    for (; k < n; k++) x[k] = f2b(b2f(x[k]) + rnd(y[k]));
+}
+
+/* out = bf16(silu(bf16(gate)) * bf16(up)) for a row of the fused gate/up output. */
+static void silu_mul_row(const float *gu, int64_t n, bf16 *out) {
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        const __m512 g = rnd16(_mm512_loadu_ps(gu + k)), u = rnd16(_mm512_loadu_ps(gu + n + k));
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        const __m512 s = rnd16(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+        st16(out + k, _mm512_mul_ps(s, u));
+    }
+    for (; k < n; k++) {
+        const float g = rnd(gu[k]), u = rnd(gu[n + k]);
+        out[k] = f2b(rnd(g / (1.0f + expf(-g))) * u);
+    }
+}
+
+/* Rotate one head (HF's rotate_half convention) of bf16-rounded projections into out. */
+static void rope_head(const float *v, const bf16 *cos, const bf16 *sin, int64_t hd, bf16 *out) {
+    const int64_t h = hd / 2;
+    for (int64_t i = 0; i < h; i++) {
+        const float a = rnd(v[i]), b = rnd(v[i + h]);
+        out[i] = f2b(a * b2f(cos[i]) - b * b2f(sin[i]));
+        out[i + h] = f2b(b * b2f(cos[i + h]) + a * b2f(sin[i + h]));
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------- */
+
+#define KEY_BLOCK 16
+#define MAX_GROUP 64       /* query heads per KV head handled at once */
+
+/* Token t's query heads of KV head g against positions 0..pos of its sequence, with an
+ * online softmax over blocks of 16 keys (no buffer of ctx scores). */
+static void attend(const Model *m, const Step *s, int64_t t, int64_t g, const bf16 *q,
+                   const bf16 *kc, const bf16 *vc, bf16 *out, float *acc) {
+    const int64_t nkv = m->num_kv_heads, hd = m->head_dim, bs = m->block_size;
+    const int64_t rep = m->num_heads / nkv, ctx = s->pos[t] + 1;
+    const int64_t *table = s->tables + s->seq[t] * s->table_width;
+    float mx[MAX_GROUP], den[MAX_GROUP];
+    for (int64_t r = 0; r < rep; r++) { mx[r] = -INFINITY; den[r] = 0.f; }
+    memset(acc, 0, (size_t)(rep * hd) * sizeof(float));
+    for (int64_t j0 = 0; j0 < ctx; j0 += KEY_BLOCK) {
+        const int64_t jb = ctx - j0 < KEY_BLOCK ? ctx - j0 : KEY_BLOCK;
+        const bf16 *kp[KEY_BLOCK], *vp[KEY_BLOCK];
+        for (int64_t j = 0; j < jb; j++) {
+            const int64_t p = j0 + j, slot = table[p / bs] * bs + p % bs;
+            kp[j] = kc + (slot * nkv + g) * hd;
+            vp[j] = vc + (slot * nkv + g) * hd;
+        }
+        const __mmask16 live = (__mmask16)((1u << jb) - 1u);
+        for (int64_t r = 0; r < rep; r++) {
+            const bf16 *qr = q + (g * rep + r) * hd;
+            float sc[KEY_BLOCK];
+            for (int64_t j = 0; j < jb; j++) sc[j] = dot_bf16(qr, kp[j], hd) * m->scale;
+            const __m512 sv = _mm512_maskz_loadu_ps(live, sc);
+            const float bm = _mm512_mask_reduce_max_ps(live, sv);
+            const float nm = bm > mx[r] ? bm : mx[r];
+            const float corr = expf(mx[r] - nm);
+            const __m512 pv = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(nm))));
+            float pr[KEY_BLOCK];
+            _mm512_storeu_ps(pr, pv);
+            den[r] = den[r] * corr + _mm512_reduce_add_ps(pv);
+            mx[r] = nm;
+            float *ar = acc + r * hd;
+            int64_t d = 0;
+            const __m512 cv = _mm512_set1_ps(corr);
+            for (; d + 16 <= hd; d += 16) {
+                __m512 a = _mm512_mul_ps(_mm512_loadu_ps(ar + d), cv);
+                for (int64_t j = 0; j < jb; j++) a = _mm512_fmadd_ps(_mm512_set1_ps(pr[j]), ld16(vp[j] + d), a);
+                _mm512_storeu_ps(ar + d, a);
+            }
+            for (; d < hd; d++) {
+                float a = ar[d] * corr;
+                for (int64_t j = 0; j < jb; j++) a += pr[j] * b2f(vp[j][d]);
+                ar[d] = a;
+            }
+        }
+    }
+    for (int64_t r = 0; r < rep; r++) {
+        const float inv = 1.0f / den[r];
+        bf16 *o = out + (g * rep + r) * hd;
+        for (int64_t d = 0; d < hd; d++) o[d] = f2b(acc[r * hd + d] * inv);
+    }
+}
+
+/* ---- the step -------------------------------------------------------------------------- */
+
+static int64_t align64(int64_t n) { return (n + 63) & ~(int64_t)63; }
+
+/* Width of the fp32 buffer that takes every projection's output (QKV, gate/up, hidden). */
+static int64_t wide_row(const Model *m) {
+    int64_t w = 2 * m->inter;
+    const int64_t qkv = (m->num_heads + 2 * m->num_kv_heads) * m->head_dim;
+    if (qkv > w) w = qkv;
+    if (m->hidden > w) w = m->hidden;
+    return w;
+}
+
+typedef struct {
+    bf16 *x, *h, *q, *attn, *act;
+    float *f, *acc;
+    int64_t bytes;
+} Buffers;
+
+/* The step's buffers laid out in one scratch block (base may be 0 to only size it). */
+static Buffers carve(const Model *m, int64_t tokens, int threads, char *base) {
+    const int64_t H = m->hidden, Q = m->num_heads * m->head_dim;
+    const int64_t rep = m->num_heads / m->num_kv_heads;
+    int64_t off = 0;
+    Buffers b;
+#define TAKE(field, type, count) b.field = (type *)(base + off); off += align64((count) * (int64_t)sizeof(type))
+    TAKE(x, bf16, tokens * H);
+    TAKE(h, bf16, tokens * H);
+    TAKE(q, bf16, tokens * Q);
+    TAKE(attn, bf16, tokens * Q);
+    TAKE(act, bf16, tokens * m->inter);
+    TAKE(f, float, tokens * wide_row(m));
+    TAKE(acc, float, (int64_t)threads * rep * m->head_dim);
+#undef TAKE
+    b.bytes = off;
+    return b;
+}
+
+int64_t forward_scratch_bytes(const Model *m, int64_t tokens, int threads) {
+    return carve(m, tokens, threads, 0).bytes;
+}
+
+/* Returns 0, or a negative number for an input it refuses (checked before any work). */
+int forward(const Model *m, const Step *s) {
+    const int64_t T = s->tokens, H = m->hidden, I = m->inter, hd = m->head_dim;
+    const int64_t nh = m->num_heads, nkv = m->num_kv_heads, Q = nh * hd, KV = nkv * hd;
+    const int64_t QKV = Q + 2 * KV;
+    if (T < 1 || nkv < 1 || nh % nkv != 0 || nh / nkv > MAX_GROUP || hd % 2 != 0) return -1;
+    const Buffers b = carve(m, T, s->threads, (char *)s->scratch);
+    const int64_t wide = wide_row(m);
+
+    #pragma omp parallel num_threads(s->threads)
+    {
+        float *acc = b.acc + (int64_t)omp_get_thread_num() * (nh / nkv) * hd;
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < T; t++) memcpy(b.x + t * H, m->embed + s->ids[t] * H, (size_t)H * 2);
+
+        for (int64_t l = 0; l < m->num_layers; l++) {
+            bf16 *kc = m->k_cache[l], *vc = m->v_cache[l];
+            #pragma omp for schedule(static)
+            for (int64_t t = 0; t < T; t++) rmsnorm_row(b.x + t * H, m->ln1[l], H, m->eps, b.h + t * H);
+            gemm(b.h, T, H, m->qkv_w[l], m->qkv_b[l], QKV, b.f, wide);
+            #pragma omp for schedule(static)
+            for (int64_t t = 0; t < T; t++) {
+                const float *row = b.f + t * wide;
+                const bf16 *c = m->cos + s->pos[t] * hd, *sn = m->sin + s->pos[t] * hd;
+                for (int64_t h = 0; h < nh; h++) rope_head(row + h * hd, c, sn, hd, b.q + t * Q + h * hd);
+                const int64_t base = s->slot[t] * KV;
+                for (int64_t h = 0; h < nkv; h++) rope_head(row + Q + h * hd, c, sn, hd, kc + base + h * hd);
+                for (int64_t i = 0; i < KV; i++) vc[base + i] = f2b(row[Q + KV + i]);
+            }
+            #pragma omp for schedule(static) collapse(2)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t g = 0; g < nkv; g++) attend(m, s, t, g, b.q + t * Q, kc, vc, b.attn + t * Q, acc);
+            gemm(b.attn, T, Q, m->o_w[l], 0, H, b.f, wide);
+            #pragma omp for schedule(static)
+            for (int64_t t = 0; t < T; t++) {
+                residual_row(b.x + t * H, b.f + t * wide, H);
+                rmsnorm_row(b.x + t * H, m->ln2[l], H, m->eps, b.h + t * H);
+            }
+            gemm(b.h, T, H, m->gate_up_w[l], 0, 2 * I, b.f, wide);
+            #pragma omp for schedule(static)
+            for (int64_t t = 0; t < T; t++) silu_mul_row(b.f + t * wide, I, b.act + t * I);
+            gemm(b.act, T, I, m->down_w[l], 0, H, b.f, wide);
+            #pragma omp for schedule(static)
+            for (int64_t t = 0; t < T; t++) residual_row(b.x + t * H, b.f + t * wide, H);
+        }
+        #pragma omp for schedule(static)
+        for (int64_t i = 0; i < s->num_logits; i++)
+            rmsnorm_row(b.x + s->logit_rows[i] * H, m->final_norm, H, m->eps, b.h + i * H);
+        gemm(b.h, s->num_logits, H, m->lm_head, 0, m->vocab, s->logits, m->vocab);
+    }
+    return 0;
+}

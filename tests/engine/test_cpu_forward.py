@@ -1,0 +1,161 @@
+"""The native CPU forward (csrc/forward_avx512bf16.c) against torch on the same bf16 weights.
+
+It runs wherever the CPU has AVX512-BF16 and a C compiler is present (the CI machines do);
+elsewhere these tests skip and the engine uses torch alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from musaops.daemon.engine import cpu_forward
+from musaops.daemon.engine.api import SamplingParams
+from musaops.daemon.engine.kv_cache import KVCache
+from musaops.daemon.engine.loader import load_model
+from musaops.daemon.engine.runner import ModelRunner
+from musaops.daemon.engine.scheduler import ScheduledChunk, Sequence
+
+from .checkpoints import write_hf_checkpoint
+from .test_engine import GREEDY, PROMPTS, _engine, _run
+
+CPU = torch.device("cpu")
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not cpu_forward.wanted() or cpu_forward.load() is None,
+                       reason="no AVX512-BF16 on this CPU (or no C compiler): the engine uses torch here"),
+]
+
+
+@pytest.fixture(scope="module")
+def odd_qwen2_dir(tmp_path_factory, demo_model_dir):
+    """QKV bias, and sizes that exercise every tail path: hidden 72, head_dim 18, inter 100."""
+    return write_hf_checkpoint(tmp_path_factory.mktemp("odd"), "qwen2", demo_model_dir, seed=4,
+                               hidden_size=72, num_attention_heads=4, num_key_value_heads=2,
+                               intermediate_size=100, num_hidden_layers=3)
+
+
+def _runner(model_dir, dtype="bfloat16", native=True, blocks=64):
+    model = load_model(model_dir, dtype, CPU, 512)
+    if dtype == "float32":   # the reference: fp32 math on the bf16-rounded weights
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).float())
+    cache = KVCache(model.cfg, blocks, 16, model.compute_dtype, CPU)
+    runner = ModelRunner(model, cache, CPU)
+    assert (runner.native is not None) == (dtype == "bfloat16")
+    if not native:
+        runner.native = None
+    return runner
+
+
+def _seq(ids, first_block, blocks=8):
+    seq = Sequence("t", list(ids), SamplingParams(), max_tokens=1)
+    seq.block_table = list(range(first_block, first_block + blocks))
+    return seq
+
+
+def _prompt(n, vocab, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(4, vocab, (n,), generator=g).tolist()
+
+
+def _mixed_steps(runner):
+    """Three steps mixing prefill chunks (with and without a cached prefix) and decodes;
+    returns every sampled row's logits."""
+    vocab = runner.model.cfg.vocab_size
+    a = _seq(_prompt(40, vocab, 1), 0)
+    b = _seq(_prompt(23, vocab, 2), 8)
+    c = _seq(_prompt(70, vocab, 3), 16)
+    out = [runner.run([ScheduledChunk(a, 0, 40), ScheduledChunk(c, 0, 33)])]   # c: first chunk only
+    a.prompt_ids.append(7)
+    out.append(runner.run([ScheduledChunk(a, 40, 1), ScheduledChunk(b, 0, 23), ScheduledChunk(c, 33, 37)]))
+    for s in (a, b, c):
+        s.prompt_ids.append(9)
+    out.append(runner.run([ScheduledChunk(a, 41, 1), ScheduledChunk(b, 23, 1), ScheduledChunk(c, 70, 1)]))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("which", ["llama_dir", "odd_qwen2_dir"])
+def test_native_is_as_close_to_fp32_as_torch_bf16(which, request):
+    model_dir = request.getfixturevalue(which)
+    with torch.inference_mode():
+        ref = _mixed_steps(_runner(model_dir, "float32"))
+        native = _mixed_steps(_runner(model_dir))
+        torch_bf16 = _mixed_steps(_runner(model_dir, native=False))
+    assert native.shape == ref.shape == (7, ref.shape[1])
+    err_native = (native - ref).abs().max().item()
+    err_torch = (torch_bf16 - ref).abs().max().item()
+    # bf16 rounds activations at every layer: both paths sit near the fp32 result, and the
+    # native one no further from it than torch's own bf16 kernels (with a little slack).
+    assert err_native <= 1.5 * err_torch + 0.02, (err_native, err_torch)
+    assert torch.nn.functional.cosine_similarity(native, ref, dim=-1).min() > 0.999
+    assert (native.argmax(-1) == ref.argmax(-1)).float().mean() >= 6 / 7
+
+
+def test_a_row_does_not_depend_on_its_batch(llama_dir):
+    """Bit for bit: the same decode alone, and beside other decodes and a prefill chunk."""
+    runner = _runner(llama_dir)
+    vocab = runner.model.cfg.vocab_size
+    ids = _prompt(30, vocab, 5)
+    with torch.inference_mode():
+        alone = _seq(ids, 0)
+        runner.run([ScheduledChunk(alone, 0, 30)])
+        alone.prompt_ids.append(11)
+        want = runner.run([ScheduledChunk(alone, 30, 1)])
+        crowd = [_seq(_prompt(10 + 7 * i, vocab, 10 + i), 8 * (i + 1)) for i in range(5)]
+        again = _seq(ids, 48)
+        runner.run([ScheduledChunk(again, 0, 30)] + [ScheduledChunk(s, 0, len(s.prompt_ids) - 1) for s in crowd])
+        again.prompt_ids.append(11)
+        got = runner.run([ScheduledChunk(s, len(s.prompt_ids) - 1, 1) for s in crowd[:3]]
+                         + [ScheduledChunk(again, 30, 1)]
+                         + [ScheduledChunk(s, len(s.prompt_ids) - 1, 1) for s in crowd[3:]])
+    assert torch.equal(got[3], want[0])
+
+
+def test_a_step_longer_than_one_call_equals_consecutive_steps(llama_dir):
+    """300 prompt tokens run as two native calls inside one step; the result is the same as
+    two steps of 256 and 44 tokens, bit for bit."""
+    assert cpu_forward.MAX_TOKENS < 300
+    ids = _prompt(300, 500, 6)
+    with torch.inference_mode():
+        one = _runner(llama_dir, blocks=32)
+        got = one.run([ScheduledChunk(_seq(ids, 0, 20), 0, 300)])
+        two = _runner(llama_dir, blocks=32)
+        seq = _seq(ids, 0, 20)
+        assert two.run([ScheduledChunk(seq, 0, 256)]).shape[0] == 0   # no row samples yet
+        want = two.run([ScheduledChunk(seq, 256, 44)])
+    assert torch.equal(got, want)
+
+
+def test_out_of_vocabulary_token_is_refused_not_read(llama_dir):
+    runner = _runner(llama_dir)
+    bad = _seq([5, runner.model.cfg.vocab_size + 3], 0)
+    with pytest.raises(ValueError, match="vocabulary"), torch.inference_mode():
+        runner.run([ScheduledChunk(bad, 0, 2)])
+
+
+def test_turned_off_by_environment(llama_dir, monkeypatch):
+    monkeypatch.setenv("MUSAOPS_CPU_FORWARD", "0")
+    model = load_model(llama_dir, "bfloat16", CPU, 64)
+    assert ModelRunner(model, KVCache(model.cfg, 8, 16, torch.bfloat16, CPU), CPU).native is None
+
+
+async def test_bf16_engine_same_tokens_alone_in_a_batch_and_after_preemption(llama_dir):
+    engine = _engine(llama_dir, dtype="bfloat16")
+    small = _engine(llama_dir, dtype="bfloat16", kv_blocks=10, max_context=160)
+    try:
+        assert engine.runner.native is not None
+        alone = [(await _run(engine, p))[0] for p in PROMPTS[:4]]
+        batch = await asyncio.gather(*[_run(engine, p) for p in PROMPTS])
+        assert [b[0] for b in batch[:4]] == alone
+        assert all(r.metrics.completion_tokens == GREEDY.max_tokens for _t, r, _d in batch)
+        squeezed = await asyncio.gather(*[_run(small, p) for p in PROMPTS[:8]])
+        assert small.stats().preemptions_total > 0
+        assert [s[0] for s in squeezed] == [b[0] for b in batch[:8]]
+    finally:
+        engine.close()
+        small.close()
