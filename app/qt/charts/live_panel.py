@@ -17,12 +17,13 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QGraphicsItem, QGraphicsSimpleTextItem
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsSimpleTextItem, QSizePolicy
 
 from ...core.ring import NodeHistory
 
 PALETTE = ("#3b82f6", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
            "#84cc16", "#f97316", "#64748b")
+LEGEND_COLUMNS = 4        # device legends: up to four entries a row
 PERCENTILE_STYLES = {"p50": Qt.PenStyle.SolidLine, "p95": Qt.PenStyle.DashLine,
                      "p99": Qt.PenStyle.DotLine}
 
@@ -122,7 +123,14 @@ class LivePanel(pg.GraphicsLayoutWidget):
         for name in ("left", "bottom"):  # axes repaint from a pixmap unless their range moved
             plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         plot.setYRange(0, spec.fixed_max or 1.0, padding=0.02)
-        plot.addLegend(offset=(4, 4), labelTextSize="7pt", verSpacing=-6)
+        # The legend sits above the plot area (in the layout row of the hidden top axis), not
+        # on it: a curve near the top of the range (utilisation at 100 %) never runs under it.
+        legend = pg.LegendItem(offset=None, labelTextSize="7pt", verSpacing=-6, frame=False)
+        plot.layout.removeItem(plot.getAxis("top"))   # hidden, never shown
+        legend.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        plot.layout.addItem(legend, 1, 0, 1, 2)   # over the value axis and the plot area
+        plot.layout.setAlignment(legend, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        plot.legend = legend
         line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888888", width=1))
         line.hide()
         plot.addItem(line, ignoreBounds=True)
@@ -201,7 +209,13 @@ class LivePanel(pg.GraphicsLayoutWidget):
         if h is None:
             return
         devices = tuple(sorted(h.devices))
+        models = tuple(sorted(h.models))
+        if devices == self._known_devices and models == self._known_models:
+            return
         if devices != self._known_devices:
+            for spec in DEVICE_CHARTS:   # "#0 #1 #2 #3" side by side: a short legend
+                self._plots[spec.key].legend.setColumnCount(
+                    max(1, min(LEGEND_COLUMNS, len(devices))))
             for idx in devices:
                 if idx in self._known_devices:
                     continue
@@ -210,7 +224,6 @@ class LivePanel(pg.GraphicsLayoutWidget):
                     self._curve(spec.key, f"#{idx}", color, Qt.PenStyle.SolidLine,
                                 lambda i=idx, ch=spec.key: h.device_channel(i, ch))
             self._known_devices = devices
-        models = tuple(sorted(h.models))
         if models != self._known_models:
             for n, name in enumerate(models):
                 if name in self._known_models:
@@ -227,6 +240,19 @@ class LivePanel(pg.GraphicsLayoutWidget):
                 self._curve("queue", f"{name} waiting", color, Qt.PenStyle.DashLine,
                             lambda m=name: h.model_channel(m, "waiting"))
             self._known_models = models
+        self._align_legends()
+
+    def _align_legends(self) -> None:
+        """Gives the legend row of every plot in a row of the grid the height of the tallest
+        legend there, so the plot areas of one row start at the same height. Only when curves
+        come or go: it re-lays out the grid."""
+        keys = list(self._plots)
+        for start in range(0, len(keys), self._columns):
+            plots = [self._plots[k] for k in keys[start:start + self._columns]]
+            tallest = max(p.legend.effectiveSizeHint(Qt.SizeHint.PreferredSize).height()
+                          for p in plots)
+            for p in plots:
+                p.layout.setRowFixedHeight(1, tallest)
 
     # --- drawing ---------------------------------------------------------------------------
 
