@@ -126,12 +126,13 @@ static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 /* ---- projections ----------------------------------------------------------------------- */
 
 
-/* out[i, n0 + j] = x[i, :] . w[n0 + j, :] (+ bias) for i < mt (1 or 4), j < nb (<= 4).
+#define MT 6   /* rows of x per tile: 6 x 4 accumulators + 4 weight vectors + 1 x vector = 29 of 32 registers */
+/* out[i, n0 + j] = x[i, :] . w[n0 + j, :] (+ bias) for i < mt (1 or MT), j < nb (<= 4).
  * The weight rows are read once per call and stay in L1 for the mt rows of x. */
 static inline __attribute__((always_inline)) void
 tile(const bf16 *x, int64_t K, const int mt, const bf16 *const w[4], const bf16 *bias,
      int64_t n0, int64_t nb, float *out, int64_t ldo) {
-    __m512 acc[4][4];
+    __m512 acc[MT][4];
     for (int i = 0; i < mt; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
     int64_t k = 0;
@@ -186,7 +187,7 @@ static void gemm(const bf16 *x, int64_t M, int64_t K, const bf16 *w, const bf16 
             const bf16 *rows[4];
             for (int64_t j = 0; j < 4; j++) rows[j] = w + (n0 + (j < nb ? j : 0)) * K;
             int64_t m = m0;
-            for (; m + 4 <= m1; m += 4) tile(x + m * K, K, 4, rows, bias, n0, nb, out + m * ldo, ldo);
+            for (; m + MT <= m1; m += MT) tile(x + m * K, K, MT, rows, bias, n0, nb, out + m * ldo, ldo);
             for (; m < m1; m++) tile(x + m * K, K, 1, rows, bias, n0, nb, out + m * ldo, ldo);
         }
     }
