@@ -159,3 +159,15 @@ async def test_bf16_engine_same_tokens_alone_in_a_batch_and_after_preemption(lla
     finally:
         engine.close()
         small.close()
+
+
+def test_close_drops_the_native_view_of_weights_and_cache(llama_dir):
+    import gc
+    import weakref
+
+    engine = _engine(llama_dir, dtype="bfloat16", kv_blocks=64)
+    assert engine.runner.native is not None
+    model, storage = weakref.ref(engine.model), weakref.ref(engine.cache.storage)
+    engine.close()
+    gc.collect()
+    assert model() is None and storage() is None
