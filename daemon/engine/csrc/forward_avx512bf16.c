@@ -127,7 +127,7 @@ static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 
 
 #define MT 6   /* rows of x per tile: 6 x 4 accumulators + 4 weight vectors + 1 x vector = 29 of 32 registers */
-/* out[i, n0 + j] = x[i, :] . w[n0 + j, :] (+ bias) for i < mt (1 or MT), j < nb (<= 4).
+/* out[i, n0 + j] = x[i, :] . w[n0 + j, :] (+ bias) for i < mt (<= MT), j < nb (<= 4).
  * The weight rows are read once per call and stay in L1 for the mt rows of x. */
 static inline __attribute__((always_inline)) void
 tile(const bf16 *x, int64_t K, const int mt, const bf16 *const w[4], const bf16 *bias,
@@ -188,7 +188,14 @@ static void gemm(const bf16 *x, int64_t M, int64_t K, const bf16 *w, const bf16 
             for (int64_t j = 0; j < 4; j++) rows[j] = w + (n0 + (j < nb ? j : 0)) * K;
             int64_t m = m0;
             for (; m + MT <= m1; m += MT) tile(x + m * K, K, MT, rows, bias, n0, nb, out + m * ldo, ldo);
-            for (; m < m1; m++) tile(x + m * K, K, 1, rows, bias, n0, nb, out + m * ldo, ldo);
+            switch (m1 - m) {   /* the rest in one tile; constant sizes so each one unrolls */
+            case 5: tile(x + m * K, K, 5, rows, bias, n0, nb, out + m * ldo, ldo); break;
+            case 4: tile(x + m * K, K, 4, rows, bias, n0, nb, out + m * ldo, ldo); break;
+            case 3: tile(x + m * K, K, 3, rows, bias, n0, nb, out + m * ldo, ldo); break;
+            case 2: tile(x + m * K, K, 2, rows, bias, n0, nb, out + m * ldo, ldo); break;
+            case 1: tile(x + m * K, K, 1, rows, bias, n0, nb, out + m * ldo, ldo); break;
+            default: break;
+            }
         }
     }
 }
