@@ -193,7 +193,7 @@ def compile_library(name: str, source: str, flags: list[str]) -> ctypes.CDLL:
             src.write_text(source)
             tmp_out = Path(tmp) / f"{name}.so"
             cc = os.environ.get("CC", "cc")
-            subprocess.run([cc, "-O3", *flags, "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(tmp_out)],
+            subprocess.run([cc, "-O3", *flags, "-shared", "-fPIC", str(src), "-o", str(tmp_out)],
                            check=True, capture_output=True, timeout=120)
             os.replace(tmp_out, out)  # atomic: concurrent builders do not clash
     return ctypes.CDLL(str(out))
@@ -213,7 +213,7 @@ def load() -> ctypes.CDLL | None:
             return _lib
         _tried = True
         try:
-            lib = compile_library("bf16_linear", _SOURCE, ["-mavx2", "-mfma"])
+            lib = compile_library("bf16_linear", _SOURCE, ["-mavx2", "-mfma", "-fopenmp"])
             lib.bf16_linear.restype = None
             lib.bf16_linear.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]

@@ -3,7 +3,7 @@
  * Used by daemon/engine/cpu_forward.py for every step of such a model, up to 256 tokens a
  * call. For decodes torch spends more time dispatching ~40 small ops per layer and in its
  * small-M bf16 GEMM than reading the weights; this file does the whole step in one call
- * and one OpenMP parallel region: per layer RMSNorm, fused QKV projection (+bias),
+ * on its own team of threads (see "threads" below for why not OpenMP): per layer RMSNorm, fused QKV projection (+bias),
  * RoPE, K/V written into the paged cache, attention over the paged cache, output
  * projection, RMSNorm, fused gate/up projection, SiLU * up, down projection, residual adds;
  * then the final norm and the LM head for the rows that sample.
@@ -17,8 +17,11 @@
 
 #include <immintrin.h>
 #include <math.h>
-#include <omp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef uint16_t bf16;
@@ -123,6 +126,51 @@ static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 
+/* ---- threads ---------------------------------------------------------------------------
+ *
+ * A step is one job for a team of persistent threads (the caller is member 0); phases are
+ * separated by a spinning barrier. Not OpenMP: libgomp keeps one pool per thread that ever
+ * opened a parallel region (the loader thread, the engine thread, torch's own calls) and,
+ * as soon as its pools hold more threads than there are CPUs, turns every barrier into a
+ * futex sleep; a decode step has ~200 barriers, and measured 14 ms alone against 22 ms
+ * with a second idle pool present. This team spins between steps for a while, then
+ * sleeps on a condition variable; one step runs at a time in the process. */
+
+#define MAX_THREADS 256
+#define IDLE_SPINS (1u << 18)       /* pauses (~a few ms) a member waits for the next step before sleeping */
+#define BARRIER_SPINS (1u << 14)    /* pauses before a barrier wait starts yielding the CPU */
+
+typedef struct {
+    atomic_int count, phase;
+    int n;
+} Barrier;
+
+static void barrier_wait(Barrier *b) {
+    if (b->n == 1) return;
+    const int phase = atomic_load_explicit(&b->phase, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == b->n - 1) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->phase, phase + 1, memory_order_release);
+        return;
+    }
+    for (unsigned spins = 0; atomic_load_explicit(&b->phase, memory_order_acquire) == phase; spins++) {
+        if (spins < BARRIER_SPINS) _mm_pause();
+        else sched_yield();   /* a member was preempted: let it run */
+    }
+}
+
+typedef struct {
+    int id, n;
+    Barrier *bar;
+} Team;
+
+/* This member's share [lo, hi) of n items, contiguous, like OpenMP's static schedule. */
+static inline void share(const Team *t, int64_t n, int64_t *lo, int64_t *hi) {
+    const int64_t q = n / t->n, r = n % t->n;
+    *lo = t->id * q + (t->id < r ? t->id : r);
+    *hi = *lo + q + (t->id < r ? 1 : 0);
+}
+
 /* ---- projections ----------------------------------------------------------------------- */
 
 
@@ -138,8 +186,8 @@ tile(const bf16 *x, int64_t K, const int mt, const bf16 *const w[4], const bf16 
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
         /* With several rows of x each line of weights carries real compute, and the
-           hardware prefetcher falls behind: fetch the next tile's rows (this thread's,
-           under a static schedule) ourselves. A single row is a pure stream: left alone. */
+           hardware prefetcher falls behind: fetch the next tile's rows (this thread's:
+           each member's tiles are contiguous) ourselves. A single row is a pure stream: left alone. */
         if (mt > 1)
             for (int j = 1; j <= 4; j++) _mm_prefetch((const char *)(w[3] + j * K + k), _MM_HINT_T0);
         const __m512bh b0 = ldbh(w[0] + k), b1 = ldbh(w[1] + k), b2 = ldbh(w[2] + k), b3 = ldbh(w[3] + k);
@@ -174,15 +222,15 @@ tile(const bf16 *x, int64_t K, const int mt, const bf16 *const w[4], const bf16 
 
 #define M_BLOCK 64   /* rows of x kept in L2 while the weights stream past */
 
-/* out[M, N] (row stride ldo, fp32) = x[M, K] @ w[N, K]^T (+ bias[N]). Call inside a
- * parallel region: the weight rows are shared out among the threads. */
-static void gemm(const bf16 *x, int64_t M, int64_t K, const bf16 *w, const bf16 *bias, int64_t N,
-                 float *out, int64_t ldo) {
-    const int64_t tiles = (N + 3) / 4;
+/* out[M, N] (row stride ldo, fp32) = x[M, K] @ w[N, K]^T (+ bias[N]). Every member of the
+ * team calls it: the weight rows are shared out, and all wait for all at the end. */
+static void gemm(const Team *tm, const bf16 *x, int64_t M, int64_t K, const bf16 *w, const bf16 *bias,
+                 int64_t N, float *out, int64_t ldo) {
+    int64_t lo, hi;
+    share(tm, (N + 3) / 4, &lo, &hi);
     for (int64_t m0 = 0; m0 < M; m0 += M_BLOCK) {
         const int64_t m1 = M < m0 + M_BLOCK ? M : m0 + M_BLOCK;
-        #pragma omp for schedule(static)
-        for (int64_t t = 0; t < tiles; t++) {
+        for (int64_t t = lo; t < hi; t++) {
             const int64_t n0 = 4 * t, nb = N - n0 < 4 ? N - n0 : 4;
             const bf16 *rows[4];
             for (int64_t j = 0; j < 4; j++) rows[j] = w + (n0 + (j < nb ? j : 0)) * K;
@@ -197,6 +245,7 @@ static void gemm(const bf16 *x, int64_t M, int64_t K, const bf16 *w, const bf16 
             default: break;
             }
         }
+        barrier_wait(tm->bar);
     }
 }
 
@@ -353,55 +402,182 @@ int64_t forward_scratch_bytes(const Model *m, int64_t tokens, int threads) {
     return carve(m, tokens, threads, 0).bytes;
 }
 
-/* Returns 0, or a negative number for an input it refuses (checked before any work). */
-int forward(const Model *m, const Step *s) {
+typedef struct {
+    const Model *m;
+    const Step *s;
+    Buffers b;
+} Job;
+
+/* One member's part of the step; every member runs every phase in the same order. */
+static void step_body(const Job *job, const Team *tm) {
+    const Model *m = job->m;
+    const Step *s = job->s;
+    const Buffers b = job->b;
     const int64_t T = s->tokens, H = m->hidden, I = m->inter, hd = m->head_dim;
     const int64_t nh = m->num_heads, nkv = m->num_kv_heads, Q = nh * hd, KV = nkv * hd;
-    const int64_t QKV = Q + 2 * KV;
-    if (T < 1 || nkv < 1 || nh % nkv != 0 || nh / nkv > MAX_GROUP || hd % 2 != 0) return -1;
-    const Buffers b = carve(m, T, s->threads, (char *)s->scratch);
-    const int64_t wide = wide_row(m);
+    const int64_t QKV = Q + 2 * KV, wide = wide_row(m);
+    float *acc = b.acc + (int64_t)tm->id * (nh / nkv) * hd;
+    int64_t lo, hi, alo, ahi;
+    share(tm, T, &lo, &hi);              /* this member's tokens for the row-wise phases */
+    share(tm, T * nkv, &alo, &ahi);      /* and its (token, KV head) pairs for attention */
 
-    #pragma omp parallel num_threads(s->threads)
-    {
-        float *acc = b.acc + (int64_t)omp_get_thread_num() * (nh / nkv) * hd;
-        #pragma omp for schedule(static)
-        for (int64_t t = 0; t < T; t++) memcpy(b.x + t * H, m->embed + s->ids[t] * H, (size_t)H * 2);
-
-        for (int64_t l = 0; l < m->num_layers; l++) {
-            bf16 *kc = m->k_cache[l], *vc = m->v_cache[l];
-            #pragma omp for schedule(static)
-            for (int64_t t = 0; t < T; t++) rmsnorm_row(b.x + t * H, m->ln1[l], H, m->eps, b.h + t * H);
-            gemm(b.h, T, H, m->qkv_w[l], m->qkv_b[l], QKV, b.f, wide);
-            #pragma omp for schedule(static)
-            for (int64_t t = 0; t < T; t++) {
-                const float *row = b.f + t * wide;
-                const bf16 *c = m->cos + s->pos[t] * hd, *sn = m->sin + s->pos[t] * hd;
-                for (int64_t h = 0; h < nh; h++) rope_head(row + h * hd, c, sn, hd, b.q + t * Q + h * hd);
-                const int64_t base = s->slot[t] * KV;
-                for (int64_t h = 0; h < nkv; h++) rope_head(row + Q + h * hd, c, sn, hd, kc + base + h * hd);
-                for (int64_t i = 0; i < KV; i++) vc[base + i] = f2b(row[Q + KV + i]);
-            }
-            #pragma omp for schedule(static) collapse(2)
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t g = 0; g < nkv; g++) attend(m, s, t, g, b.q + t * Q, kc, vc, b.attn + t * Q, acc);
-            gemm(b.attn, T, Q, m->o_w[l], 0, H, b.f, wide);
-            #pragma omp for schedule(static)
-            for (int64_t t = 0; t < T; t++) {
-                residual_row(b.x + t * H, b.f + t * wide, H);
-                rmsnorm_row(b.x + t * H, m->ln2[l], H, m->eps, b.h + t * H);
-            }
-            gemm(b.h, T, H, m->gate_up_w[l], 0, 2 * I, b.f, wide);
-            #pragma omp for schedule(static)
-            for (int64_t t = 0; t < T; t++) silu_mul_row(b.f + t * wide, I, b.act + t * I);
-            gemm(b.act, T, I, m->down_w[l], 0, H, b.f, wide);
-            #pragma omp for schedule(static)
-            for (int64_t t = 0; t < T; t++) residual_row(b.x + t * H, b.f + t * wide, H);
+    for (int64_t t = lo; t < hi; t++) memcpy(b.x + t * H, m->embed + s->ids[t] * H, (size_t)H * 2);
+    for (int64_t l = 0; l < m->num_layers; l++) {
+        bf16 *kc = m->k_cache[l], *vc = m->v_cache[l];
+        for (int64_t t = lo; t < hi; t++) rmsnorm_row(b.x + t * H, m->ln1[l], H, m->eps, b.h + t * H);
+        barrier_wait(tm->bar);
+        gemm(tm, b.h, T, H, m->qkv_w[l], m->qkv_b[l], QKV, b.f, wide);
+        for (int64_t t = lo; t < hi; t++) {
+            const float *row = b.f + t * wide;
+            const bf16 *c = m->cos + s->pos[t] * hd, *sn = m->sin + s->pos[t] * hd;
+            for (int64_t h = 0; h < nh; h++) rope_head(row + h * hd, c, sn, hd, b.q + t * Q + h * hd);
+            const int64_t base = s->slot[t] * KV;
+            for (int64_t h = 0; h < nkv; h++) rope_head(row + Q + h * hd, c, sn, hd, kc + base + h * hd);
+            for (int64_t i = 0; i < KV; i++) vc[base + i] = f2b(row[Q + KV + i]);
         }
-        #pragma omp for schedule(static)
-        for (int64_t i = 0; i < s->num_logits; i++)
-            rmsnorm_row(b.x + s->logit_rows[i] * H, m->final_norm, H, m->eps, b.h + i * H);
-        gemm(b.h, s->num_logits, H, m->lm_head, 0, m->vocab, s->logits, m->vocab);
+        barrier_wait(tm->bar);
+        for (int64_t p = alo; p < ahi; p++) {
+            const int64_t t = p / nkv;
+            attend(m, s, t, p % nkv, b.q + t * Q, kc, vc, b.attn + t * Q, acc);
+        }
+        barrier_wait(tm->bar);
+        gemm(tm, b.attn, T, Q, m->o_w[l], 0, H, b.f, wide);
+        for (int64_t t = lo; t < hi; t++) {
+            residual_row(b.x + t * H, b.f + t * wide, H);
+            rmsnorm_row(b.x + t * H, m->ln2[l], H, m->eps, b.h + t * H);
+        }
+        barrier_wait(tm->bar);
+        gemm(tm, b.h, T, H, m->gate_up_w[l], 0, 2 * I, b.f, wide);
+        for (int64_t t = lo; t < hi; t++) silu_mul_row(b.f + t * wide, I, b.act + t * I);
+        barrier_wait(tm->bar);
+        gemm(tm, b.act, T, I, m->down_w[l], 0, H, b.f, wide);
+        for (int64_t t = lo; t < hi; t++) residual_row(b.x + t * H, b.f + t * wide, H);
+        barrier_wait(tm->bar);
     }
+    share(tm, s->num_logits, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++)
+        rmsnorm_row(b.x + s->logit_rows[i] * H, m->final_norm, H, m->eps, b.h + i * H);
+    barrier_wait(tm->bar);
+    gemm(tm, b.h, s->num_logits, H, m->lm_head, 0, m->vocab, s->logits, m->vocab);
+}
+
+/* The persistent team: members 1..n-1 are threads of this library, member 0 the caller. */
+typedef struct {
+    int n, started;
+    pthread_t threads[MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_uint generation;     /* bumped (under mu) to start a step */
+    atomic_int finished;        /* members 1..n-1 done with the current step */
+    atomic_int stop;
+    const Job *job;
+    Barrier bar;
+} Pool;
+
+typedef struct {
+    Pool *pool;
+    int id;
+} Member;
+
+static void *member_main(void *arg) {
+    Member *me = (Member *)arg;
+    Pool *p = me->pool;
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g, spins = 0;
+        while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen) {
+            if (++spins < IDLE_SPINS) {
+                _mm_pause();
+                continue;
+            }
+            pthread_mutex_lock(&p->mu);
+            while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen)
+                pthread_cond_wait(&p->cv, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        seen = g;
+        if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
+        const Team tm = {me->id, p->n, &p->bar};
+        step_body(p->job, &tm);
+        atomic_fetch_add_explicit(&p->finished, 1, memory_order_release);
+    }
+    free(me);
+    return 0;
+}
+
+static void pool_kick(Pool *p) {
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pool_destroy(Pool *p) {
+    atomic_store_explicit(&p->stop, 1, memory_order_release);
+    pool_kick(p);
+    for (int i = 0; i < p->started; i++) pthread_join(p->threads[i], 0);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+/* A team of n (n - 1 threads started), or 0 if threads cannot be started. */
+static Pool *pool_create(int n) {
+    Pool *p = (Pool *)calloc(1, sizeof(Pool));
+    if (!p) return 0;
+    p->n = n;
+    pthread_mutex_init(&p->mu, 0);
+    pthread_cond_init(&p->cv, 0);
+    for (int i = 1; i < n; i++) {
+        Member *me = (Member *)malloc(sizeof(Member));
+        if (!me) break;
+        me->pool = p;
+        me->id = i;
+        if (pthread_create(&p->threads[p->started], 0, member_main, me) != 0) {
+            free(me);
+            break;
+        }
+        p->started++;
+    }
+    if (p->started != n - 1) {
+        pool_destroy(p);
+        return 0;
+    }
+    return p;
+}
+
+static pthread_mutex_t forward_mu = PTHREAD_MUTEX_INITIALIZER;   /* one step at a time */
+static Pool *pool;
+
+/* Returns 0, or a negative number for an input it refuses (checked before any work). */
+int forward(const Model *m, const Step *s) {
+    const int64_t nh = m->num_heads, nkv = m->num_kv_heads;
+    if (s->tokens < 1 || nkv < 1 || nh % nkv != 0 || nh / nkv > MAX_GROUP || m->head_dim % 2 != 0) return -1;
+    const int n = s->threads < 1 ? 1 : (s->threads > MAX_THREADS ? MAX_THREADS : s->threads);
+    const Job job = {m, s, carve(m, s->tokens, n, (char *)s->scratch)};
+    pthread_mutex_lock(&forward_mu);
+    if (pool && pool->n != n) {
+        pool_destroy(pool);
+        pool = 0;
+    }
+    if (!pool && n > 1) pool = pool_create(n);
+    if (!pool) {   /* one thread (asked for, or no more threads could be started) */
+        Barrier bar = {0, 0, 1};
+        const Team tm = {0, 1, &bar};
+        step_body(&job, &tm);
+    } else {
+        pool->job = &job;
+        pool->bar.n = n;
+        atomic_store_explicit(&pool->finished, 0, memory_order_relaxed);
+        pool_kick(pool);
+        const Team tm = {0, n, &pool->bar};
+        step_body(&job, &tm);
+        for (unsigned spins = 0; atomic_load_explicit(&pool->finished, memory_order_acquire) != n - 1; spins++) {
+            if (spins < BARRIER_SPINS) _mm_pause();
+            else sched_yield();
+        }
+    }
+    pthread_mutex_unlock(&forward_mu);
     return 0;
 }
