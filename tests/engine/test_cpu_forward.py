@@ -171,3 +171,26 @@ def test_close_drops_the_native_view_of_weights_and_cache(llama_dir):
     engine.close()
     gc.collect()
     assert model() is None and storage() is None
+
+
+def test_a_forked_child_runs_steps_with_a_team_of_its_own(llama_dir):
+    """The team's threads do not survive fork(); a child that steps starts a new team."""
+    import multiprocessing
+
+    runner = _runner(llama_dir)
+    ids = _prompt(20, 500, 7)
+    with torch.inference_mode():
+        want = runner.run([ScheduledChunk(_seq(ids, 0), 0, 20)])   # the parent's team exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child():
+        with torch.inference_mode():
+            queue.put(runner.run([ScheduledChunk(_seq(ids, 8), 0, 20)]).tolist())
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    got = queue.get(timeout=60)
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    assert torch.equal(torch.tensor(got), want)

@@ -549,6 +549,15 @@ static Pool *pool_create(int n) {
 
 static pthread_mutex_t forward_mu = PTHREAD_MUTEX_INITIALIZER;   /* one step at a time */
 static Pool *pool;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* A forked child has none of the team's threads: it starts a new team if it runs a step. */
+static void forget_pool_in_child(void) {
+    pool = 0;
+    pthread_mutex_init(&forward_mu, 0);
+}
+
+static void register_atfork(void) { pthread_atfork(0, 0, forget_pool_in_child); }
 
 /* Returns 0, or a negative number for an input it refuses (checked before any work). */
 int forward(const Model *m, const Step *s) {
@@ -556,6 +565,7 @@ int forward(const Model *m, const Step *s) {
     if (s->tokens < 1 || nkv < 1 || nh % nkv != 0 || nh / nkv > MAX_GROUP || m->head_dim % 2 != 0) return -1;
     const int n = s->threads < 1 ? 1 : (s->threads > MAX_THREADS ? MAX_THREADS : s->threads);
     const Job job = {m, s, carve(m, s->tokens, n, (char *)s->scratch)};
+    pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&forward_mu);
     if (pool && pool->n != n) {
         pool_destroy(pool);
