@@ -21,6 +21,29 @@ _T0 = time.perf_counter()
 VIEWS = ("fleet", "node", "models", "playground", "audit")
 
 
+# Garbage collection in the console process. Telemetry back-fill turns every node's missed
+# history into many small tracked objects (a Snapshot is ~13: itself, host, one per device
+# and model, two tuples) that live for a batch, until the GUI thread has copied them into the
+# rings. With CPython's defaults (700, 10, 10) most of them survive a young collection while
+# their batch waits, get promoted, and push full collections: while 200 nodes back-filled,
+# tests/benchmarks/bench_console.py counted 37 full collections of up to 660 ms, ~11 s of
+# collection in all, each holding the GIL and so stalling the GUI thread as well.
+# After start-up, (1) gc.freeze() moves what start-up built (modules, Qt wrappers, the
+# window) out of the collector's reach, so a full collection walks only what came later, and
+# (2) a larger first-generation threshold makes young collections rarer, so fewer
+# short-lived samples are caught alive and promoted. Reference counting still frees them at
+# once; only cycles wait a little longer. The benchmark calls this function too.
+GC_THRESHOLDS = (20_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Freezes what start-up built and raises the young-generation threshold (see above)."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="musa-console", description="Desktop console for musad nodes.")
     p.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
@@ -130,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             if event.type() == QEvent.Type.Paint:
                 obj.removeEventFilter(self)
                 QTimer.singleShot(0, store.resume)
+                QTimer.singleShot(0, tune_gc)
             return False
     after_paint = _AfterFirstPaint(window)
     window.installEventFilter(after_paint)

@@ -247,6 +247,14 @@ class _SourceState:
     done: bool = False
     pending: bool = False
     error: str = ""
+    # Set for a source that joined after rows were released: its rows that sort before this
+    # key belong among those rows (`take_late`), not in the stream still to come.
+    boundary: tuple[int, str, int] | None = None
+
+
+def merge_key(row: AuditRow) -> tuple[int, str, int]:
+    """The merge order, newest first: time, then source, then seq."""
+    return (row.time_us, row.source, row.seq)
 
 
 class AuditMerger:
@@ -254,11 +262,28 @@ class AuditMerger:
 
     def __init__(self, sources: list[str] | tuple[str, ...]) -> None:
         self.state = {s: _SourceState() for s in sources}
+        self._late: list[AuditRow] = []
 
-    def wanted(self) -> list[tuple[str, int]]:
-        """Sources that must deliver a page before more rows can be released; marks them pending."""
+    def add_source(self, source: str, released: AuditRow | None = None) -> None:
+        """A source joins the merge; `released` is the last row already taken, if any.
+
+        The source's rows newer than `released` come back from `take_late` (the caller slots
+        them in among what it holds), the rest join the stream, so the sources already in
+        the merge are not asked again."""
+        if source not in self.state:
+            self.state[source] = _SourceState(boundary=merge_key(released) if released else None)
+
+    def catching_up(self) -> bool:
+        return any(st.boundary is not None for st in self.state.values())
+
+    def wanted(self, late_only: bool = False) -> list[tuple[str, int]]:
+        """Sources that must deliver a page before more rows can be released; marks them pending.
+
+        late_only: only sources still fetching rows newer than what was released."""
         out = []
         for s, st in self.state.items():
+            if late_only and st.boundary is None:
+                continue
             if not st.buffer and not st.done and not st.pending:
                 st.pending = True
                 out.append((s, st.cursor))
@@ -269,7 +294,16 @@ class AuditMerger:
         if st is None:
             return
         st.pending = False
-        st.buffer.extend(page.rows)
+        rows = page.rows
+        if st.boundary is not None:
+            n = 0
+            while n < len(rows) and merge_key(rows[n]) > st.boundary:
+                n += 1
+            self._late.extend(rows[:n])
+            rows = rows[n:]
+            if rows or page.exhausted or page.error:
+                st.boundary = None
+        st.buffer.extend(rows)
         if page.cursor or page.rows:
             st.cursor = page.cursor or page.rows[-1].seq
         if page.error:
@@ -289,8 +323,13 @@ class AuditMerger:
                     return out            # this source may still hold a newer row
             if not heads:
                 return out
-            best = max(heads, key=lambda st: (st.buffer[0].time_us, st.buffer[0].source, st.buffer[0].seq))
+            best = max(heads, key=lambda st: merge_key(st.buffer[0]))
             out.append(best.buffer.popleft())
+        return out
+
+    def take_late(self) -> list[AuditRow]:
+        """Rows of a joining source that sort among the rows already released."""
+        out, self._late = self._late, []
         return out
 
     @property

@@ -15,6 +15,13 @@ Measured in one run:
   10 minutes; --quick: 20 s and 60 s), and their ratio (flat = ~1.0)
 - cold_start_s: `musa-console` launch to first painted window (fresh process), and whether
   torch got imported (it must not)
+- connect_gui_cpu_s: GUI-thread CPU seconds from connecting the nodes until all are live;
+  connect_calls_s: the 200 `connect_address` calls themselves (one GUI turn);
+  connect_loop_latency_max_ms / p99_ms: lateness of the 10 ms timer after those calls
+  until all are live (outside the goals, so the next person sees what connecting costs)
+- gc_connect / gc_live: garbage collections of the whole process (any thread; a collection
+  holds the GIL, so it stalls the GUI thread too) while connecting and over the measuring
+  window: gen2 count, longest and total pause of any generation
 
 `--json` prints only the JSON object (progress goes to stderr).
 """
@@ -85,6 +92,37 @@ def cold_start(tmp: str, runs: int = 3) -> dict:
         times.append(wall)
     return {"cold_start_s": round(min(times), 3), "cold_start_median_s": round(statistics.median(times), 3),
             "cold_start_cpu_s": round(min(cpu_times), 3), "torch_imported": torch_loaded}
+
+
+class GcWatch:
+    """Counts collections and their pauses through gc.callbacks (every thread's)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []   # (generation, ms)
+        self._t0 = 0.0
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._t0) * 1000.0))
+
+    def start(self) -> None:
+        import gc
+        self.pauses.clear()
+        gc.callbacks.append(self._cb)
+
+    def stop(self) -> dict:
+        import gc
+        if self._cb in gc.callbacks:
+            gc.callbacks.remove(self._cb)
+        gen2 = [ms for g, ms in self.pauses if g == 2]
+        return {"collections": len(self.pauses), "gen2": len(gen2),
+                "gen2_max_ms": round(max(gen2, default=0.0), 1), "gen2_total_ms": round(sum(gen2), 1),
+                "max_pause_ms": round(max((ms for _, ms in self.pauses), default=0.0), 1),
+                "max_ms_by_generation": [round(max((ms for g, ms in self.pauses if g == gen), default=0.0), 1)
+                                         for gen in range(3)],
+                "total_ms": round(sum(ms for _, ms in self.pauses), 1)}
 
 
 class LatencyProbe:
@@ -170,16 +208,29 @@ def run(args) -> dict:
 
     log("baseline: idle console, no nodes")
     pump(1.0)
+    if not args.default_gc:   # what musa-console does after its first paint
+        from musaops.app.cli import tune_gc
+        tune_gc()
     base = measure(args.baseline_s, probe)
 
     log(f"starting harness: {args.nodes} nodes x {args.devices} devices in {args.processes} processes")
     procs, ports = start_harness(args.nodes, args.devices, args.processes)
     result: dict = {}
     try:
+        gcw = GcWatch()
+        gcw.start()
+        gui_cpu0 = thread_cpu().get(threading.main_thread().native_id, 0.0)
+        connect_profiler = None
+        if os.environ.get("BENCH_PROFILE_CONNECT"):  # where the GUI thread's connect time goes
+            import cProfile
+            connect_profiler = cProfile.Profile()
+            connect_profiler.enable()
         t_conn = time.perf_counter()
         for port in ports:
             window.connect_address(NodeAddress("127.0.0.1", port))
         node_view.show_node(window.state.order[0])
+        connect_calls_s = time.perf_counter() - t_conn
+        probe.start()
         state = window.state
 
         def all_live() -> bool:
@@ -192,6 +243,14 @@ def run(args) -> dict:
                 raise RuntimeError("nodes did not all come online within 300 s")
             pump(0.25)
         backfill_s = time.perf_counter() - t_conn
+        probe.stop()
+        connect_gui_cpu = thread_cpu().get(threading.main_thread().native_id, 0.0) - gui_cpu0
+        connect_stall = max(probe.samples, default=float("nan"))
+        connect_p99 = probe.percentiles()[1]
+        gc_connect = gcw.stop()
+        if connect_profiler is not None:
+            connect_profiler.disable()
+            connect_profiler.dump_stats(os.environ["BENCH_PROFILE_CONNECT"])
         log(f"all {len(ports)} nodes live after {backfill_s:.1f} s; measuring")
         t_live = time.perf_counter()
 
@@ -201,7 +260,9 @@ def run(args) -> dict:
             import cProfile
             profiler = cProfile.Profile()
             profiler.enable()
+        gcw.start()
         loaded = measure(args.t1 - (time.perf_counter() - t_live), probe)
+        gc_live = gcw.stop()
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(os.environ["BENCH_PROFILE"])
@@ -217,6 +278,11 @@ def run(args) -> dict:
             "baseline_loop_latency_p50_ms": base["p50"], "baseline_loop_latency_p99_ms": base["p99"],
             "baseline_cpu_percent": base["cpu"],
             "backfill_s": round(backfill_s, 1),
+            "connect_gui_cpu_s": round(connect_gui_cpu, 2),
+            "connect_calls_s": round(connect_calls_s, 2),
+            "connect_loop_latency_max_ms": round(connect_stall, 1),
+            "connect_loop_latency_p99_ms": round(connect_p99, 1),
+            "gc_tuned": not args.default_gc, "gc_connect": gc_connect, "gc_live": gc_live,
             "loop_latency_p50_ms": loaded["p50"], "loop_latency_p99_ms": loaded["p99"],
             "loop_latency_p99_vs_baseline": round(loaded["p99"] / base["p99"], 2) if base["p99"] else None,
             "chart_fps": round(fps, 1),
@@ -255,6 +321,8 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=200)
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--processes", type=int, default=4, help="harness processes")
+    p.add_argument("--default-gc", action="store_true",
+                   help="keep CPython's GC settings (musa-console tunes them: app/cli.py tune_gc)")
     p.add_argument("--baseline-s", type=float, default=5.0)
     p.add_argument("--t1", type=float, default=None, help="first memory reading, s after live")
     p.add_argument("--t2", type=float, default=None, help="second memory reading, s after live")

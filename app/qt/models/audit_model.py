@@ -8,6 +8,7 @@ older query after the filters changed.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersisten
 from PySide6.QtGui import QColor
 
 from musaops.app.services.audit_feed import (PAGE_SIZE, AuditFilterSpec, AuditMerger, AuditRow, Page,
-                                             PageFetcher)
+                                             PageFetcher, merge_key)
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -77,6 +78,19 @@ class AuditTableModel(QAbstractTableModel):
         if self._fetchers:
             self.fetchMore(QModelIndex())
 
+    def add_source(self, source: str, fetcher: PageFetcher) -> None:
+        """Adds one source to the current query and asks only it: rows it holds that are
+        newer than those shown are slotted in among them, older ones join the paging."""
+        if source in self._fetchers:
+            return
+        self._fetchers[source] = fetcher
+        self._spec = dataclasses.replace(self._spec, sources=(*self._spec.sources, source))
+        self._merger.add_source(source, self._rows[-1] if self._rows else None)
+        self.exhausted_changed.emit(False)
+        if not self._rows:
+            self._want = max(self._want, self.page_size)
+        self._pump()
+
     def clear(self) -> None:
         self.set_query({}, AuditFilterSpec())
 
@@ -120,8 +134,8 @@ class AuditTableModel(QAbstractTableModel):
                 self._rows.extend(ready)
                 self.endInsertRows()
                 self._want -= len(ready)
-        if self._want > 0:
-            wanted = self._merger.wanted()
+        if self._want > 0 or self._merger.catching_up():
+            wanted = self._merger.wanted(late_only=self._want <= 0)
             generation = self._generation
             for source, cursor in wanted:
                 self._fetchers[source].fetch(self._spec, cursor, self.page_size,
@@ -136,11 +150,27 @@ class AuditTableModel(QAbstractTableModel):
         if generation != self._generation:
             return   # an answer to a query the user has since replaced
         self._merger.add(page)
+        self._insert_late(self._merger.take_late())
         if page.error:
             self.source_error.emit(page.source, page.error)
         self._pump()
         if not self._merger.waiting:
             self.loading_changed.emit(False)
+
+    def _insert_late(self, rows: list[AuditRow]) -> None:
+        """Slots a joining source's rows in among the rows shown (newest first)."""
+        for row in rows:
+            key = merge_key(row)
+            lo, hi = 0, len(self._rows)
+            while lo < hi:   # first shown row older than this one
+                mid = (lo + hi) // 2
+                if merge_key(self._rows[mid]) > key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            self.beginInsertRows(QModelIndex(), lo, lo)
+            self._rows.insert(lo, row)
+            self.endInsertRows()
 
     # -- the table -------------------------------------------------------------------------
 

@@ -148,7 +148,9 @@ class ModelsView(QWidget):
         self.undeploy_button.clicked.connect(self.ask_undeploy)
         self.table.selectionModel().selectionChanged.connect(self._update_actions)
         self.table.doubleClicked.connect(lambda _i: self.open_deploy_dialog())
-        self.directory.nodes_changed.connect(self._fill_nodes)
+        self.directory.node_added.connect(self._node_added)
+        self.directory.node_updated.connect(self._node_updated)
+        self.directory.node_gone.connect(self._node_gone)
         self.directory.models_changed.connect(self._on_models)
         bridge.deploy_event.connect(self._on_deploy_event)
         bridge.undeploy_done.connect(self._on_undeploy_done)
@@ -165,23 +167,62 @@ class ModelsView(QWidget):
         if i >= 0:
             self.node_box.setCurrentIndex(i)
 
+    def _node_text(self, node_id: str) -> str:
+        status = self.directory.status(node_id)
+        return f"{self.directory.label(node_id)}  ·  {status.state.value if status else 'gone'}"
+
     def _fill_nodes(self) -> None:
         current = self.current_node()
         ids = self.directory.node_ids()
         self.node_box.blockSignals(True)
         self.node_box.clear()
         for nid in ids:
-            state = self.directory.status(nid).state.value
-            self.node_box.addItem(f"{self.directory.label(nid)}  ·  {state}", nid)
+            self.node_box.addItem(self._node_text(nid), nid)
         self.node_box.blockSignals(False)
         if current in ids:
             self.node_box.setCurrentIndex(ids.index(current))
         elif ids:
             self.node_box.setCurrentIndex(0)
+        self._settle_node(current)
+
+    # The picker follows the directory one node at a time (a rebuild of every entry per
+    # change is O(n^2) while a large fleet connects); each ends like a full refill would.
+    def _node_added(self, node_id: str) -> None:
+        current = self.current_node()
+        if self.node_box.findData(node_id) < 0:
+            self.node_box.blockSignals(True)
+            self.node_box.addItem(self._node_text(node_id), node_id)
+            if self.node_box.currentIndex() < 0:
+                self.node_box.setCurrentIndex(0)
+            self.node_box.blockSignals(False)
+        self._settle_node(current)
+
+    def _node_updated(self, node_id: str) -> None:
+        i = self.node_box.findData(node_id)
+        if i >= 0:
+            text = self._node_text(node_id)
+            if self.node_box.itemText(i) != text:
+                self.node_box.setItemText(i, text)
+        self._settle_node(self.current_node())
+
+    def _node_gone(self, node_id: str) -> None:
+        current = self.current_node()
+        i = self.node_box.findData(node_id)
+        if i >= 0:
+            self.node_box.blockSignals(True)
+            self.node_box.removeItem(i)
+            if node_id == current:
+                self.node_box.setCurrentIndex(0 if self.node_box.count() else -1)
+            self.node_box.blockSignals(False)
+        self._settle_node(current)
+
+    def _settle_node(self, previous: str) -> None:
+        """After the picker changed: read the repository of a newly chosen node, or of the
+        chosen one when it came (back) online."""
         nid = self.current_node()
         came_online = bool(nid) and self.directory.online(nid) and not self._was_online
         self._was_online = bool(nid) and self.directory.online(nid)
-        if nid != current or came_online or (nid and not self.model.rowCount()):
+        if nid != previous or came_online or (nid and not self.model.rowCount()):
             self._on_node_chosen()  # a new node, or one back online: read its repository
         self._update_actions()
 

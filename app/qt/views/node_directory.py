@@ -4,6 +4,11 @@ Listens to the bridge's `status`, `snapshots`, `models` and `node_removed` signa
 the latest NodeStatus, the latest Snapshot and the repository per node, so the views can
 fill their node and model pickers and the deploy dialog can check memory without asking the
 hub anything. Only plain dataclasses are kept; nothing here touches the network.
+
+Besides `nodes_changed` (something about the set of nodes changed), each change is also
+announced for the one node it concerns (`node_added`, `node_updated`, `node_gone`), so a view
+can update that node's entry instead of rebuilding a list of every node: at 200 nodes a
+rebuild per signal costs O(n^2) while the fleet connects. Both fire at once, never deferred.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ class NodeDirectory(QObject):
     """Latest status, telemetry and repository per node id."""
 
     nodes_changed = Signal()        # a node came, went or changed state
+    node_added = Signal(str)        # a node id seen for the first time (before nodes_changed)
+    node_updated = Signal(str)      # its state, address, info or telemetry's model set changed
+    node_gone = Signal(str)         # a node was removed
     models_changed = Signal(str)    # a node's repository answer arrived
     snapshot = Signal(str)          # a node's latest snapshot changed
 
@@ -35,10 +43,15 @@ class NodeDirectory(QObject):
 
     def seed(self, statuses: Iterable[NodeStatus], latest: Mapping[str, Snapshot] | None = None) -> None:
         """Takes what was known before this directory existed (e.g. the main window's FleetState)."""
+        added = []
         for status in statuses:
-            self._status.setdefault(status.node_id, status)
+            if status.node_id not in self._status:
+                self._status[status.node_id] = status
+                added.append(status.node_id)
         for node_id, snap in (latest or {}).items():
             self._snapshot.setdefault(node_id, snap)
+        for node_id in added:
+            self.node_added.emit(node_id)
         self.nodes_changed.emit()
 
     # -- queries -----------------------------------------------------------------------
@@ -74,7 +87,11 @@ class NodeDirectory(QObject):
     def _on_status(self, status: NodeStatus) -> None:
         old = self._status.get(status.node_id)
         self._status[status.node_id] = status
-        if old is None or old.state != status.state or old.address != status.address or old.info != status.info:
+        if old is None:
+            self.node_added.emit(status.node_id)
+            self.nodes_changed.emit()
+        elif old.state != status.state or old.address != status.address or old.info != status.info:
+            self.node_updated.emit(status.node_id)
             self.nodes_changed.emit()
 
     def _on_snapshots(self, node_id: str, snapshots: tuple[Snapshot, ...]) -> None:
@@ -85,6 +102,8 @@ class NodeDirectory(QObject):
         self._snapshot[node_id] = last
         self.snapshot.emit(node_id)
         if prev is None or {m.model for m in prev.models} != {m.model for m in last.models}:
+            if node_id in self._status:
+                self.node_updated.emit(node_id)
             self.nodes_changed.emit()
 
     def _on_models(self, node_id: str, models: tuple[ModelEntry, ...]) -> None:
@@ -92,6 +111,9 @@ class NodeDirectory(QObject):
         self.models_changed.emit(node_id)
 
     def _on_removed(self, node_id: str) -> None:
+        known = node_id in self._status
         for d in (self._status, self._snapshot, self._models):
             d.pop(node_id, None)
+        if known:
+            self.node_gone.emit(node_id)
         self.nodes_changed.emit()
