@@ -132,3 +132,28 @@ def test_target_picker_updates_the_one_node_in_place(qtbot):
     assert picker.node_id() == "n3" and picker.node_box.count() == 4
     bridge.node_removed.emit("n3")
     assert picker.node_id() == "n1" and picker.node_box.count() == 3
+
+
+def test_models_picker_updates_in_place_and_reads_only_the_chosen_repository(qtbot, qt_hub, monkeypatch):
+    from musaops.app.qt.views.models_view import ModelsView
+
+    hub, _ = qt_hub
+    bridge = HubBridge()   # statuses are fed by hand: no node needs to exist
+    reads: list[str] = []
+    refresh = hub.refresh_models
+
+    def counting(node_id: str):
+        reads.append(node_id)
+        return refresh(node_id)
+    monkeypatch.setattr(hub, "refresh_models", counting)
+    view = ModelsView(hub, bridge)
+    qtbot.addWidget(view)
+    for i in range(1, 6):
+        bridge.status.emit(_status(f"n{i}", f"node {i}", ConnectionState.ONLINE))
+    box = view.node_box
+    assert [box.itemData(i) for i in range(box.count())] == [f"n{i}" for i in range(1, 6)]
+    assert view.current_node() == "n1" and reads == ["n1"], "only the chosen node's repository is read"
+    bridge.status.emit(_status("n4", "renamed", ConnectionState.DEGRADED))
+    assert box.itemText(3) == "renamed  ·  degraded" and view.current_node() == "n1" and reads == ["n1"]
+    bridge.node_removed.emit("n1")
+    assert view.current_node() == "n2" and box.count() == 4 and reads[-1] == "n2"
