@@ -280,6 +280,9 @@ def control_text(version: str, arch: str, py: tuple[int, int], python: str, inst
         f"Maintainer: {MAINTAINER}\n"
         f"Installed-Size: {installed_kib}\n"
         f"Depends: {', '.join(depends)}\n"
+        # A C compiler lets a CPU-only node build the engine's bf16 kernels on first use
+        # (daemon/engine/cpu_forward.py, cpu_kernels.py); without one it runs torch's.
+        "Suggests: gcc\n"
         "Section: net\n"
         "Priority: optional\n"
         "Description: musad, the musa-ops node daemon for LLM serving on GPU servers\n"
@@ -287,6 +290,8 @@ def control_text(version: str, arch: str, py: tuple[int, int], python: str, inst
         " MUSA GPUs (torch_musa, MTML), NVIDIA GPUs (CUDA, NVML) or the CPU, keeps a\n"
         " model repository, and serves gRPC control, telemetry, inference and audit\n"
         " APIs plus Prometheus /metrics. It runs as the systemd service musad.\n"
+        " .\n"
+        " With gcc present, a CPU-only node compiles faster bf16 kernels on first use.\n"
         " .\n"
         " torch is not bundled: the daemon uses the torch (and torch_musa) installed\n"
         f" for the system's Python {py[0]}.{py[1]}; everything else lives in {VENV}.\n"
