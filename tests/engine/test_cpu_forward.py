@@ -32,10 +32,12 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def odd_qwen2_dir(tmp_path_factory, demo_model_dir):
-    """QKV bias, and sizes that exercise every tail path: hidden 72, head_dim 18, inter 100."""
+    """QKV bias, three query heads on one KV head, and sizes that hit every tail path:
+    hidden 66 and inter 102 (reductions not a multiple of 32 or 16), head_dim 22, and
+    projections of 110 and 66 rows (not a multiple of the 4-row tile)."""
     return write_hf_checkpoint(tmp_path_factory.mktemp("odd"), "qwen2", demo_model_dir, seed=4,
-                               hidden_size=72, num_attention_heads=4, num_key_value_heads=2,
-                               intermediate_size=100, num_hidden_layers=3)
+                               hidden_size=66, num_attention_heads=3, num_key_value_heads=1,
+                               intermediate_size=102, num_hidden_layers=3)
 
 
 def _runner(model_dir, dtype="bfloat16", native=True, blocks=64):
