@@ -31,10 +31,11 @@ VIEWS = ("fleet", "node", "models", "playground", "audit")
 # After start-up, (1) gc.freeze() moves what start-up built (modules, Qt wrappers, the
 # window) out of the collector's reach, so a full collection walks only what came later, and
 # (2) a larger young-generation threshold makes young collections rarer, so fewer
-# short-lived samples are caught alive and promoted. With both: 22 collections, none full,
-# the longest 303 ms (a generation-1 one), 0.74 s in all ((10_000, 10, 10) gave 123, the
-# longest 256 ms, 1.7 s). Reference counting still frees samples at once; only cycles wait
-# longer. The benchmark calls this function too.
+# short-lived samples are caught alive and promoted. With both, two runs: 22 and 32
+# collections, none full, the longest 303 and 481 ms (generation 1; wall time on a busy
+# 2-core machine), 0.74 and 1.1 s in all. (10_000, 10, 10) gave 123, the longest 256 ms,
+# 1.7 s; (20_000, 5, 10) 26, 261 ms, 1.1 s: within the noise. Reference counting still frees
+# samples at once; only cycles wait longer. The benchmark calls this function too.
 GC_THRESHOLDS = (20_000, 20, 10)
 
 
