@@ -220,6 +220,32 @@ tile(const bf16 *x, int64_t K, const int mt, const bf16 *const w[4], const bf16 
         _mm_mask_storeu_ps(out + i * ldo + n0, store, _mm_add_ps(hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]), bv));
 }
 
+/* One row of x against 8 full weight rows w[0..8) starting at row n0: the decode case.
+ * Eight weight streams at once read memory ~4 % faster than four. Each output row gets
+ * exactly the arithmetic tile() gives it (same accumulation order, same hsum4), so a
+ * request's logits do not change when it shares a step with others. */
+static void gemv8(const bf16 *x, int64_t K, const bf16 *w, const bf16 *bias, int64_t n0, float *out) {
+    __m512 acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        const __m512bh a = ldbh(x + k);
+        for (int j = 0; j < 8; j++) acc[j] = _mm512_dpbf16_ps(acc[j], a, ldbh(w + j * K + k));
+    }
+    if (k < K) {
+        const __mmask32 m = tail32(K - k);
+        const __m512bh a = ldbh_mask(x + k, m);
+        for (int j = 0; j < 8; j++) acc[j] = _mm512_dpbf16_ps(acc[j], a, ldbh_mask(w + j * K + k, m));
+    }
+    for (int h = 0; h < 2; h++) {
+        float bb[4] = {0.f, 0.f, 0.f, 0.f};
+        if (bias)
+            for (int j = 0; j < 4; j++) bb[j] = b2f(bias[n0 + 4 * h + j]);
+        _mm_storeu_ps(out + n0 + 4 * h,
+                      _mm_add_ps(hsum4(acc[4 * h], acc[4 * h + 1], acc[4 * h + 2], acc[4 * h + 3]), _mm_loadu_ps(bb)));
+    }
+}
+
 #define M_BLOCK 64   /* rows of x kept in L2 while the weights stream past */
 
 /* out[M, N] (row stride ldo, fp32) = x[M, K] @ w[N, K]^T (+ bias[N]). Every member of the
@@ -228,6 +254,8 @@ static void gemm(const Team *tm, const bf16 *x, int64_t M, int64_t K, const bf16
                  int64_t N, float *out, int64_t ldo) {
     int64_t lo, hi;
     share(tm, (N + 3) / 4, &lo, &hi);
+    if (M == 1)   /* decode of one sequence: pairs of full tiles as one 8-row stream */
+        for (; lo + 1 < hi && 4 * (lo + 2) <= N; lo += 2) gemv8(x, K, w + 4 * lo * K, bias, 4 * lo, out);
     for (int64_t m0 = 0; m0 < M; m0 += M_BLOCK) {
         const int64_t m1 = M < m0 + M_BLOCK ? M : m0 + M_BLOCK;
         for (int64_t t = lo; t < hi; t++) {
