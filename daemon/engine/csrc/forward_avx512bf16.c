@@ -2,11 +2,11 @@
  *
  * Used by daemon/engine/cpu_forward.py for every step of such a model, up to 256 tokens a
  * call. For decodes torch spends more time dispatching ~40 small ops per layer and in its
- * small-M bf16 GEMM than reading the weights; this file does the whole step in one call
- * on its own team of threads (see "threads" below for why not OpenMP): per layer RMSNorm, fused QKV projection (+bias),
- * RoPE, K/V written into the paged cache, attention over the paged cache, output
- * projection, RMSNorm, fused gate/up projection, SiLU * up, down projection, residual adds;
- * then the final norm and the LM head for the rows that sample.
+ * small-M bf16 GEMM than reading the weights; this file does the whole step in one call on
+ * its own team of threads (see "threads" below for why not OpenMP): per layer RMSNorm,
+ * fused QKV projection (+bias), RoPE, K/V written into the paged cache, attention over the
+ * paged cache, output projection, RMSNorm, fused gate/up projection, SiLU * up, down
+ * projection, residual adds; then the final norm and the LM head for the rows that sample.
  *
  * Numerics follow the torch bf16 path (daemon/engine/model.py): activations are rounded to
  * bf16 (round to nearest even) where torch rounds them, products accumulate in fp32 (the
