@@ -36,6 +36,32 @@ def cpu_model_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     return platform.processor() or platform.machine() or "CPU"
 
 
+# ISA extensions that decide how the engine runs on this CPU, reported as the CPU device's
+# `capability` (space-separated, in this order): bf16 weights run natively with
+# avx512_bf16 / amx_bf16 (daemon/engine/cpu_forward.py), through the AVX2 kernel otherwise.
+ENGINE_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU feature flags from /proc/cpuinfo (x86 "flags", ARM "Features"); empty if unknown."""
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def engine_isa(flags: set[str] | None = None) -> str:
+    """The capability string of the CPU device, e.g. "avx2 fma avx512f avx512_bf16"."""
+    flags = cpu_flags() if flags is None else flags
+    return " ".join(f for f in ENGINE_ISA_FLAGS if f in flags)
+
+
 def _find_cpu_temperature_file() -> str | None:
     for name_file in sorted(glob.glob("/sys/class/hwmon/hwmon*/name")):
         try:
@@ -61,6 +87,7 @@ class CpuAccelerator:
                 uuid="",
                 backend="cpu",
                 memory_total_bytes=int(psutil.virtual_memory().total),
+                capability=engine_isa(),
             )
         ]
         self._temp_file = _find_cpu_temperature_file()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices.cpu import cpu_flags
 from . import cpu_kernels
 from .kv_cache import KVCache
 from .model import CausalLM
@@ -66,7 +67,7 @@ def wanted() -> bool:
     env = os.environ.get("MUSAOPS_CPU_FORWARD")
     if env is not None:
         return env == "1"
-    return platform.machine() in ("x86_64", "AMD64") and NEEDED_CPU_FLAGS <= cpu_kernels.cpu_flags()
+    return platform.machine() in ("x86_64", "AMD64") and NEEDED_CPU_FLAGS <= cpu_flags()
 
 
 def load() -> ctypes.CDLL | None:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from ..devices.cpu import cpu_flags
+
 log = logging.getLogger(__name__)
 
 _SOURCE = r"""
@@ -152,16 +154,6 @@ WIDEN_CHUNK = 1024
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def wanted() -> bool:

@@ -25,10 +25,12 @@ def _entry(state: str = "available") -> ModelEntry:
 
 
 def _node(node_id: str, used_gib: float, *, devices: int = 2, backend: str = "MUSA",
-          state: str = "available", online: bool = True, telemetry: bool = True) -> NodeChoice:
+          state: str = "available", online: bool = True, telemetry: bool = True,
+          capability: str = "") -> NodeChoice:
     info = NodeInfo(
         hostname=node_id, backend=backend,
-        devices=tuple(DeviceInfo(i, "MTT S4000", backend=backend, memory_total_bytes=48 * GiB)
+        devices=tuple(DeviceInfo(i, "MTT S4000", backend=backend, memory_total_bytes=48 * GiB,
+                                 capability=capability)
                       for i in range(devices)),
         limits=EngineLimits(default_kv_cache_fraction=0.5, default_max_batch=32))
     snap = Snapshot(1, devices=tuple(DeviceSample(i, memory_used_bytes=int(used_gib * GiB),
@@ -49,10 +51,14 @@ def test_memory_check_compares_estimate_with_free_memory() -> None:
     assert check_memory(_node("c", used_gib=20), DeploySpec("llama-8b", dtype="float32", device_indices=(0, 1))).fits
 
 
-def test_auto_dtype_is_float32_on_cpu_and_checkpoint_half_type_on_gpus() -> None:
+def test_auto_dtype_follows_the_daemon_rule() -> None:
+    """Half type on GPUs; on CPUs bf16 only where the CPU computes bf16 natively."""
     spec = DeploySpec("llama-8b", device_indices=(0,))
     assert check_memory(_node("g", used_gib=0), spec).dtype == "bfloat16"
     assert check_memory(_node("c", used_gib=0, backend="CPU"), spec).dtype == "float32"
+    assert check_memory(_node("c", used_gib=0, backend="CPU", capability="avx2 fma"), spec).dtype == "float32"
+    native = _node("c", used_gib=0, backend="CPU", capability="avx2 fma avx512f avx512_bf16")
+    assert check_memory(native, spec).dtype == "bfloat16"
 
 
 @pytest.mark.parametrize(

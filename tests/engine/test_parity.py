@@ -102,11 +102,12 @@ def test_llama3_rope_scaling_sharded_untied_mistral_shapes(tmp_path, demo_model_
 def test_cpu_bf16_kernel_matches_fp32_math_on_bf16_weights(llama_dir):
     """bf16 weights, fp32 compute (the AVX2 kernel) equals transformers in fp32 on the same
     bf16-rounded weights, for a decode row and for a short prefill."""
+    from musaops.daemon.devices.cpu import cpu_flags
     from musaops.daemon.engine import cpu_kernels
 
     # Checked wherever it can run (it also runs on CPUs with native bf16, which use the
     # native forward instead): AVX2 + FMA and a C compiler.
-    if not {"avx2", "fma"} <= cpu_kernels.cpu_flags() or cpu_kernels.load() is None:
+    if not {"avx2", "fma"} <= cpu_flags() or cpu_kernels.load() is None:
         pytest.skip("the AVX2 bf16 kernel cannot run here (not x86 with AVX2 + FMA, or no C compiler)")
     model = load_model(llama_dir, "bfloat16", CPU, 256, compute_dtype=torch.float32)
     assert model.layers[0].mlp.gate_up_proj.weight.dtype == torch.bfloat16

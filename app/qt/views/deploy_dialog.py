@@ -52,13 +52,18 @@ class MemoryCheck:
     warning: str = ""
 
 
-def resolve_dtype(dtype: str, entry: ModelEntry, backend: str) -> str:
-    """The dtype "auto" stands for: float32 on CPU, else the checkpoint's half type (bf16 default)."""
+def resolve_dtype(dtype: str, entry: ModelEntry, backend: str, capability: str = "") -> str:
+    """The dtype "auto" stands for, as the daemon decides it (daemon/deployments.auto_dtype):
+    on GPUs the checkpoint's half type (bf16 by default); on CPUs bfloat16 for a half-type
+    checkpoint when the CPU computes bf16 natively (its device capability lists avx512_bf16
+    or amx_bf16), else float32."""
     if dtype and dtype != "auto":
         return dtype
+    half = entry.torch_dtype in ("bfloat16", "float16")
     if backend.upper() == "CPU":
-        return "float32"
-    return entry.torch_dtype if entry.torch_dtype in ("bfloat16", "float16") else "bfloat16"
+        native = {"avx512_bf16", "amx_bf16"} & set(capability.split())
+        return "bfloat16" if native and half else "float32"
+    return entry.torch_dtype if half else "bfloat16"
 
 
 def free_memory(node: NodeChoice, device_indices: Sequence[int]) -> tuple[int, bool]:
@@ -87,7 +92,8 @@ def check_memory(node: NodeChoice, spec: DeploySpec) -> MemoryCheck:
         why = f": {entry.reason}" if entry.reason else ""
         return MemoryCheck(False, 0, 0, spec.dtype, f"{spec.model} is {entry.state}{why}")
     backend = node.info.backend if node.info else "CPU"
-    dtype = resolve_dtype(spec.dtype, entry, backend)
+    capability = node.info.devices[0].capability if node.info and node.info.devices else ""
+    dtype = resolve_dtype(spec.dtype, entry, backend, capability)
     est = entry.estimate(dtype)
     devices = spec.device_indices or (0,)
     known = {d.index for d in node.info.devices} if node.info else set()
