@@ -49,11 +49,9 @@ from . import convert
 
 log = logging.getLogger(__name__)
 
-# Channel options: notice a silently dead peer, and let our own backoff (not grpc's) pace
-# reconnects, since every attempt uses a fresh channel.
+# Channel options: notice a silently dead peer (keepalive, from HubConfig), and let our own
+# backoff (not grpc's) pace reconnects, since every attempt uses a fresh channel.
 _CHANNEL_OPTIONS = (
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.enable_retries", 0),
 )
@@ -93,6 +91,27 @@ class HubConfig:
     rpc_timeout_s: float = 5.0         # unary RPCs (GetInfo, ListModels, Undeploy: see below)
     undeploy_timeout_s: float = 60.0
     backoff: Backoff = Backoff()
+    # A connection that stays open while nothing arrives: after stale_after_s without a
+    # snapshot (None: 3 telemetry intervals, at least 3 s) the node is DEGRADED; a keepalive
+    # ping unanswered for keepalive_timeout_ms ends the channel (then OFFLINE and reconnect).
+    stale_after_s: float | None = None
+    keepalive_time_ms: int = 10_000
+    keepalive_timeout_ms: int = 5_000
+
+    @property
+    def late_after_s(self) -> float:
+        if self.stale_after_s is not None:
+            return self.stale_after_s
+        return max(3.0, 3 * self.telemetry_interval_ms / 1000.0)
+
+    @property
+    def channel_options(self) -> tuple[tuple[str, int], ...]:
+        # ping_timeout: a keepalive ping is not sent while another ping (grpc's flow-control
+        # probe) is unanswered, and that one otherwise times out only after 60 s.
+        return (("grpc.keepalive_time_ms", self.keepalive_time_ms),
+                ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
+                ("grpc.http2.ping_timeout_ms", self.keepalive_time_ms + self.keepalive_timeout_ms),
+                ) + _CHANNEL_OPTIONS
 
 
 def describe_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError, address: NodeAddress) -> str:
@@ -346,8 +365,9 @@ class NodeHub:
 
     def _make_channel(self, address: NodeAddress) -> grpc.aio.Channel:
         if address.tls is not None:
-            return grpc.aio.secure_channel(address.target, _read_tls(address), _CHANNEL_OPTIONS)
-        return grpc.aio.insecure_channel(address.target, _CHANNEL_OPTIONS)
+            return grpc.aio.secure_channel(address.target, _read_tls(address),
+                                           self.config.channel_options)
+        return grpc.aio.insecure_channel(address.target, self.config.channel_options)
 
     async def _supervise(self, node: _Node) -> None:
         cfg = self.config
@@ -436,17 +456,22 @@ class NodeHub:
             self.emit("on_snapshots", node.id, batch)
 
     async def _watchdog(self) -> None:
-        """Marks ONLINE nodes whose telemetry stopped arriving as DEGRADED."""
-        late_after = max(3.0, 3 * self.config.telemetry_interval_ms / 1000.0)
+        """Marks ONLINE nodes whose telemetry stopped arriving as DEGRADED (the connection is
+        still open, or its RPC would have failed and the supervisor would report it)."""
+        late_after = self.config.late_after_s
+        tick = min(1.0, late_after / 3)
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(tick)
             now = time.monotonic()
             for node in list(self._nodes.values()):
                 if (node.status.state is ConnectionState.ONLINE and node.last_rx
                         and now - node.last_rx > late_after):
                     node.stale = True
+                    since = time.strftime("%H:%M:%S",
+                                          time.localtime(time.time() - (now - node.last_rx)))
                     self._set_status(node, ConnectionState.DEGRADED,
-                                     f"No telemetry for {now - node.last_rx:.0f} s.")
+                                     f"No telemetry from {node.address.target} since {since}: "
+                                     f"the connection is open but nothing arrives.")
 
     # --- operations (hub thread) ----------------------------------------------------------
 
