@@ -83,22 +83,46 @@ class NodeView(QWidget):
         lay.addWidget(self.readout)
         lay.addWidget(self.stack, 1)
 
-        state.node_added.connect(self._nodes_changed)
-        state.node_removed.connect(self._nodes_changed)
+        state.node_added.connect(self._node_added)
+        state.node_removed.connect(self._node_gone)
         state.status_changed.connect(self._status_changed)
-        self._nodes_changed()
+        self._fill_nodes()
 
     # --- node selection --------------------------------------------------------------------
 
-    def _nodes_changed(self, *_args) -> None:
+    def _fill_nodes(self) -> None:
+        """Fills the picker from scratch: only once, when the view is built."""
         current = self.node_id
         self.node_combo.blockSignals(True)
         self.node_combo.clear()
         for nid in self.state.order:
             self.node_combo.addItem(self.state.statuses[nid].address.label, nid)
         self.node_combo.blockSignals(False)
+        self._settle(current)
+
+    # The picker follows the fleet one node at a time, like the Models and Playground
+    # pickers: rebuilding every entry per joining node cost O(n) each, O(n^2) while a large
+    # fleet connects (~0.16 s per change at 200 nodes). Each handler ends as a refill would.
+    def _node_added(self, node_id: str) -> None:
+        if self.node_combo.findData(node_id) < 0 and node_id in self.state.statuses:
+            self.node_combo.blockSignals(True)
+            self.node_combo.addItem(self.state.statuses[node_id].address.label, node_id)
+            self.node_combo.blockSignals(False)
+        self._settle(self.node_id)
+
+    def _node_gone(self, node_id: str) -> None:
+        i = self.node_combo.findData(node_id)
+        if i >= 0:
+            self.node_combo.blockSignals(True)
+            self.node_combo.removeItem(i)
+            self.node_combo.blockSignals(False)
+        self._settle(self.node_id)
+
+    def _settle(self, current: str | None) -> None:
+        """Keeps the chosen node if it is still there, else shows the first one (or none)."""
         if current in self.state.statuses:
-            self.node_combo.setCurrentIndex(self.state.order.index(current))
+            if self.node_combo.currentData() != current:
+                self.show_node(current)
         elif self.state.order:
             self.show_node(self.state.order[0])
         else:
@@ -114,7 +138,7 @@ class NodeView(QWidget):
         changed = node_id != self.node_id
         self.node_id = node_id
         if node_id is not None:
-            i = self.state.order.index(node_id)
+            i = self.node_combo.findData(node_id)
             if self.node_combo.currentIndex() != i:
                 self.node_combo.blockSignals(True)
                 self.node_combo.setCurrentIndex(i)
@@ -125,6 +149,10 @@ class NodeView(QWidget):
         self._update_facts()
 
     def _status_changed(self, node_id: str) -> None:
+        status = self.state.statuses.get(node_id)
+        i = self.node_combo.findData(node_id)
+        if status is not None and i >= 0 and self.node_combo.itemText(i) != status.address.label:
+            self.node_combo.setItemText(i, status.address.label)   # renamed connection
         if node_id == self.node_id:
             self._update_facts()
 
