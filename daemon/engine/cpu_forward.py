@@ -15,11 +15,8 @@ turns it off, =1 forces the attempt on a CPU that does not list the flags.
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import platform
-import subprocess
-import threading
 from array import array
 from pathlib import Path
 
@@ -30,16 +27,10 @@ from . import cpu_kernels
 from .kv_cache import KVCache
 from .model import CausalLM
 
-log = logging.getLogger(__name__)
-
 SOURCE = Path(__file__).with_name("csrc") / "forward_avx512bf16.c"
 FLAGS = ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-pthread"]
 NEEDED_CPU_FLAGS = {"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16", "fma"}
 MAX_TOKENS = 256   # tokens per native call; a longer step runs as several calls in order
-
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_tried = False
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
@@ -70,24 +61,19 @@ def wanted() -> bool:
     return platform.machine() in ("x86_64", "AMD64") and NEEDED_CPU_FLAGS <= cpu_flags()
 
 
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.forward.restype = ctypes.c_int
+    lib.forward.argtypes = [ctypes.POINTER(_Model), ctypes.POINTER(_Step)]
+    lib.forward_scratch_bytes.restype = _I64
+    lib.forward_scratch_bytes.argtypes = [ctypes.POINTER(_Model), _I64, ctypes.c_int]
+
+
+_library = cpu_kernels.NativeLibrary("forward_avx512bf16", SOURCE.read_text, FLAGS, _declare, "using torch")
+
+
 def load() -> ctypes.CDLL | None:
     """The compiled library, built on first use; None when it cannot be built here."""
-    global _lib, _tried
-    with _lock:
-        if _tried:
-            return _lib
-        _tried = True
-        try:
-            lib = cpu_kernels.compile_library("forward_avx512bf16", SOURCE.read_text(), FLAGS)
-            lib.forward.restype = ctypes.c_int
-            lib.forward.argtypes = [ctypes.POINTER(_Model), ctypes.POINTER(_Step)]
-            lib.forward_scratch_bytes.restype = _I64
-            lib.forward_scratch_bytes.argtypes = [ctypes.POINTER(_Model), _I64, ctypes.c_int]
-            _lib = lib
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("native CPU forward unavailable, using torch: %s", cpu_kernels.describe_failure(exc))
-            _lib = None
-        return _lib
+    return _library.get()
 
 
 def _ptrs(tensors: list[torch.Tensor | None]) -> ctypes.Array:

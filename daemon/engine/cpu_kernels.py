@@ -19,6 +19,7 @@ import platform
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -151,11 +152,6 @@ ROW_TILE = 64
 GEMM_ROWS = 256
 WIDEN_CHUNK = 1024
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_tried = False
-
-
 def wanted() -> bool:
     """Use the kernel for bf16 on this CPU? (MUSAOPS_CPU_BF16_KERNEL=0/1 overrides.)"""
     env = os.environ.get("MUSAOPS_CPU_BF16_KERNEL")
@@ -191,34 +187,51 @@ def compile_library(name: str, source: str, flags: list[str]) -> ctypes.CDLL:
     return ctypes.CDLL(str(out))
 
 
-def describe_failure(exc: BaseException) -> str:
-    """The error and, for a failed compile, the start of the compiler's output."""
-    detail = getattr(exc, "stderr", b"") or b""
-    return f"{exc} {detail.decode(errors='replace')[:500]}".strip()
+class NativeLibrary:
+    """A C library built and loaded once per process, on first use. `get()` returns it, or
+    None (with one warning in the log) when it cannot be built here; `declare` sets the
+    ctypes signatures."""
+
+    def __init__(self, name: str, source: Callable[[], str], flags: list[str],
+                 declare: Callable[[ctypes.CDLL], None], fallback: str) -> None:
+        self.name, self.source, self.flags = name, source, flags
+        self.declare, self.fallback = declare, fallback
+        self._lock = threading.Lock()
+        self._tried = False
+        self.lib: ctypes.CDLL | None = None
+
+    def get(self) -> ctypes.CDLL | None:
+        with self._lock:
+            if not self._tried:
+                self._tried = True
+                try:
+                    lib = compile_library(self.name, self.source(), self.flags)
+                    self.declare(lib)
+                    self.lib = lib
+                except (OSError, subprocess.SubprocessError) as exc:
+                    detail = (getattr(exc, "stderr", b"") or b"").decode(errors="replace")[:500]
+                    log.warning("%s unavailable, %s: %s %s", self.name, self.fallback, exc, detail)
+            return self.lib
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.bf16_linear.restype = None
+    lib.bf16_linear.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+
+
+_library = NativeLibrary("bf16_linear", lambda: _SOURCE, ["-mavx2", "-mfma", "-fopenmp"], _declare,
+                         "using torch kernels")
 
 
 def load() -> ctypes.CDLL | None:
     """The compiled kernel library, building it on first use; None when it cannot be built."""
-    global _lib, _tried
-    with _lock:
-        if _tried:
-            return _lib
-        _tried = True
-        try:
-            lib = compile_library("bf16_linear", _SOURCE, ["-mavx2", "-mfma", "-fopenmp"])
-            lib.bf16_linear.restype = None
-            lib.bf16_linear.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
-            _lib = lib
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("bf16 CPU kernel unavailable, using torch kernels: %s", describe_failure(exc))
-            _lib = None
-        return _lib
+    return _library.get()
 
 
 def bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """fp32 x [..., K] times bf16 weight [N, K]^T -> fp32 [..., N]."""
-    lib = _lib
+    lib = _library.lib
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     m, n = x2.shape[0], weight.shape[0]
