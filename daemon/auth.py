@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from .rpc_streams import relay
+
 log = logging.getLogger(__name__)
 
 ROLES = ("viewer", "operator", "auditor", "admin")
@@ -239,20 +241,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         async def stream_response(request, context):  # noqa: ANN001, ANN202
             token = await admit(method, context)
             try:
-                result = inner(request, context)
-                if inspect.isawaitable(result):      # handler writes with context.write()
-                    await result
-                elif hasattr(result, "__aiter__"):
-                    try:
-                        async for item in result:
-                            yield item
-                    finally:   # a cancelled stream closes the handler's generator now, not at GC
-                        aclose = getattr(result, "aclose", None)
-                        if aclose is not None:
-                            await aclose()
-                elif result is not None:
-                    for item in result:
-                        yield item
+                async for item in relay(inner(request, context)):
+                    yield item
             finally:
                 reset_current_caller(token)
 

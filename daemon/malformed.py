@@ -14,6 +14,8 @@ from typing import Any
 
 import grpc
 
+from .rpc_streams import relay
+
 
 class Malformed:
     """Stands in for a request that could not be decoded."""
@@ -68,20 +70,8 @@ def _wrap(handler, method: str):  # noqa: ANN001, ANN202
     async def stream(request, context):  # noqa: ANN001, ANN202
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        responses = inner(request, context)
-        if inspect.isawaitable(responses):  # a handler that writes with context.write()
-            await responses
-        elif hasattr(responses, "__aiter__"):
-            try:
-                async for item in responses:
-                    yield item
-            finally:  # a cancelled stream closes the handler's generator now, not at GC
-                aclose = getattr(responses, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-        elif responses is not None:
-            for item in responses:
-                yield item
+        async for item in relay(inner(request, context)):
+            yield item
 
     return grpc.unary_stream_rpc_method_handler(stream, request_deserializer=deserialize,
                                                 response_serializer=handler.response_serializer)
