@@ -39,7 +39,9 @@ class DaemonHandle:
     """A real musad (run_server) on its own event-loop thread, so sync tests (Qt) and async
     tests alike can use it. `.address` "127.0.0.1:PORT", `.port`, `.ctx`, `.config`;
     `.channel()` a grpc.aio channel for the caller's loop, `.sync_channel()` a blocking one,
-    `.call(coro)` runs a coroutine on the daemon's loop (for ctx.deployments and friends)."""
+    `.call(coro)` runs a coroutine on the daemon's loop (for ctx.deployments and friends);
+    `await .until(predicate, what)` and `await .audit_records(action, count)` wait (from the
+    caller's loop) for state the daemon reaches on its own."""
 
     def __init__(self, config, **server_kwargs):
         import asyncio
@@ -65,6 +67,31 @@ class DaemonHandle:
         import asyncio
 
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def until(self, predicate, what: str, timeout_s: float = 30.0) -> None:
+        """Poll `predicate()` every 10 ms; AssertionError naming `what` if it stays false."""
+        import asyncio
+
+        for _ in range(int(timeout_s / 0.01)):
+            if predicate():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"never happened: {what}")
+
+    async def audit_records(self, action: str, count: int, timeout_s: float = 4.0) -> list:
+        """The audit records of `action` once there are `count` of them (audits are written
+        off the RPC's path); whatever is there after `timeout_s` otherwise."""
+        import asyncio
+
+        from musaops.daemon.audit import AuditFilter
+
+        records: list = []
+        for _ in range(int(timeout_s / 0.02)):
+            records = self.ctx.audit.query(AuditFilter(action=action))
+            if len(records) == count:
+                break
+            await asyncio.sleep(0.02)
+        return records
 
     def channel(self):
         import grpc

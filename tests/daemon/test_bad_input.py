@@ -190,20 +190,12 @@ async def test_too_many_streams_is_resource_exhausted(daemon, monkeypatch):
             await c.read()
         await refused(stub.Stream(telemetry_pb2.StreamRequest()), Code.RESOURCE_EXHAUSTED, "retry")
         calls.pop().cancel()
-        await _until(lambda: daemon.call(_count_subs(daemon.ctx.telemetry)) < 3, "a stream closed")
+        await daemon.until(lambda: daemon.call(_count_subs(daemon.ctx.telemetry)) < 3, "a stream closed")
         again = stub.Stream(telemetry_pb2.StreamRequest(interval_ms=100))
         assert (await again.read()).host.memory_total_bytes > 0
         for c in (*calls, again):
             c.cancel()
         await assert_serving(ch)
-
-
-async def _until(predicate, what: str):
-    for _ in range(3000):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 # -- Inference.Generate -----------------------------------------------------------------------

@@ -23,14 +23,6 @@ async def _deploy(stub):
     return [p async for p in stub.Deploy(node_pb2.DeployRequest(model=DEMO_MODEL_NAME, **SMALL))]
 
 
-async def _until(predicate, what: str):
-    for _ in range(3000):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
-
-
 def _long_generate(ch):
     """A request that runs for ~2,000 tokens unless cancelled."""
     return inference_pb2_grpc.InferenceStub(ch).Generate(inference_pb2.GenerateRequest(
@@ -51,7 +43,7 @@ async def test_deploy_abandoned_at_its_first_event_leaves_nothing_behind(daemon)
         first = await stream.__anext__()
         assert first.stage == Stage.VALIDATING and dm.get(DEMO_MODEL_NAME).state == State.PENDING
         await stream.aclose()
-        await _until(lambda: dm.get(DEMO_MODEL_NAME) is None, "the abandoned deployment is dropped")
+        await daemon.until(lambda: dm.get(DEMO_MODEL_NAME) is None, "the abandoned deployment is dropped")
 
     daemon.call(scenario())
     async with daemon.channel() as ch:
@@ -68,16 +60,16 @@ async def test_undeploy_whose_caller_goes_away_still_unloads(daemon):
         gen = _long_generate(ch)
         await gen.read()  # running
         undeploy = stub.Undeploy(node_pb2.UndeployRequest(model=DEMO_MODEL_NAME, drain_timeout_ms=60_000))
-        await _until(lambda: _state(daemon) == State.UNLOADING, "the model is draining")
+        await daemon.until(lambda: _state(daemon) == State.UNLOADING, "the model is draining")
         undeploy.cancel()
         with pytest.raises(asyncio.CancelledError):
             await undeploy
         gen.cancel()  # the drain now has nothing left to wait for
-        await _until(lambda: _state(daemon) is None, "the model is unloaded")
+        await daemon.until(lambda: _state(daemon) is None, "the model is unloaded")
         assert not engine._thread.is_alive()
         from musaops.daemon.audit import AuditFilter
 
-        await _until(lambda: daemon.ctx.audit.query(AuditFilter(action="node.Undeploy")), "the unload is audited")
+        await daemon.until(lambda: daemon.ctx.audit.query(AuditFilter(action="node.Undeploy")), "the unload is audited")
         (record,) = daemon.ctx.audit.query(AuditFilter(action="node.Undeploy"))
         assert record.outcome == "ok"
         models = (await stub.ListModels(node_pb2.ListModelsRequest())).models
@@ -96,7 +88,7 @@ async def test_shutdown_during_an_undeploy_drain_closes_the_engine(make_daemon):
         gen = _long_generate(ch)
         await gen.read()
         undeploy = stub.Undeploy(node_pb2.UndeployRequest(model=DEMO_MODEL_NAME, drain_timeout_ms=600_000))
-        await _until(lambda: _state(d) == State.UNLOADING, "the model is draining")
+        await d.until(lambda: _state(d) == State.UNLOADING, "the model is draining")
         await asyncio.to_thread(d.stop)
         assert not engine._thread.is_alive()
         for call in (undeploy, gen):

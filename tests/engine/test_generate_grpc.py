@@ -140,19 +140,12 @@ async def test_generate_is_audited_with_hash_not_prompt(served):
     import hashlib
     import json
 
-    from musaops.daemon.audit import AuditFilter
-
     await served.deploy()
     async with served.channel() as ch:
         await _generate(ch, prompt="secret words", request_id="aud-1", sampling=P(temperature=0, max_tokens=4))
         with pytest.raises(grpc.aio.AioRpcError):
             await _generate(ch, prompt="", request_id="aud-2")
-    records = []
-    for _ in range(200):
-        records = served.ctx.audit.query(AuditFilter(action="inference.Generate"))
-        if len(records) == 2:
-            break
-        await asyncio.sleep(0.02)
+    records = await served.audit_records("inference.Generate", 2)
     ok, bad = sorted(records, key=lambda r: json.loads(r.params_json)["request_id"])
     params = json.loads(ok.params_json)
     assert ok.outcome == "ok" and ok.target == DEMO_MODEL_NAME
@@ -166,17 +159,11 @@ async def test_generate_is_audited_with_hash_not_prompt(served):
 async def test_store_prompts_keeps_the_prompt_in_the_audit_record(make_daemon):
     import json
 
-    from musaops.daemon.audit import AuditFilter
-
     d = make_daemon(**{"audit.store_prompts": True})
     async with d.channel() as ch:
         async for _ in node_pb2_grpc.NodeStub(ch).Deploy(node_pb2.DeployRequest(
                 model=DEMO_MODEL_NAME, dtype="float32", max_batch=2, max_context=128)):
             pass
         await _generate(ch, prompt="keep me", sampling=P(temperature=0, max_tokens=2))
-    for _ in range(200):
-        records = d.ctx.audit.query(AuditFilter(action="inference.Generate"))
-        if records:
-            break
-        await asyncio.sleep(0.02)
+    records = await d.audit_records("inference.Generate", 1)
     assert json.loads(records[0].params_json)["prompt"] == "keep me"
