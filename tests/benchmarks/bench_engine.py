@@ -10,6 +10,8 @@ saves it as bf16 safetensors into a temp folder, and measures in one run:
 - ttft_p50_ms / ttft_p99_ms of the concurrent requests
 - bandwidth_bound_tok_s (measured read bandwidth / weight bytes) and compute_bound_tok_s
   (measured bf16 matmul FLOP/s / 2 FLOPs per parameter), and the engine as fractions.
+  The matmul peak is the best over a second of runs, taken before the engine starts and
+  again at the end (bf16_flop_samples); the higher one is the bound.
   The read bandwidth of a shared host moves by up to 2x from minute to minute, so it is
   measured (best of 5) right before and right after the single-request run and the higher
   figure is the bound: the engine is compared with the best the memory did meanwhile.
@@ -78,17 +80,23 @@ def measure_bandwidth() -> float:
     return best
 
 
-def measure_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> float:
-    """FLOP/s of a 1024^3 matmul in `dtype` (best of 5)."""
+def measure_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16, seconds: float = 1.0) -> float:
+    """FLOP/s of a 1024^3 matmul in `dtype`: the best of repeated runs over `seconds`.
+
+    Best over a second, not of 5 runs of ~5 ms: on a shared host one busy moment could
+    halve a short sample, and a low peak would flatter every fraction of it."""
     n = 1024
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
-    a @ b
+    (a @ b).sum().item()
     best = 0.0
-    for _ in range(5):
+    end = time.perf_counter() + seconds
+    runs = 0
+    while runs < 5 or time.perf_counter() < end:
         t = time.perf_counter()
         (a @ b).sum().item()
         best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+        runs += 1
     return best
 
 
@@ -185,6 +193,9 @@ def main() -> None:
     result: dict = {"device": args.device, "threads": torch.get_num_threads(), "layers": layers,
                     "requests": n, "prompt_tokens": plen, "new_tokens": new, "quick": args.quick,
                     "prefill_token_budget": args.prefill_budget}
+    # The compute peak is measured before anything else runs and again at the end; the
+    # higher figure is the bound (like the bandwidth, it moves on a shared host).
+    flop_samples = [measure_flops(device)]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "m"
         t = time.perf_counter()
@@ -198,7 +209,9 @@ def main() -> None:
             result.update(bench_hf(model_dir, ps, new, device))
     t = time.perf_counter()
     bw = max(result.get("bandwidth_samples_bytes_s") or [float("nan")])
-    flops = measure_flops(device)
+    flop_samples.append(measure_flops(device))
+    result["bf16_flop_samples"] = flop_samples
+    flops = max(flop_samples)
     fp32_flops = measure_flops(device, torch.float32)
     log(f"bounds measured in {time.perf_counter() - t:.1f} s")
     result.update(bandwidth_bytes_s=bw, bf16_flop_s=flops,
