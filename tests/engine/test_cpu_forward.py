@@ -118,6 +118,27 @@ def test_a_row_does_not_depend_on_its_batch(llama_dir):
     assert torch.equal(got[3], want[0])
 
 
+@pytest.mark.parametrize("which", ["llama_dir", "odd_qwen2_dir"])
+def test_a_prompt_whole_in_pieces_or_token_by_token_gives_the_same_logits(which, request):
+    """Attention groups a chunk's consecutive tokens into query tiles that share each key
+    and value they load; a token's arithmetic must not depend on the tile it lands in. The
+    same 45-token prompt as one chunk, as chunks of 13 and 32 (tiles cut at other tokens)
+    and one token per step (tiles of one): the last token's logits are equal bit for bit."""
+    runner = _runner(request.getfixturevalue(which))
+    ids = _prompt(45, runner.model.cfg.vocab_size, 7)
+    with torch.inference_mode():
+        whole = runner.run([ScheduledChunk(_seq(ids, 0), 0, 45)])
+        pieces = _seq(ids, 8)
+        runner.run([ScheduledChunk(pieces, 0, 13)])
+        split = runner.run([ScheduledChunk(pieces, 13, 32)])
+        single = _seq(ids, 16)
+        for p in range(44):
+            runner.run([ScheduledChunk(single, p, 1)])
+        last = runner.run([ScheduledChunk(single, 44, 1)])
+    assert torch.equal(whole, split)
+    assert torch.equal(whole, last)
+
+
 def test_a_step_longer_than_one_call_equals_consecutive_steps(llama_dir):
     """300 prompt tokens run as two native calls inside one step; the result is the same as
     two steps of 256 and 44 tokens, bit for bit."""
