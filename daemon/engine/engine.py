@@ -3,8 +3,10 @@
 Requests enter from the event loop (`generate`), are tokenised there, and are handed to the
 engine thread through a locked inbox. The engine thread schedules, runs one forward over
 the whole batch, samples, detokenises and pushes TextDelta / GenerationResult items back
-with `loop.call_soon_threadsafe` into each request's asyncio.Queue. A step that raises
-fails only the requests in that step; the loop keeps serving.
+into each request's asyncio.Queue: gathered per event loop and handed over with one
+`loop.call_soon_threadsafe` per loop per step (each call writes to the loop's self-pipe; at
+256 streams one call per token cost more than the tiny demo model's forward). A step that
+raises fails only the requests in that step; the loop keeps serving.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class LLMEngine:
         self._inbox: deque[Sequence] = deque()
         self._aborts: deque[Sequence] = deque()
         self._live: set[Sequence] = set()   # admitted, not finished (engine thread only)
+        # Items for the event loops since the last _flush (engine thread only).
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, object]]] = {}
         self._wake = threading.Event()
         self._stopping = False
         self._draining = False
@@ -210,6 +214,7 @@ class LLMEngine:
     def _loop(self) -> None:
         while not self._stopping:
             self._take_inbox()
+            self._flush()
             if not self.scheduler.has_work():
                 self._wake.wait(0.5)
                 self._wake.clear()
@@ -220,17 +225,20 @@ class LLMEngine:
                 log.exception("scheduling failed")
                 for seq in list(self._live):
                     self._finish(seq, FinishReason.ERROR, error=f"scheduling failed: {exc}")
+                self._flush()
                 continue
             if not chunks:
                 self._wake.wait(0.01)
                 self._wake.clear()
                 continue
             self._step(chunks)
+            self._flush()
         # Shutting down: cancel everything left.
         self._take_inbox()
         for seq in list(self._live):
             self._finish(seq, FinishReason.CANCELLED)
         self._update_gauges()
+        self._flush()
 
     def _take_inbox(self) -> None:
         with self._lock:
@@ -283,10 +291,19 @@ class LLMEngine:
 
     def _emit(self, seq: Sequence, item: TextDelta | GenerationResult) -> None:
         sink = seq.sink
-        try:
-            sink.loop.call_soon_threadsafe(sink.queue.put_nowait, item)
-        except RuntimeError:  # the event loop is gone; nobody is listening
-            pass
+        self._outbox.setdefault(sink.loop, []).append((sink.queue, item))
+
+    def _flush(self) -> None:
+        """Hand what was emitted since the last flush to the event loops, in order: one
+        wake-up per loop, not one per token."""
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the event loop is gone; nobody is listening
+                pass
 
     def _on_token(self, seq: Sequence, tok: int, now: float) -> None:
         sink = seq.sink
@@ -349,6 +366,11 @@ class LLMEngine:
                 self.observer(metrics)
             except Exception:  # an observer bug must not stop the engine
                 log.exception("request observer failed")
+
+
+def _deliver(items: list[tuple[asyncio.Queue, object]]) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)
 
 
 class _ClosedCache:

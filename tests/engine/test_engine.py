@@ -53,6 +53,31 @@ async def test_greedy_identical_alone_and_in_batch_of_16(engine):
     assert engine.stats().requests_total == 20
 
 
+async def test_streams_wake_their_event_loop_once_per_step_not_once_per_token(engine):
+    """The engine thread hands a step's items to an event loop in one call (each call is a
+    write to the loop's self-pipe): 16 streams of 24 tokens cost about one wake-up per step
+    plus the tokenising threads' own, not one per token."""
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    plain = loop.call_soon_threadsafe
+
+    def counted(*args, **kwargs):
+        nonlocal wakeups
+        wakeups += 1
+        return plain(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counted
+    try:
+        steps0 = engine.stats().steps_total
+        batch = await asyncio.gather(*[_run(engine, p) for p in PROMPTS])
+    finally:
+        del loop.call_soon_threadsafe
+    tokens = sum(r.metrics.completion_tokens for _t, r, _d in batch)
+    steps = engine.stats().steps_total - steps0
+    assert tokens == 16 * 24 and steps < tokens / 4
+    assert wakeups <= steps + 2 * len(PROMPTS) + 4, (wakeups, steps)
+
+
 async def test_identical_with_and_without_preemption(llama_dir, engine):
     want = await asyncio.gather(*[_run(engine, p) for p in PROMPTS[:8]])
     # 10 blocks of 16 tokens cannot hold eight sequences of ~60 tokens: preemption must happen
