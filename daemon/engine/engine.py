@@ -157,9 +157,22 @@ class LLMEngine:
             self._inbox.append(seq)
         self._wake.set()
         done = False
+        queue = seq.sink.queue
+        after: GenerationResult | None = None   # taken from the queue behind a merged delta
         try:
             while True:
-                item = await seq.sink.queue.get()
+                item = after or await queue.get()
+                after = None
+                # A consumer that falls behind (a slow client, a busy event loop) finds several
+                # deltas waiting: it gets them as one, so under load a stream sends fewer,
+                # larger messages instead of queueing latency. Keeping up, it gets every token.
+                while isinstance(item, TextDelta) and not queue.empty():
+                    nxt = queue.get_nowait()
+                    if isinstance(nxt, TextDelta):
+                        item = TextDelta(text=item.text + nxt.text, tokens=item.tokens + nxt.tokens)
+                    else:
+                        after = nxt
+                        break
                 if isinstance(item, GenerationResult):
                     done = True
                 yield item

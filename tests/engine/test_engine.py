@@ -78,6 +78,21 @@ async def test_streams_wake_their_event_loop_once_per_step_not_once_per_token(en
     assert wakeups <= steps + 2 * len(PROMPTS) + 4, (wakeups, steps)
 
 
+async def test_a_consumer_that_falls_behind_gets_the_waiting_deltas_as_one(engine):
+    """Nothing is lost or reordered when deltas are merged: a stream read only after the
+    engine has finished gets one delta with all the text, then the result."""
+    want, _result, deltas = await _run(engine, PROMPTS[2])
+    assert len(deltas) > 5
+    stream = engine.generate(GenerationRequest("late", prompt=PROMPTS[2], sampling=GREEDY))
+    first = await stream.__anext__()        # the request is in; now stop reading a while
+    while engine.stats().running or engine.stats().waiting:
+        await asyncio.sleep(0.01)
+    items = [first] + [item async for item in stream]
+    assert isinstance(items[-1], GenerationResult) and len(items) <= 3
+    assert "".join(i.text for i in items[:-1]) == want
+    assert sum(i.tokens for i in items[:-1]) == items[-1].metrics.completion_tokens == 24
+
+
 async def test_identical_with_and_without_preemption(llama_dir, engine):
     want = await asyncio.gather(*[_run(engine, p) for p in PROMPTS[:8]])
     # 10 blocks of 16 tokens cannot hold eight sequences of ~60 tokens: preemption must happen
