@@ -24,6 +24,7 @@ import grpc
 import numpy as np
 
 from .config import EngineConfig
+from .devices.cpu import NATIVE_BF16_FLAGS
 from .engine.api import DTYPES, DeviceTarget, EngineSpec, EngineStats, LoadError, RequestMetrics
 from .repository import ModelEntry, ModelRepository
 
@@ -47,14 +48,15 @@ def shown(text: str) -> str:
 
 def auto_dtype(backend: str, checkpoint_dtype: str, capability: str) -> str:
     """What dtype "auto" deploys as. GPUs: the checkpoint's half type (bfloat16 by default).
-    CPUs: bfloat16 for a bf16 or fp16 checkpoint when the CPU computes bf16 natively (its
-    device capability lists avx512_bf16 or amx_bf16: the engine's native forward, about
-    twice as fast as float32 on half the memory), else float32. The console's deploy dialog
-    applies the same rule (app/qt/views/deploy_dialog.resolve_dtype)."""
+    CPUs: bfloat16 for a bf16 or fp16 checkpoint when the engine's native forward runs there
+    (the device capability lists avx512_bf16, amx_bf16 or avx512f: bf16 weights are half the
+    bytes of float32 and decode about twice as fast), else float32 (on AVX2 alone torch's
+    bf16 is emulated and slower than float32). The console's deploy dialog applies the same
+    rule (app/qt/views/deploy_dialog.resolve_dtype)."""
     half = checkpoint_dtype in ("bfloat16", "float16")
     if backend != "cpu":
         return checkpoint_dtype if half else "bfloat16"
-    native = {"avx512_bf16", "amx_bf16"} & set(capability.split())
+    native = set(NATIVE_BF16_FLAGS) & set(capability.split())
     return "bfloat16" if native and half else "float32"
 
 

@@ -37,10 +37,12 @@ def cpu_model_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
 
 
 # ISA extensions that decide how the engine runs on this CPU, reported as the CPU device's
-# `capability` (space-separated, in this order): bf16 weights run natively with
-# avx512_bf16 / amx_bf16 (daemon/engine/cpu_forward.py), through the AVX2 kernel otherwise.
+# `capability` (space-separated, in this order): bf16 weights run through the native
+# forward with any of NATIVE_BF16_FLAGS (daemon/engine/cpu_forward.py: the bf16 instruction
+# with avx512_bf16 / amx_bf16, bf16 widened in registers with avx512f alone), through the
+# AVX2 kernel otherwise.
 ENGINE_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+NATIVE_BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16")
 
 
 def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> set[str]:

@@ -1,16 +1,21 @@
-"""Whole forward steps of a bf16 model in one native call, on CPUs with AVX512-BF16.
+"""Whole forward steps of a bf16 model in one native call, on x86 CPUs with AVX-512.
 
 For a decode step torch runs ~40 small ops per layer and a small-M bf16 GEMM that reads the
 weights at about half the memory bandwidth: on two cores, 36 ms a token for a 0.4 B model
-whose weights take 14 ms to read. csrc/forward_avx512bf16.c does the same step (embedding,
+whose weights take 14 ms to read. csrc/forward_avx512.c does the same step (embedding,
 every layer, final norm, LM head for the sampling rows) in one call on the library's own
 team of threads (not OpenMP: see the C file), reading each weight row once per call
 whatever the batch size. It prefills faster than torch too (measured on a 2-core Zen 4:
 520 against 435 prompt tokens/s for 32 prompts of 64 tokens, 380 against 150 for one of
-2,048), so such a model runs every step through it. Compiled with the system compiler on
-first use, like cpu_kernels; when anything is missing the engine uses torch alone.
-MUSAOPS_CPU_FORWARD=0 turns it off, =1 forces the attempt on a CPU that does not list the
-flags.
+2,048), so such a model runs every step through it.
+
+The source builds in two variants (VARIANTS, best first): `avx512_bf16` uses the CPU's bf16
+dot-product instruction; `avx512` (Skylake-SP to Ice Lake Xeons, AVX512F/BW/DQ/VL without
+BF16) widens bf16 pairs to fp32 in registers, so the weights are still read as bf16, half
+the bytes of float32. Compiled with the system compiler on first use, like cpu_kernels;
+when anything is missing the engine uses torch alone. MUSAOPS_CPU_FORWARD=0 turns it off,
+=avx512_bf16 or =avx512 picks that variant, =1 forces the attempt on a CPU whose flags do
+not list any.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import ctypes
 import os
 import platform
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,9 +34,24 @@ from . import cpu_kernels
 from .kv_cache import KVCache
 from .model import CausalLM
 
-SOURCE = Path(__file__).with_name("csrc") / "forward_avx512bf16.c"
-FLAGS = ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-pthread"]
-NEEDED_CPU_FLAGS = {"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16", "fma"}
+SOURCE = Path(__file__).with_name("csrc") / "forward_avx512.c"
+_FLAGS = ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-pthread"]
+_CPU_FLAGS = frozenset({"avx512f", "avx512dq", "avx512bw", "avx512vl", "fma"})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One build of the C source: its compiler flags and the CPU flags it needs."""
+
+    name: str
+    flags: tuple[str, ...]
+    cpu_flags: frozenset[str]
+
+
+VARIANTS = (   # best first
+    Variant("avx512_bf16", (*_FLAGS, "-mavx512bf16"), _CPU_FLAGS | {"avx512_bf16"}),
+    Variant("avx512", tuple(_FLAGS), _CPU_FLAGS),
+)
 MAX_TOKENS = 256   # tokens per native call; a longer step runs as several calls in order
 
 _P = ctypes.c_void_p
@@ -55,11 +76,23 @@ class _Step(ctypes.Structure):
                 ("scratch", _P), ("threads", ctypes.c_int)]
 
 
-def wanted() -> bool:
+def variant(flags: set[str] | None = None) -> str | None:
+    """The variant this process runs (see the module docstring), or None."""
     env = os.environ.get("MUSAOPS_CPU_FORWARD")
-    if env is not None:
-        return env == "1"
-    return platform.machine() in ("x86_64", "AMD64") and NEEDED_CPU_FLAGS <= cpu_flags()
+    if env == "0":
+        return None
+    if env in _LIBRARIES:
+        return env
+    flags = cpu_flags() if flags is None else flags
+    if platform.machine() in ("x86_64", "AMD64"):
+        for v in VARIANTS:
+            if v.cpu_flags <= flags:
+                return v.name
+    return VARIANTS[0].name if env == "1" else None
+
+
+def wanted() -> bool:
+    return variant() is not None
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -69,12 +102,15 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.forward_scratch_bytes.argtypes = [ctypes.POINTER(_Model), _I64, ctypes.c_int]
 
 
-_library = cpu_kernels.NativeLibrary("forward_avx512bf16", SOURCE.read_text, FLAGS, _declare, "using torch")
+_LIBRARIES = {v.name: cpu_kernels.NativeLibrary(f"forward_{v.name}", SOURCE.read_text, list(v.flags), _declare,
+                                                 "using torch") for v in VARIANTS}
 
 
-def load() -> ctypes.CDLL | None:
-    """The compiled library, built on first use; None when it cannot be built here."""
-    return _library.get()
+def load(name: str | None = None) -> ctypes.CDLL | None:
+    """The compiled library of variant `name` (default: variant()), built on first use;
+    None when it cannot be built here."""
+    name = name or variant()
+    return _LIBRARIES[name].get() if name else None
 
 
 def _ptrs(tensors: list[torch.Tensor | None]) -> ctypes.Array:
@@ -84,9 +120,10 @@ def _ptrs(tensors: list[torch.Tensor | None]) -> ctypes.Array:
 class CpuForward:
     """A loaded model's weights and KV cache as the C kernel sees them."""
 
-    def __init__(self, lib: ctypes.CDLL, model: CausalLM, cache: KVCache) -> None:
+    def __init__(self, lib: ctypes.CDLL, model: CausalLM, cache: KVCache, variant: str = "") -> None:
         cfg = model.cfg
         self.lib = lib
+        self.variant = variant
         self.vocab = cfg.vocab_size
         layers = list(model.layers)
         attn = [layer.self_attn for layer in layers]
@@ -162,7 +199,7 @@ class CpuForward:
 
 
 def for_model(model: CausalLM, cache: KVCache, device: torch.device) -> CpuForward | None:
-    """The native forward for this model when it applies (CPU, bf16 throughout, AVX512-BF16)."""
+    """The native forward for this model when it applies (CPU, bf16 throughout, AVX-512)."""
     if device.type != "cpu" or not wanted():
         return None
     tensors = [*model.parameters(), model.cos_table, model.sin_table, cache.storage]
@@ -171,5 +208,6 @@ def for_model(model: CausalLM, cache: KVCache, device: torch.device) -> CpuForwa
     cfg = model.cfg
     if cfg.num_heads % cfg.num_kv_heads or cfg.head_dim % 2:
         return None
-    lib = load()
-    return CpuForward(lib, model, cache) if lib is not None else None
+    name = variant()
+    lib = load(name)
+    return CpuForward(lib, model, cache, name) if lib is not None else None

@@ -44,10 +44,13 @@ def _size(n: int) -> str:
 
 
 def _compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """bf16 weights on a CPU without native bf16 compute in fp32 through cpu_kernels."""
+    """bf16 weights on a CPU compute in bf16 where the native forward runs (cpu_forward:
+    AVX-512), else in fp32 through cpu_kernels' AVX2 kernel where that runs."""
     tdtype = TORCH_DTYPES[dtype]
     if device.type == "cpu" and tdtype == torch.bfloat16:
-        from . import cpu_kernels
+        from . import cpu_forward, cpu_kernels
+        if cpu_forward.load() is not None:
+            return tdtype
         if cpu_kernels.wanted() and cpu_kernels.load() is not None:
             return torch.float32
     return tdtype

@@ -251,7 +251,7 @@ class CausalLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         # Activations, RoPE tables and the KV cache use compute_dtype; it differs from the
-        # weights' dtype only for bf16 weights on CPUs without native bf16 (fp32 compute).
+        # weights' dtype only for bf16 weights on CPUs without AVX-512 (fp32 compute).
         self.compute_dtype = compute_dtype or dtype
         factory = {"device": device, "dtype": dtype}
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, **factory)

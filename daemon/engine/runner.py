@@ -20,7 +20,7 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         self.bs = cache.block_size
-        # Whole steps in one native call where it applies (bf16 on AVX512-BF16 CPUs).
+        # Whole steps in one native call where it applies (bf16 on AVX-512 CPUs).
         self.native = cpu_forward.for_model(model, cache, device)
 
     def _tensor(self, data: list[int]) -> torch.Tensor:

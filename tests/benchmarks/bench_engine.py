@@ -154,7 +154,8 @@ def bench_engine(model_dir: Path, ps: list[list[int]], new: int, backend: str, b
         return time.perf_counter() - t, res
 
     cpu = backend == "cpu"
-    out = {"native_cpu_forward": getattr(engine.runner, "native", None) is not None}
+    native = getattr(engine.runner, "native", None)
+    out = {"native_cpu_forward": native is not None, "native_cpu_forward_variant": getattr(native, "variant", None)}
     try:
         asyncio.run(run(1))  # warm
         bandwidth = [measure_bandwidth()] if cpu else []

@@ -9,7 +9,8 @@ from musaops.daemon.devices.cpu import CpuAccelerator, cpu_flags, engine_isa
 def test_auto_dtype_rule() -> None:
     assert auto_dtype("cpu", "bfloat16", "avx2 fma avx512f avx512_bf16") == "bfloat16"
     assert auto_dtype("cpu", "float16", "amx_bf16") == "bfloat16"
-    assert auto_dtype("cpu", "bfloat16", "avx2 fma") == "float32"       # bf16 would be emulated
+    assert auto_dtype("cpu", "bfloat16", "avx2 fma avx512f") == "bfloat16"   # widened in registers
+    assert auto_dtype("cpu", "bfloat16", "avx2 fma") == "float32"       # bf16 would be emulated by torch
     assert auto_dtype("cpu", "float32", "avx512_bf16") == "float32"     # never below the checkpoint
     assert auto_dtype("cpu", "", "avx512_bf16") == "float32"
     assert auto_dtype("musa", "float16", "") == "float16"

@@ -1,7 +1,8 @@
-"""The native CPU forward (csrc/forward_avx512bf16.c) against torch on the same bf16 weights.
+"""The native CPU forward (csrc/forward_avx512.c) against torch on the same bf16 weights.
 
-It runs wherever the CPU has AVX512-BF16 and a C compiler is present (the CI machines do);
-elsewhere these tests skip and the engine uses torch alone.
+Every test runs once per variant this CPU can run (cpu_forward.VARIANTS: the AVX512-BF16
+build and the AVX512F build that widens bf16 in registers; the CI machines run both) and
+needs a C compiler; where no variant runs these tests skip and the engine uses torch alone.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import pytest
 import torch
 
+from musaops.daemon.devices.cpu import cpu_flags
 from musaops.daemon.engine import cpu_forward
 from musaops.daemon.engine.api import SamplingParams
 from musaops.daemon.engine.kv_cache import KVCache
@@ -23,11 +25,18 @@ from .test_engine import GREEDY, PROMPTS, _engine, _run
 
 CPU = torch.device("cpu")
 
+VARIANTS = [v.name for v in cpu_forward.VARIANTS if v.cpu_flags <= cpu_flags() and cpu_forward.load(v.name)]
+
 pytestmark = [
     pytest.mark.timeout(240),
-    pytest.mark.skipif(not cpu_forward.wanted() or cpu_forward.load() is None,
-                       reason="no AVX512-BF16 on this CPU (or no C compiler): the engine uses torch here"),
+    pytest.mark.skipif(not VARIANTS, reason="no AVX-512 on this CPU (or no C compiler): the engine uses torch here"),
 ]
+
+
+@pytest.fixture(autouse=True, params=VARIANTS or ["none"])
+def forward_variant(request, monkeypatch) -> str:
+    monkeypatch.setenv("MUSAOPS_CPU_FORWARD", request.param)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +168,10 @@ def test_out_of_vocabulary_token_is_refused_not_read(llama_dir):
     bad = _seq([5, runner.model.cfg.vocab_size + 3], 0)
     with pytest.raises(ValueError, match="vocabulary"), torch.inference_mode():
         runner.run([ScheduledChunk(bad, 0, 2)])
+
+
+def test_the_variant_asked_for_is_the_one_that_runs(llama_dir, forward_variant):
+    assert _runner(llama_dir).native.variant == forward_variant
 
 
 def test_turned_off_by_environment(llama_dir, monkeypatch):

@@ -86,7 +86,7 @@ def test_file_list_has_the_layout_and_no_torch(deb):
         assert expected in paths, expected
     site = next(p for p in paths if p.endswith("/site-packages/")).rstrip("/")
     for pkg in ("musaops/daemon/cli.py", "musaops/daemon/devices/musa.py", "musaops/v1/node_pb2.py",
-                "musaops/daemon/engine/csrc/forward_avx512bf16.c",   # compiled on the node at first use
+                "musaops/daemon/engine/csrc/forward_avx512.c",   # compiled on the node at first use
                 "grpc/__init__.py", "sqlalchemy/__init__.py", "pymtml.py", "pynvml.py", "psutil/__init__.py"):
         assert f"{site}/{pkg}" in paths, pkg
     # The host brings torch (and torch_musa): nothing of it, nor of the console, is packaged.

@@ -55,13 +55,13 @@ class MemoryCheck:
 def resolve_dtype(dtype: str, entry: ModelEntry, backend: str, capability: str = "") -> str:
     """The dtype "auto" stands for, as the daemon decides it (daemon/deployments.auto_dtype):
     on GPUs the checkpoint's half type (bf16 by default); on CPUs bfloat16 for a half-type
-    checkpoint when the CPU computes bf16 natively (its device capability lists avx512_bf16
-    or amx_bf16), else float32."""
+    checkpoint when the daemon's native bf16 forward runs there (the device capability
+    lists avx512f, avx512_bf16 or amx_bf16), else float32."""
     if dtype and dtype != "auto":
         return dtype
     half = entry.torch_dtype in ("bfloat16", "float16")
     if backend.upper() == "CPU":
-        native = {"avx512_bf16", "amx_bf16"} & set(capability.split())
+        native = {"avx512f", "avx512_bf16", "amx_bf16"} & set(capability.split())
         return "bfloat16" if native and half else "float32"
     return entry.torch_dtype if half else "bfloat16"
 

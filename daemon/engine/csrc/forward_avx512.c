@@ -1,4 +1,4 @@
-/* One forward step of a Llama-family decoder, bf16 weights, on x86 CPUs with AVX512-BF16.
+/* One forward step of a Llama-family decoder, bf16 weights, on x86 CPUs with AVX-512.
  *
  * Used by daemon/engine/cpu_forward.py for every step of such a model, up to 256 tokens a
  * call. For decodes torch spends more time dispatching ~40 small ops per layer and in its
@@ -8,11 +8,16 @@
  * paged cache, output projection, RMSNorm, fused gate/up projection, SiLU * up, down
  * projection, residual adds; then the final norm and the LM head for the rows that sample.
  *
+ * Two builds of this one source: with AVX512-BF16 (Zen 4/5, Sapphire Rapids and later)
+ * products of bf16 pairs are the VDPBF16PS instruction; without it (AVX512F/BW/DQ/VL:
+ * Skylake-SP to Ice Lake Xeons) each pair is widened to fp32 and multiplied with two FMAs
+ * (see "bf16 helpers"), so the weights are still read as bf16, half the bytes of fp32.
+ *
  * Numerics follow the torch bf16 path (daemon/engine/model.py): activations are rounded to
- * bf16 (round to nearest even) where torch rounds them, products accumulate in fp32 (the
- * VDPBF16PS instruction), softmax and norms run in fp32, logits are fp32. Each output row
- * of a projection is computed by the same instruction sequence whatever the batch size,
- * so a request's tokens do not depend on what else shares its step.
+ * bf16 (round to nearest even) where torch rounds them, products accumulate in fp32, softmax
+ * and norms run in fp32, logits are fp32. Each output row of a projection is computed by
+ * the same instruction sequence whatever the batch size, so a request's tokens do not
+ * depend on what else shares its step.
  */
 
 #include <immintrin.h>
@@ -72,12 +77,24 @@ static inline __m512 ld16(const bf16 *p) {              /* 16 bf16 -> 16 fp32 */
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
 
-static inline void st16(bf16 *p, __m512 v) {            /* 16 fp32 -> 16 bf16 (nearest even) */
-    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(v));
+/* 16 fp32 -> 16 bf16, round to nearest even (NaN stays NaN), as f2b() */
+static inline __m256i cvt16(__m512 v) {
+#ifdef __AVX512BF16__
+    return (__m256i)_mm512_cvtneps_pbh(v);
+#else
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+#endif
 }
 
+static inline void st16(bf16 *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, cvt16(v)); }
+
 static inline __m512 rnd16(__m512 v) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(cvt16(v)), 16));
 }
 
 /* e^x for x in [-87, 88], relative error ~1e-6: 2^n * 2^f with |f| <= 1/2, 2^f by its
@@ -100,9 +117,24 @@ static inline __m512 exp16(__m512 x) {
 
 static inline __mmask32 tail32(int64_t n) { return n >= 32 ? 0xffffffffu : (__mmask32)((1u << n) - 1u); }
 
-static inline __m512bh ldbh(const bf16 *p) { return (__m512bh)_mm512_loadu_si512(p); }
+/* 32 bf16 as 16 pairs, and acc + the pairwise products of two such vectors in fp32. */
+#ifdef __AVX512BF16__
+typedef __m512bh bvec;
+static inline __m512 dpbf16(__m512 acc, bvec a, bvec b) { return _mm512_dpbf16_ps(acc, a, b); }
+#else
+typedef __m512i bvec;
+/* Without the instruction: the odd element of a pair is its 32-bit lane with the low half
+ * cleared, the even one the lane shifted left by 16; odd products first, as VDPBF16PS. */
+static inline __m512 dpbf16(__m512 acc, bvec a, bvec b) {
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(a, hi)), _mm512_castsi512_ps(_mm512_and_si512(b, hi)), acc);
+    return _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(a, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(b, 16)), acc);
+}
+#endif
 
-static inline __m512bh ldbh_mask(const bf16 *p, __mmask32 m) { return (__m512bh)_mm512_maskz_loadu_epi16(m, p); }
+static inline bvec ldbh(const bf16 *p) { return (bvec)_mm512_loadu_si512(p); }
+
+static inline bvec ldbh_mask(const bf16 *p, __mmask32 m) { return (bvec)_mm512_maskz_loadu_epi16(m, p); }
 
 /* [sum(a), sum(b), sum(c), sum(d)] */
 static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
@@ -181,25 +213,25 @@ tile(const bf16 *x, int64_t K, const int mt, const bf16 *const w[4], const bf16 
            200; weights in cache: 220, the instruction's peak ~230). */
         if (mt > 1)
             for (int j = 1; j <= 4; j++) _mm_prefetch((const char *)(w[3] + j * K + k), _MM_HINT_T1);
-        const __m512bh b0 = ldbh(w[0] + k), b1 = ldbh(w[1] + k), b2 = ldbh(w[2] + k), b3 = ldbh(w[3] + k);
+        const bvec b0 = ldbh(w[0] + k), b1 = ldbh(w[1] + k), b2 = ldbh(w[2] + k), b3 = ldbh(w[3] + k);
         for (int i = 0; i < mt; i++) {
-            const __m512bh a = ldbh(x + i * K + k);
-            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
-            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
-            acc[i][2] = _mm512_dpbf16_ps(acc[i][2], a, b2);
-            acc[i][3] = _mm512_dpbf16_ps(acc[i][3], a, b3);
+            const bvec a = ldbh(x + i * K + k);
+            acc[i][0] = dpbf16(acc[i][0], a, b0);
+            acc[i][1] = dpbf16(acc[i][1], a, b1);
+            acc[i][2] = dpbf16(acc[i][2], a, b2);
+            acc[i][3] = dpbf16(acc[i][3], a, b3);
         }
     }
     if (k < K) {
         const __mmask32 m = tail32(K - k);
-        const __m512bh b0 = ldbh_mask(w[0] + k, m), b1 = ldbh_mask(w[1] + k, m);
-        const __m512bh b2 = ldbh_mask(w[2] + k, m), b3 = ldbh_mask(w[3] + k, m);
+        const bvec b0 = ldbh_mask(w[0] + k, m), b1 = ldbh_mask(w[1] + k, m);
+        const bvec b2 = ldbh_mask(w[2] + k, m), b3 = ldbh_mask(w[3] + k, m);
         for (int i = 0; i < mt; i++) {
-            const __m512bh a = ldbh_mask(x + i * K + k, m);
-            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
-            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
-            acc[i][2] = _mm512_dpbf16_ps(acc[i][2], a, b2);
-            acc[i][3] = _mm512_dpbf16_ps(acc[i][3], a, b3);
+            const bvec a = ldbh_mask(x + i * K + k, m);
+            acc[i][0] = dpbf16(acc[i][0], a, b0);
+            acc[i][1] = dpbf16(acc[i][1], a, b1);
+            acc[i][2] = dpbf16(acc[i][2], a, b2);
+            acc[i][3] = dpbf16(acc[i][3], a, b3);
         }
     }
     float bb[4] = {0.f, 0.f, 0.f, 0.f};
@@ -228,9 +260,9 @@ static inline void gemv4(const bf16 *x, int64_t K, const bf16 *w, const bf16 *bi
         __m512 a = _mm512_setzero_ps();
         for (int64_t k = 0; k < kfull; k += 32) {
             _mm_prefetch((const char *)(row + k + 1024), _MM_HINT_T1);
-            a = _mm512_dpbf16_ps(a, ldbh(x + k), ldbh(row + k));
+            a = dpbf16(a, ldbh(x + k), ldbh(row + k));
         }
-        if (kfull < K) a = _mm512_dpbf16_ps(a, ldbh_mask(x + kfull, m), ldbh_mask(row + kfull, m));
+        if (kfull < K) a = dpbf16(a, ldbh_mask(x + kfull, m), ldbh_mask(row + kfull, m));
         acc[j] = a;
     }
     float bb[4] = {0.f, 0.f, 0.f, 0.f};
@@ -430,12 +462,12 @@ static void attend(const Model *m, const Step *s, int64_t t0, int64_t nt, int64_
             __m512 d[KEY_BLOCK];
             for (int j = 0; j < KEY_BLOCK; j++) d[j] = _mm512_setzero_ps();
             for (int64_t c = 0; c < dfull; c += 32) {
-                const __m512bh qv = ldbh(qr[r] + c);
-                for (int j = 0; j < KEY_BLOCK; j++) d[j] = _mm512_dpbf16_ps(d[j], qv, ldbh(kp[j] + c));
+                const bvec qv = ldbh(qr[r] + c);
+                for (int j = 0; j < KEY_BLOCK; j++) d[j] = dpbf16(d[j], qv, ldbh(kp[j] + c));
             }
             if (dfull < hd) {
-                const __m512bh qv = ldbh_mask(qr[r] + dfull, dtail);
-                for (int j = 0; j < KEY_BLOCK; j++) d[j] = _mm512_dpbf16_ps(d[j], qv, ldbh_mask(kp[j] + dfull, dtail));
+                const bvec qv = ldbh_mask(qr[r] + dfull, dtail);
+                for (int j = 0; j < KEY_BLOCK; j++) d[j] = dpbf16(d[j], qv, ldbh_mask(kp[j] + dfull, dtail));
             }
             const __mmask16 on = (__mmask16)((1u << live) - 1u);
             const __m512 sv = _mm512_maskz_mul_ps(on, hsum16(d), _mm512_set1_ps(m->scale));
