@@ -56,6 +56,9 @@ _CHANNEL_OPTIONS = (
     ("grpc.enable_retries", 0),
 )
 
+# Longest stop() waits for gRPC to finish the operations of cancelled calls (see _settle).
+_SETTLE_TIMEOUT_S = 5.0
+
 
 class NodeHubListener(Protocol):  # documentation of the interface; listeners may omit methods
     def on_status(self, status: NodeStatus) -> None: ...
@@ -250,6 +253,32 @@ class NodeHub:
         await asyncio.gather(watchdog, *tasks, return_exceptions=True)
         for n in self._nodes.values():
             await self._close_channel(n)
+        await self._settle(_SETTLE_TIMEOUT_S)
+
+    async def _settle(self, timeout: float) -> None:
+        """Waits until nothing but this task is left on the loop, so _run closes an idle loop.
+
+        Why: cancelling a grpc.aio call and closing its channel return at once, while gRPC
+        core still owes the call's completions (a streaming call keeps a task on this loop
+        waiting for its status, and supervisors of removed or updated nodes may still be
+        closing their channels). gRPC's one completion-queue poller per process hands those
+        completions to this loop with call_soon_threadsafe; after loop.close() that raised
+        "RuntimeError: Event loop is closed" in whichever loop runs the poller (another hub's,
+        or an in-process daemon's), and the events queued behind it there waited. The
+        completions of cancelled calls come within milliseconds; the timeout only bounds a
+        misbehaving core."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        current = asyncio.current_task()
+        while others := asyncio.all_tasks() - {current}:
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("NodeHub: %d task(s) still pending after %.0f s at shutdown: %s",
+                            len(others), timeout, ", ".join(sorted(map(repr, others)))[:500])
+                for t in others:
+                    t.cancel()
+                return
+            await asyncio.wait(others, timeout=left)
 
     # --- commands (any thread) ------------------------------------------------------------
 
