@@ -1,4 +1,4 @@
-"""A bf16-weight linear kernel for x86 CPUs with AVX2 + FMA where cpu_forward (AVX-512) does not run.
+"""A bf16-weight linear kernel for x86 CPUs with AVX2 + FMA, where cpu_forward does not run.
 
 On such CPUs torch's bf16 matmul falls back to slow scalar conversion code (several times
 slower than fp32 even for a memory-bound GEMV). This kernel reads the weights as bf16 (half
