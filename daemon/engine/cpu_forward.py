@@ -13,9 +13,9 @@ The source builds in two variants (VARIANTS, best first): `avx512_bf16` uses the
 dot-product instruction; `avx512` (Skylake-SP to Ice Lake Xeons, AVX512F/BW/DQ/VL without
 BF16) widens bf16 pairs to fp32 in registers, so the weights are still read as bf16, half
 the bytes of float32. Compiled with the system compiler on first use, like cpu_kernels;
-when anything is missing the engine uses torch alone. MUSAOPS_CPU_FORWARD=0 turns it off,
-=avx512_bf16 or =avx512 picks that variant, =1 forces the attempt on a CPU whose flags do
-not list any.
+when anything is missing the engine uses torch alone. MUSAOPS_CPU_FORWARD=avx512_bf16 or
+=avx512 picks that variant, =1 forces the attempt on a CPU whose flags do not list any, and
+=0 (or any other value) turns it off.
 """
 
 from __future__ import annotations
@@ -79,10 +79,10 @@ class _Step(ctypes.Structure):
 def variant(flags: set[str] | None = None) -> str | None:
     """The variant this process runs (see the module docstring), or None."""
     env = os.environ.get("MUSAOPS_CPU_FORWARD")
-    if env == "0":
-        return None
     if env in _LIBRARIES:
         return env
+    if env not in (None, "1"):   # "0", or a value this version does not know: off
+        return None
     flags = cpu_flags() if flags is None else flags
     if platform.machine() in ("x86_64", "AMD64"):
         for v in VARIANTS:
