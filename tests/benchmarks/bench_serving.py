@@ -139,7 +139,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args()
     streams, new = ([1, 32], 32) if args.quick else ([1, 16, 64, 256], 128)
-    result: dict = {"model": DEMO_MODEL_NAME, "new_tokens": new, "streams": streams, "cpus": os.cpu_count()}
+    result: dict = {"bench": "serving", "model": DEMO_MODEL_NAME, "new_tokens": new, "streams": streams,
+                    "cpus": os.cpu_count(), "baseline": "the same engine in the benchmark process"}
     with tempfile.TemporaryDirectory() as tmp:
         models, state = Path(tmp) / "models", Path(tmp) / "state"
         write_demo_model(models / DEMO_MODEL_NAME)
