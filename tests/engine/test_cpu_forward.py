@@ -49,6 +49,22 @@ def odd_qwen2_dir(tmp_path_factory, demo_model_dir):
                                intermediate_size=102, num_hidden_layers=3)
 
 
+@pytest.fixture(scope="module")
+def head_dim_128_dir(tmp_path_factory, demo_model_dir):
+    """Real models' head size (128): attention's full-width loops, 4 query heads per KV head."""
+    return write_hf_checkpoint(tmp_path_factory.mktemp("hd128"), "llama", demo_model_dir, seed=5,
+                               hidden_size=512, num_attention_heads=4, num_key_value_heads=1,
+                               intermediate_size=1024, num_hidden_layers=2)
+
+
+@pytest.fixture(scope="module")
+def wide_group_dir(tmp_path_factory, demo_model_dir):
+    """32 query heads on one KV head: a query tile of one token, head size 16."""
+    return write_hf_checkpoint(tmp_path_factory.mktemp("group32"), "qwen2", demo_model_dir, seed=6,
+                               hidden_size=512, num_attention_heads=32, num_key_value_heads=1,
+                               intermediate_size=256, num_hidden_layers=2)
+
+
 def _runner(model_dir, dtype="bfloat16", native=True, blocks=64):
     model = load_model(model_dir, dtype, CPU, 512)
     if dtype == "float32":   # the reference: fp32 math on the bf16-rounded weights
@@ -90,7 +106,7 @@ def _mixed_steps(runner):
     return torch.cat(out)
 
 
-@pytest.mark.parametrize("which", ["llama_dir", "odd_qwen2_dir"])
+@pytest.mark.parametrize("which", ["llama_dir", "odd_qwen2_dir", "head_dim_128_dir", "wide_group_dir"])
 def test_native_is_as_close_to_fp32_as_torch_bf16(which, request):
     model_dir = request.getfixturevalue(which)
     with torch.inference_mode():
@@ -105,6 +121,30 @@ def test_native_is_as_close_to_fp32_as_torch_bf16(which, request):
     assert err_native <= 1.5 * err_torch + 0.02, (err_native, err_torch)
     assert torch.nn.functional.cosine_similarity(native, ref, dim=-1).min() > 0.999
     assert (native.argmax(-1) == ref.argmax(-1)).float().mean() >= 6 / 7
+
+
+def test_long_context_stays_as_close_to_fp32_as_torch_bf16(head_dim_128_dir):
+    """400 tokens (25 key blocks, many query tiles) prefilled in chunks of 160, then two
+    decodes: every sampled row against the fp32 reference, as above."""
+    ids = _prompt(402, 500, 8)
+
+    def steps(runner):
+        seq = _seq(ids[:400], 0, blocks=26)
+        out = [runner.run([ScheduledChunk(seq, a, min(160, 400 - a))]) for a in range(0, 400, 160)]
+        for p in (400, 401):
+            seq.prompt_ids.append(ids[p])
+            out.append(runner.run([ScheduledChunk(seq, p, 1)]))
+        return torch.cat(out)
+
+    with torch.inference_mode():
+        ref = steps(_runner(head_dim_128_dir, "float32", blocks=32))
+        native = steps(_runner(head_dim_128_dir, blocks=32))
+        torch_bf16 = steps(_runner(head_dim_128_dir, native=False, blocks=32))
+    assert native.shape == ref.shape == (3, ref.shape[1])
+    err_native = (native - ref).abs().max().item()
+    err_torch = (torch_bf16 - ref).abs().max().item()
+    assert err_native <= 1.5 * err_torch + 0.02, (err_native, err_torch)
+    assert torch.nn.functional.cosine_similarity(native, ref, dim=-1).min() > 0.999
 
 
 def test_a_row_does_not_depend_on_its_batch(llama_dir):
