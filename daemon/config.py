@@ -66,6 +66,7 @@ class EngineConfig:
     default_kv_cache_fraction: float = 0.5
     kv_block_size: int = 16
     prefill_token_budget: int = 2048
+    prefix_caching: bool = True
 
 
 @dataclass(frozen=True)

@@ -335,7 +335,8 @@ class DeploymentManager:
         spec = EngineSpec(dtype=dtype, max_batch=max_batch, max_context=max_context,
                           kv_cache_fraction=fraction, max_queue=self.limits.max_queue,
                           kv_block_size=self.limits.kv_block_size,
-                          prefill_token_budget=self.limits.prefill_token_budget)
+                          prefill_token_budget=self.limits.prefill_token_budget,
+                          prefix_caching=self.limits.prefix_caching)
         return entry, spec, DeviceTarget(self.devices.torch_device_type, indices)
 
     async def deploy(self, req: DeployRequest) -> AsyncIterator[DeployEvent]:

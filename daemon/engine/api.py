@@ -61,6 +61,7 @@ class EngineSpec:
     max_queue: int = 256            # waiting requests before QueueFullError
     kv_block_size: int = 16         # tokens per KV block
     prefill_token_budget: int = 2048  # prompt tokens per step (chunked prefill)
+    prefix_caching: bool = True     # reuse the KV blocks of prompts' common prefixes (blocks.py)
     kv_blocks: int | None = None    # fixed KV block count (tests); None = from kv_cache_fraction
 
 

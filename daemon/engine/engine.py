@@ -25,7 +25,8 @@ import torch
 from .api import (EngineClosedError, EngineInfo, EngineSpec, EngineStats, FinishReason,
                   GenerationRequest, GenerationResult, InvalidRequestError, QueueFullError,
                   RequestMetrics, RequestObserver, TextDelta)
-from .kv_cache import BlockAllocator, KVCache
+from .blocks import BlockAllocator
+from .kv_cache import KVCache
 from .model import CausalLM
 from .runner import ModelRunner
 from .sampling import StopMatcher, make_generator, sample
@@ -69,7 +70,7 @@ class LLMEngine:
         self.info = info
         self.observer = observer
         self.eos = frozenset(info.eos_token_ids)
-        self.allocator = BlockAllocator(cache.num_blocks)
+        self.allocator = BlockAllocator(cache.num_blocks, prefix_caching=spec.prefix_caching)
         self.scheduler = Scheduler(self.allocator, cache.block_size, spec.max_batch,
                                    spec.prefill_token_budget)
         self.runner = ModelRunner(model, cache, device)
@@ -296,7 +297,7 @@ class LLMEngine:
         self._steps += 1
         now = time.monotonic()
         for c in chunks:
-            c.seq.num_computed = c.start + c.length
+            self.scheduler.computed(c.seq, c.start + c.length)
         for c, tok in zip(sampling, tokens):
             if c.seq.status is not SeqStatus.FINISHED:
                 self._on_token(c.seq, tok, now)

@@ -7,8 +7,6 @@ is a fraction of free device memory (of available RAM on CPU).
 
 from __future__ import annotations
 
-from collections import deque
-
 import psutil
 import torch
 
@@ -45,30 +43,3 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return self.storage.nbytes
-
-
-class BlockAllocator:
-    """Free list of block ids; not thread-safe (used only on the engine thread)."""
-
-    def __init__(self, num_blocks: int) -> None:
-        self.num_blocks = num_blocks
-        self._free: deque[int] = deque(range(num_blocks))
-
-    @property
-    def num_free(self) -> int:
-        return len(self._free)
-
-    @property
-    def num_used(self) -> int:
-        return self.num_blocks - len(self._free)
-
-    def can_allocate(self, n: int) -> bool:
-        return len(self._free) >= n
-
-    def allocate(self, n: int) -> list[int]:
-        if n > len(self._free):
-            raise RuntimeError(f"asked for {n} KV blocks with {len(self._free)} free")
-        return [self._free.popleft() for _ in range(n)]
-
-    def free(self, blocks: list[int]) -> None:
-        self._free.extend(blocks)

@@ -5,7 +5,9 @@ handed out up to a per-step budget (chunked prefill), first to running sequences
 their prompt, then to waiting ones in arrival order while the running limit allows. When a
 decode needs a KV block and none is free, the newest running sequence is preempted: its
 blocks are freed and it goes back to the head of the queue, to be recomputed later (its
-generated tokens are kept, so nothing is lost).
+generated tokens are kept, so nothing is lost). With prefix caching (blocks.py), a sequence
+being admitted first takes the cached blocks of its longest known prefix, and only the
+rest is computed; a preempted sequence usually finds its own blocks still cached.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import FinishReason, SamplingParams
-from .kv_cache import BlockAllocator
+from .blocks import BlockAllocator, chain_hash
 
 
 class SeqStatus(enum.Enum):
@@ -38,6 +40,7 @@ class Sequence:
     arrival: float = field(default_factory=time.monotonic)
     output_ids: list[int] = field(default_factory=list)
     block_table: list[int] = field(default_factory=list)
+    block_keys: list[bytes] = field(default_factory=list)  # prefix-cache keys of full blocks so far
     num_computed: int = 0                 # tokens whose K/V are in the cache
     status: SeqStatus = SeqStatus.WAITING
     finish_reason: FinishReason | None = None
@@ -74,6 +77,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.preemptions = 0
+        self.prefix_hit_tokens = 0   # prompt tokens taken from the prefix cache, not computed
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -111,6 +115,31 @@ class Scheduler:
         self.waiting.appendleft(seq)
         self.preemptions += 1
 
+    def _keys(self, seq: Sequence, blocks: int) -> list[bytes]:
+        """Prefix-cache keys of the sequence's first `blocks` full blocks (computed once)."""
+        bs, keys = self.block_size, seq.block_keys
+        while len(keys) < blocks:
+            i = len(keys)
+            keys.append(chain_hash(keys[-1] if keys else b"", [seq.token_at(p) for p in range(i * bs, (i + 1) * bs)]))
+        return keys[:blocks]
+
+    def _match_prefix(self, seq: Sequence) -> None:
+        """Start a sequence being admitted from its longest cached prefix. At least its last
+        token is left to compute: its logits are what the step is for."""
+        if not self.alloc.prefix_caching or seq.block_table:
+            return
+        seq.block_table = self.alloc.match(self._keys(seq, (seq.num_tokens - 1) // self.block_size))
+        seq.num_computed = len(seq.block_table) * self.block_size
+
+    def computed(self, seq: Sequence, upto: int) -> None:
+        """After a step: tokens [0, upto) of `seq` have their K/V in the cache. Blocks that
+        became full are registered in the prefix cache."""
+        done, seq.num_computed = seq.num_computed // self.block_size, upto
+        full = upto // self.block_size
+        if self.alloc.prefix_caching and full > done:
+            for i, key in enumerate(self._keys(seq, full)[done:], start=done):
+                self.alloc.register(seq.block_table[i], key)
+
     def _grow_or_preempt(self, seq: Sequence, upto: int, chunks: list[ScheduledChunk]) -> bool:
         """Find blocks for `seq` up to token `upto`, preempting the newest running sequences
         (possibly `seq` itself) until they fit. False when `seq` was preempted."""
@@ -144,13 +173,16 @@ class Scheduler:
         # 2. Admit waiting sequences in arrival order while budget, slots and blocks allow.
         while self.waiting and budget > 0 and len(self.running) < self.max_batch:
             seq = self.waiting[0]
-            n = min(seq.num_tokens, budget)
-            if not self._grow(seq, n):
+            self._match_prefix(seq)
+            n = min(seq.num_tokens - seq.num_computed, budget)
+            if not self._grow(seq, seq.num_computed + n):
+                self.free(seq)   # the matched blocks go back (still cached) until it fits
                 break
             self.waiting.popleft()
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
-            chunks.append(ScheduledChunk(seq, 0, n))
+            self.prefix_hit_tokens += seq.num_computed
+            chunks.append(ScheduledChunk(seq, seq.num_computed, n))
             budget -= n
         # Single-token chunks first (the model's batched decode path), then longer chunks.
         chunks.sort(key=lambda c: c.length != 1)
