@@ -68,6 +68,8 @@ class _ScrapeCollector(Collector):
         gen = CounterMetricFamily(PREFIX + "generation_tokens", "Generated tokens.", labels=["model"])
         reqs = CounterMetricFamily(PREFIX + "request_success", "Finished requests.", labels=["model"])
         preempt = CounterMetricFamily(PREFIX + "num_preemptions", "Sequences preempted for KV blocks.", labels=["model"])
+        cached = CounterMetricFamily(PREFIX + "prefix_cache_hit_tokens",
+                                     "Prompt tokens taken from the prefix cache instead of computed.", labels=["model"])
         for model, st in sorted(stats.items()):
             running.add_metric([model], st.running)
             waiting.add_metric([model], st.waiting)
@@ -76,7 +78,8 @@ class _ScrapeCollector(Collector):
             gen.add_metric([model], st.generation_tokens_total)
             reqs.add_metric([model], st.requests_total - st.requests_failed)
             preempt.add_metric([model], st.preemptions_total)
-        yield from (running, waiting, kv, prompt, gen, reqs, preempt)
+            cached.add_metric([model], st.prefix_cache_hit_tokens_total)
+        yield from (running, waiting, kv, prompt, gen, reqs, preempt, cached)
 
 
 class DaemonMetrics:

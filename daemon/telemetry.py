@@ -253,5 +253,5 @@ def model_stats_pb(s) -> telemetry_pb2.ModelStats:
         e2e_p50_ms=ms(s.e2e[0]), e2e_p99_ms=ms(s.e2e[1]),
         requests_total=st.requests_total, requests_failed=st.requests_failed,
         prompt_tokens_total=st.prompt_tokens_total, generation_tokens_total=st.generation_tokens_total,
-        preemptions_total=st.preemptions_total,
+        preemptions_total=st.preemptions_total, prefix_cache_hit_tokens_total=st.prefix_cache_hit_tokens_total,
     )

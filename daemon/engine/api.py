@@ -93,6 +93,7 @@ class EngineStats:
     requests_failed: int = 0
     preemptions_total: int = 0
     steps_total: int = 0
+    prefix_cache_hit_tokens_total: int = 0   # prompt tokens taken from the prefix cache
 
     @property
     def kv_cache_usage(self) -> float:

@@ -100,7 +100,8 @@ class LLMEngine:
             kv_blocks_used=self._blocks_used, kv_blocks_total=self.cache.num_blocks,
             prompt_tokens_total=self._prompt_total, generation_tokens_total=self._gen_total,
             requests_total=self._req_total, requests_failed=self._req_failed,
-            preemptions_total=self.scheduler.preemptions, steps_total=self._steps)
+            preemptions_total=self.scheduler.preemptions, steps_total=self._steps,
+            prefix_cache_hit_tokens_total=self.scheduler.prefix_hit_tokens)
 
     def _abort(self, seq: Sequence) -> None:
         with self._lock:

@@ -166,7 +166,7 @@ async def test_finished_requests_feed_telemetry_percentiles_and_metrics(daemon):
         assert (await _deploy(stub))[-1].stage == node_pb2.DEPLOY_STAGE_READY
         for _ in range(3):
             async for _r in inference_pb2_grpc.InferenceStub(ch).Generate(inference_pb2.GenerateRequest(
-                    model=DEMO_MODEL_NAME, prompt="Hi there",
+                    model=DEMO_MODEL_NAME, prompt="Hi there, how is the network today? " * 4,
                     sampling=inference_pb2.SamplingParams(max_tokens=8, ignore_eos=True, temperature=0))):
                 pass
         async for snap in telemetry_pb2_grpc.TelemetryStub(ch).Stream(telemetry_pb2.StreamRequest(interval_ms=100)):
@@ -174,12 +174,15 @@ async def test_finished_requests_feed_telemetry_percentiles_and_metrics(daemon):
                 s = snap.models[0]
                 break
     assert s.generation_tokens_total >= 24 and s.prompt_tokens_total > 0
+    assert s.prefix_cache_hit_tokens_total >= 2 * 16   # the same prompt twice more: its blocks reused
     assert 0 < s.ttft_p50_ms <= s.ttft_p99_ms and 0 < s.itl_p50_ms <= s.itl_p99_ms and 0 < s.e2e_p50_ms
     reg = daemon.ctx.metrics.registry
     assert reg.get_sample_value("musad:e2e_request_latency_seconds_count", {"model": DEMO_MODEL_NAME}) == 3
     assert reg.get_sample_value("musad:inter_token_latency_seconds_count", {"model": DEMO_MODEL_NAME}) == 21
     assert reg.get_sample_value("musad:generation_tokens_total", {"model": DEMO_MODEL_NAME}) == 24
     assert reg.get_sample_value("musad:num_requests_running", {"model": DEMO_MODEL_NAME}) == 0
+    assert reg.get_sample_value("musad:prefix_cache_hit_tokens_total",
+                                {"model": DEMO_MODEL_NAME}) == s.prefix_cache_hit_tokens_total
     # every vLLM metric name DESIGN.md lists is served on /metrics, labelled by model
     import urllib.request
 

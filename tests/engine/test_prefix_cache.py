@@ -67,6 +67,7 @@ async def test_a_shared_prefix_is_computed_once_and_changes_no_output(engines):
     shared = len(on.tokenize(GenerationRequest("", prompt=SYSTEM, sampling=GREEDY))) // 16 * 16
     assert on.scheduler.prefix_hit_tokens - hits0 >= 5 * (shared - 16)
     assert off.scheduler.prefix_hit_tokens == 0
+    assert on.stats().prefix_cache_hit_tokens_total == on.scheduler.prefix_hit_tokens
     assert on.stats().kv_blocks_used == 0 and on.allocator.num_cached > 0
 
 
