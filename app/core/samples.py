@@ -57,6 +57,7 @@ class ModelStatsSample:
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
     preemptions_total: int = 0
+    prefix_cache_hit_tokens_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)  # slots: a back-fill holds many thousands

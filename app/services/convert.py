@@ -83,7 +83,7 @@ def model_stats(m: telemetry_pb2.ModelStats) -> ModelStatsSample:
         e2e_p50_ms=m.e2e_p50_ms, e2e_p99_ms=m.e2e_p99_ms, requests_total=m.requests_total,
         requests_failed=m.requests_failed, prompt_tokens_total=m.prompt_tokens_total,
         generation_tokens_total=m.generation_tokens_total,
-        preemptions_total=m.preemptions_total)
+        preemptions_total=m.preemptions_total, prefix_cache_hit_tokens_total=m.prefix_cache_hit_tokens_total)
 
 
 def snapshot(s: telemetry_pb2.Snapshot) -> Snapshot:
