@@ -120,7 +120,8 @@ class Scheduler:
         bs, keys = self.block_size, seq.block_keys
         while len(keys) < blocks:
             i = len(keys)
-            keys.append(chain_hash(keys[-1] if keys else b"", [seq.token_at(p) for p in range(i * bs, (i + 1) * bs)]))
+            tokens = [seq.token_at(p) for p in range(i * bs, (i + 1) * bs)]
+            keys.append(chain_hash(keys[-1] if keys else b"", tokens))
         return keys[:blocks]
 
     def _match_prefix(self, seq: Sequence) -> None:
