@@ -23,6 +23,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEVICES = ("auto", "musa", "cuda", "cpu")
+PREFIX_CACHE_SCOPES = ("caller", "model")
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,7 @@ class EngineConfig:
     kv_block_size: int = 16
     prefill_token_budget: int = 2048
     prefix_caching: bool = True
+    prefix_cache_scope: str = "caller"   # caller | model: who shares cached prompt prefixes
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,11 @@ def _device(v: str) -> None:
         raise ValueError(f"must be one of {', '.join(DEVICES)}, got {v!r}")
 
 
+def _cache_scope(v: str) -> None:
+    if v not in PREFIX_CACHE_SCOPES:
+        raise ValueError(f"must be one of {', '.join(PREFIX_CACHE_SCOPES)}, got {v!r}")
+
+
 def _history(v: int) -> None:
     if not 1 <= v <= 86400:
         raise ValueError(f"must be 1..86400 seconds, got {v}")
@@ -169,6 +176,7 @@ _VALUE_CHECKS: dict[str, Callable[[Any], None]] = {
     "server.metrics_listen": _check_metrics,
     "server.grace_seconds": _grace,
     "models.device": _device,
+    "engine.prefix_cache_scope": _cache_scope,
     "engine.default_kv_cache_fraction": _fraction,
     "telemetry.history_seconds": _history,
     **{f"engine.{k}": _positive for k in (

@@ -122,6 +122,7 @@ class GenerationRequest:
     prompt: str | None = None                               # raw prompt, or
     messages: tuple[tuple[str, str], ...] = ()              # (role, content) chat messages
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    cache_scope: str = ""   # requests share cached prompt prefixes only within one scope
 
 
 @dataclass(frozen=True)

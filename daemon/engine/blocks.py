@@ -3,7 +3,8 @@
 A sequence's block table lists the blocks holding its tokens' keys and values. With prefix
 caching on, every block a sequence fills is registered under a hash of its tokens and of
 all tokens before it (`chain_hash`: SHA-256, so a prompt cannot be crafted to collide
-with another tenant's blocks). A new sequence whose tokens start the same way takes those
+with another tenant's blocks), started from the request's cache scope (the caller, by
+default), so only requests of one scope share blocks. A new sequence whose tokens start the same way takes those
 blocks (`match`) instead of recomputing them; blocks are shared read-only, since a
 sequence only writes at positions past what it matched. A freed block that is registered
 keeps its contents and becomes evictable: it is reused for a new allocation only when no

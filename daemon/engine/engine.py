@@ -12,6 +12,7 @@ raises fails only the requests in that step; the loop keeps serving.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
@@ -152,7 +153,8 @@ class LLMEngine:
         loop = asyncio.get_running_loop()
         rid = req.request_id or uuid.uuid4().hex
         seq = Sequence(request_id=rid, prompt_ids=ids, sampling=sp,
-                       max_tokens=min(sp.max_tokens, limit - len(ids)))
+                       max_tokens=min(sp.max_tokens, limit - len(ids)),
+                       cache_scope=hashlib.sha256(req.cache_scope.encode()).digest() if req.cache_scope else b"")
         seq.sink = _Sink(loop=loop, queue=asyncio.Queue(), detok=IncrementalDetokenizer(self.tokenizer, ids),
                          stop=StopMatcher(sp.stop), gen=make_generator(sp, self.device))
         with self._lock:

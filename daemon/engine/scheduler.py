@@ -41,6 +41,7 @@ class Sequence:
     output_ids: list[int] = field(default_factory=list)
     block_table: list[int] = field(default_factory=list)
     block_keys: list[bytes] = field(default_factory=list)  # prefix-cache keys of full blocks so far
+    cache_scope: bytes = b""              # the first block's key starts from it (api.GenerationRequest)
     num_computed: int = 0                 # tokens whose K/V are in the cache
     status: SeqStatus = SeqStatus.WAITING
     finish_reason: FinishReason | None = None
@@ -121,7 +122,7 @@ class Scheduler:
         while len(keys) < blocks:
             i = len(keys)
             tokens = [seq.token_at(p) for p in range(i * bs, (i + 1) * bs)]
-            keys.append(chain_hash(keys[-1] if keys else b"", tokens))
+            keys.append(chain_hash(keys[-1] if keys else seq.cache_scope, tokens))
         return keys[:blocks]
 
     def _match_prefix(self, seq: Sequence) -> None:

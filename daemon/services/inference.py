@@ -19,6 +19,7 @@ import grpc
 
 from musaops.v1 import inference_pb2, inference_pb2_grpc
 
+from ..auth import current_caller
 from ..deployments import shown
 from ..engine.api import (EngineClosedError, FinishReason, GenerationRequest, GenerationResult,
                           InvalidRequestError, QueueFullError, SamplingParams, TextDelta)
@@ -219,7 +220,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         sampling = sampling_from_pb(request.sampling, max_tokens, max_stops)
         return GenerationRequest(request_id=rid, prompt=request.prompt or None,
                                  messages=tuple((m.role, m.content) for m in request.messages),
-                                 sampling=sampling)
+                                 sampling=sampling, cache_scope=self._cache_scope())
+
+    def _cache_scope(self) -> str:
+        """Requests share cached prompt prefixes within this scope: by default the caller (its
+        token name or certificate CN), so one caller cannot time another's prompts through
+        the cache; engine.prefix_cache_scope = "model" shares them across callers."""
+        eng = getattr(self.ctx.config, "engine", None)
+        return "" if getattr(eng, "prefix_cache_scope", "caller") == "model" else current_caller().actor
 
 
 class _Status(Exception):

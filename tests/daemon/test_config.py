@@ -100,6 +100,8 @@ def test_metrics_listen_may_be_disabled(tmp_path):
     ("[engine]\ndefault_kv_cache_fraction = nan\n", "engine.default_kv_cache_fraction"),
     ("[engine]\nmax_tokens = 9223372036854775807\n", "engine.max_tokens"),  # would overflow GetInfo's uint32
     ("[engine]\nmax_models = 0\n", "engine.max_models"),
+    ("[engine]\nprefix_cache_scope = \"tenant\"\n", "engine.prefix_cache_scope"),
+    ("[engine]\nprefix_caching = 1\n", "engine.prefix_caching"),
 ])
 def test_extreme_values_name_the_key(tmp_path, toml, key):
     f = tmp_path / "musad.toml"

@@ -82,6 +82,23 @@ async def test_the_same_prompt_again_recomputes_only_its_last_block(engines):
     assert on.scheduler.prefix_hit_tokens - before == (n - 1) // 16 * 16
 
 
+async def test_requests_share_cached_prefixes_only_within_their_scope(engines):
+    on, _off = engines
+    prompt = SYSTEM + "Which sites lost power?"
+    sp = GREEDY
+
+    async def hits(scope: str) -> int:
+        before = on.scheduler.prefix_hit_tokens
+        async for item in on.generate(GenerationRequest("", prompt=prompt, sampling=sp, cache_scope=scope)):
+            if isinstance(item, GenerationResult):
+                return on.scheduler.prefix_hit_tokens - before
+        raise AssertionError("no result")
+
+    assert await hits("tenant-a") == 0
+    assert await hits("tenant-b") == 0          # the same prompt from another scope: computed again
+    assert await hits("tenant-a") > 0 and await hits("tenant-b") > 0 and await hits("") == 0
+
+
 async def test_cached_blocks_give_way_to_new_requests(llama_dir):
     """A cache of 10 blocks: every distinct prompt evicts older cached prefixes as it needs
     blocks; all requests finish, and nothing stays held."""
