@@ -29,6 +29,16 @@ def console_threads() -> list[str]:
             if t.is_alive() and t.name.startswith(CONSOLE_THREADS)]
 
 
+def load_all_audit_pages(qtbot, view) -> None:
+    """Page an AuditView's table (fetchMore) until every node's log is read to the end."""
+    def loaded() -> bool:
+        m = view.model
+        if m.canFetchMore():
+            m.fetchMore()
+        return m.exhausted and not m.loading
+    qtbot.waitUntil(loaded, timeout=30_000)
+
+
 class Recorder:
     """A Qt-free hub listener: every call lands in a queue, read with `wait_for`."""
 

@@ -14,6 +14,7 @@ from musaops.app.qt.views.audit_view import AuditView
 from musaops.app.services.audit_feed import CONSOLE_SOURCE
 from musaops.app.services.store import Store, StoreWorker
 from musaops.daemon.auth import Caller
+from tests.app.conftest import load_all_audit_pages
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,21 +42,12 @@ def setup(qtbot, qt_hub, make_daemon, tmp_path, monkeypatch):
     store.close()
 
 
-def _load_all(qtbot, view) -> None:
-    def loaded() -> bool:
-        m = view.model
-        if m.canFetchMore():
-            m.fetchMore()
-        return m.exhausted and not m.loading
-    qtbot.waitUntil(loaded, timeout=30000)
-
-
 def test_merged_paging_filters_and_model_contract(qtbot, qtmodeltester, setup):
     view, daemons, ids, _ = setup
     view.apply_filters()
     qtbot.waitUntil(lambda: view.model.rowCount() >= 7, timeout=20000)
     assert view.model.rowCount() < 12 * 3, "fetchMore pages: not everything at once"
-    _load_all(qtbot, view)
+    load_all_audit_pages(qtbot, view)
     rows = view.model.rows()
     daemon_rows = [r for r in rows if r.source != CONSOLE_SOURCE]
     # every daemon's whole log (config.change at start + 12 records) and all console entries
@@ -72,7 +64,7 @@ def test_merged_paging_filters_and_model_contract(qtbot, qtmodeltester, setup):
     view.action.setCurrentText("node.Deploy")
     view.outcome.setCurrentText("failed")
     view.apply_filters()
-    _load_all(qtbot, view)
+    load_all_audit_pages(qtbot, view)
     got = view.model.rows()
     assert [(r.source, r.action, r.outcome, r.actor) for r in got] == [(ids[1], "node.Deploy", "failed", "op1")] * 3
     assert view.model.index(0, COL_OUTCOME).data() == "failed"
@@ -146,7 +138,7 @@ def test_console_actions_land_in_the_operator_log_and_the_view(qtbot, setup, qt_
         view.source_rows[ids[1]].include.setChecked(False)
         view.action.setCurrentText("node.Deploy")
         view.apply_filters()
-        _load_all(qtbot, view)
+        load_all_audit_pages(qtbot, view)
         return any(r.target == "no-such-model" for r in view.model.rows())
     qtbot.waitUntil(logged, timeout=20000)
     row = [r for r in view.model.rows() if r.target == "no-such-model"][0]
@@ -165,13 +157,13 @@ def test_time_range_filter(qtbot, setup):
     view.since_on.setChecked(True)
     view.since.setDateTime(QDateTime.fromMSecsSinceEpoch(newest // 1000 + 1000))   # after every record
     view.apply_filters()
-    _load_all(qtbot, view)
+    load_all_audit_pages(qtbot, view)
     assert view.model.rowCount() == 0
     view.since.setDateTime(QDateTime.fromMSecsSinceEpoch(0))
     view.until_on.setChecked(True)
     view.until.setDateTime(QDateTime.fromMSecsSinceEpoch(newest // 1000 + 1000))
     view.apply_filters()
-    _load_all(qtbot, view)
+    load_all_audit_pages(qtbot, view)
     assert view.model.rowCount() >= 2 * 13
     view.since.setDateTime(QDateTime.fromMSecsSinceEpoch(newest // 1000 + 5000))
     view.apply_filters()

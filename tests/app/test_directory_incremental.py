@@ -17,6 +17,7 @@ from musaops.app.qt.views.node_directory import NodeDirectory
 from musaops.app.qt.views.playground_parts import TargetPicker
 from musaops.app.services.audit_feed import AuditMerger, AuditRow, Page, merge_key
 from musaops.daemon.auth import Caller
+from tests.app.conftest import load_all_audit_pages
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,15 +31,6 @@ def _count_queries(monkeypatch, view: AuditView) -> list[tuple[str, str]]:
         return start(node_id, kind, body, fail)
     monkeypatch.setattr(view.client, "_start", counting)
     return calls
-
-
-def _load_all(qtbot, view: AuditView) -> None:
-    def loaded() -> bool:
-        m = view.model
-        if m.canFetchMore():
-            m.fetchMore()
-        return m.exhausted and not m.loading
-    qtbot.waitUntil(loaded, timeout=30_000)
 
 
 def test_a_joining_node_is_the_only_one_queried_and_slots_in(qtbot, qt_hub, make_daemon, monkeypatch):
@@ -57,7 +49,7 @@ def test_a_joining_node_is_the_only_one_queried_and_slots_in(qtbot, qt_hub, make
     a = hub.add_node(NodeAddress("127.0.0.1", daemons[0].port, name="a"))
     qtbot.waitUntil(lambda: view.model.rowCount() >= 4, timeout=20_000)
     assert {n for n, _ in calls} == {a}
-    _load_all(qtbot, view)   # a's log read to the end: the table's own fetchMore cannot ask it again
+    load_all_audit_pages(qtbot, view)   # a's log read to the end: the table's own fetchMore cannot ask it again
 
     calls.clear()
     b = hub.add_node(NodeAddress("127.0.0.1", daemons[1].port, name="b"))
@@ -65,7 +57,7 @@ def test_a_joining_node_is_the_only_one_queried_and_slots_in(qtbot, qt_hub, make
     qtbot.waitUntil(lambda: not view.model.loading, timeout=20_000)
     assert calls and {n for n, _ in calls} == {b}, "only the node that joined is asked"
     assert view.model.spec.sources == (a, b)
-    _load_all(qtbot, view)
+    load_all_audit_pages(qtbot, view)
     rows = view.model.rows()
     assert [merge_key(r) for r in rows] == sorted((merge_key(r) for r in rows), reverse=True)
     assert sum(r.source == a for r in rows) == daemons[0].ctx.audit.count()
