@@ -91,10 +91,6 @@ def variant(flags: set[str] | None = None) -> str | None:
     return VARIANTS[0].name if env == "1" else None
 
 
-def wanted() -> bool:
-    return variant() is not None
-
-
 def _declare(lib: ctypes.CDLL) -> None:
     lib.forward.restype = ctypes.c_int
     lib.forward.argtypes = [ctypes.POINTER(_Model), ctypes.POINTER(_Step)]
@@ -200,7 +196,8 @@ class CpuForward:
 
 def for_model(model: CausalLM, cache: KVCache, device: torch.device) -> CpuForward | None:
     """The native forward for this model when it applies (CPU, bf16 throughout, AVX-512)."""
-    if device.type != "cpu" or not wanted():
+    name = variant()
+    if device.type != "cpu" or name is None:
         return None
     tensors = [*model.parameters(), model.cos_table, model.sin_table, cache.storage]
     if any(t.dtype != torch.bfloat16 or not t.is_contiguous() for t in tensors):
@@ -208,6 +205,5 @@ def for_model(model: CausalLM, cache: KVCache, device: torch.device) -> CpuForwa
     cfg = model.cfg
     if cfg.num_heads % cfg.num_kv_heads or cfg.head_dim % 2:
         return None
-    name = variant()
     lib = load(name)
     return CpuForward(lib, model, cache, name) if lib is not None else None

@@ -5,8 +5,8 @@ engine thread through a locked inbox. The engine thread schedules, runs one forw
 the whole batch, samples, detokenises and pushes TextDelta / GenerationResult items back
 into each request's asyncio.Queue: gathered per event loop and handed over with one
 `loop.call_soon_threadsafe` per loop per step (each call writes to the loop's self-pipe; at
-256 streams one call per token cost more than the tiny demo model's forward). A step that
-raises fails only the requests in that step; the loop keeps serving.
+256 streams on the demo model, one call per token spent 0.29 s of a 2.3 s run in those
+writes). A step that raises fails only the requests in that step; the loop keeps serving.
 """
 
 from __future__ import annotations
