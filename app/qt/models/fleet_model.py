@@ -51,6 +51,36 @@ class DeviceTile:
     mem_total: int | None = None  # bytes
 
 
+# The text of a device: the delegate paints it, the model gives the tooltip.
+GIB = 1024 ** 3
+
+
+def fmt_memory(t: DeviceTile) -> str:
+    if t.mem_used is not None and t.mem_total:
+        return f"{t.mem_used / GIB:.1f} / {t.mem_total / GIB:.0f} GiB"
+    return "—" if t.mem is None else f"{t.mem:.0f}%"
+
+
+def fmt_extras(t: DeviceTile) -> str:
+    parts = []
+    if t.temp is not None:
+        parts.append(f"{t.temp:.0f} °C")
+    if t.power is not None:
+        parts.append(f"{t.power:.0f} W")
+    return " · ".join(parts)
+
+
+def tooltip(tiles: tuple[DeviceTile, ...]) -> str:
+    def f(v, fmt):
+        return "—" if v is None else fmt.format(v)
+    rows = "".join(
+        f"<tr><td>#{t.index}</td><td>{t.name}</td><td align=right>{f(t.util, '{:.0f}%')}</td>"
+        f"<td align=right>{fmt_memory(t)}</td><td align=right>{f(t.temp, '{:.0f} °C')}</td>"
+        f"<td align=right>{f(t.power, '{:.0f} W')}</td></tr>" for t in tiles)
+    return ("<table cellspacing=4><tr><th></th><th align=left>Device</th><th>Util</th>"
+            f"<th>Memory</th><th>Temp</th><th>Power</th></tr>{rows}</table>")
+
+
 def _fmt_ago(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s ago"
@@ -219,7 +249,6 @@ class FleetModel(QAbstractTableModel):
                 return _fmt_ago(max(0.0, time.time() - status.last_seen))
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == COL_DEVICES:
-                from ..views.fleet_delegate import tooltip
                 tiles = self._tiles(nid)
                 return tooltip(tiles) if tiles else None
             if col in (COL_STATE, COL_NODE):

@@ -17,13 +17,13 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, Q
 from pyqtgraph import arrayToQPath
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
-from ..models.fleet_model import COL_DEVICES, DEVICES_ROLE, NODE_ID_ROLE, STAMP_ROLE, DeviceTile
+from ..models.fleet_model import (COL_DEVICES, DEVICES_ROLE, NODE_ID_ROLE, STAMP_ROLE, DeviceTile,
+                                  fmt_extras, fmt_memory)
 
 LINE_H, GAP, PAD = 20, 3, 6
 MIN_LINE_W, MAX_LINE_W = 300, 560      # a column of lines needs at least / uses at most this
 SPARK_W = 56                           # sparkline width at the minimum line width
 BAR_COLORS = (QColor("#3b82f6"), QColor("#8b5cf6"), QColor("#f59e0b"), QColor("#ef4444"))
-GIB = 1024 ** 3
 
 
 def columns_for(width: int, devices: int) -> int:
@@ -33,32 +33,6 @@ def columns_for(width: int, devices: int) -> int:
 def row_height(max_devices: int, width: int = 10_000) -> int:
     lines = math.ceil(max(1, max_devices) / columns_for(width, max_devices))
     return lines * LINE_H + (lines - 1) * GAP + 2 * PAD
-
-
-def fmt_memory(t: DeviceTile) -> str:
-    if t.mem_used is not None and t.mem_total:
-        return f"{t.mem_used / GIB:.1f} / {t.mem_total / GIB:.0f} GiB"
-    return "—" if t.mem is None else f"{t.mem:.0f}%"
-
-
-def fmt_extras(t: DeviceTile) -> str:
-    parts = []
-    if t.temp is not None:
-        parts.append(f"{t.temp:.0f} °C")
-    if t.power is not None:
-        parts.append(f"{t.power:.0f} W")
-    return " · ".join(parts)
-
-
-def tooltip(tiles: tuple[DeviceTile, ...]) -> str:
-    def f(v, fmt):
-        return "—" if v is None else fmt.format(v)
-    rows = "".join(
-        f"<tr><td>#{t.index}</td><td>{t.name}</td><td align=right>{f(t.util, '{:.0f}%')}</td>"
-        f"<td align=right>{fmt_memory(t)}</td><td align=right>{f(t.temp, '{:.0f} °C')}</td>"
-        f"<td align=right>{f(t.power, '{:.0f} W')}</td></tr>" for t in tiles)
-    return ("<table cellspacing=4><tr><th></th><th align=left>Device</th><th>Util</th>"
-            f"<th>Memory</th><th>Temp</th><th>Power</th></tr>{rows}</table>")
 
 
 class FleetDelegate(QStyledItemDelegate):
