@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .devices.base import SAMPLE_FIELDS
+
 log = logging.getLogger(__name__)
 
 PREFIX = "musad:"
@@ -27,18 +29,8 @@ _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 
 _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0,
                 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
 
-# (DeviceSample field, metric suffix, help)
-_DEVICE_GAUGES = (
-    ("utilization_percent", "device_utilization_percent", "Compute busy, percent."),
-    ("memory_utilization_percent", "device_memory_utilization_percent", "Memory controller busy, percent."),
-    ("memory_used_bytes", "device_memory_used_bytes", "Device memory in use, bytes."),
-    ("memory_total_bytes", "device_memory_total_bytes", "Device memory, bytes."),
-    ("temperature_celsius", "device_temperature_celsius", "Core temperature, degrees Celsius."),
-    ("power_watts", "device_power_watts", "Board power draw, watts."),
-    ("power_limit_watts", "device_power_limit_watts", "Enforced power limit, watts."),
-    ("sm_clock_mhz", "device_sm_clock_mhz", "Graphics/SM clock, MHz."),
-    ("memory_clock_mhz", "device_memory_clock_mhz", "Memory clock, MHz."),
-)
+# One gauge per exported row of the device field table: musad:device_<field>.
+_DEVICE_GAUGES = tuple((f.name, f.metric, f.help) for f in SAMPLE_FIELDS if f.metric)
 
 
 class _ScrapeCollector(Collector):

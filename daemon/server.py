@@ -29,7 +29,8 @@ from .metrics import DaemonMetrics
 from .repository import ModelRepository
 from .services import telemetry as telemetry_service
 from .services.node import NodeServicer
-from .telemetry import TelemetrySampler, model_stats_pb
+from .services.telemetry_encode import encode_snapshot
+from .telemetry import TelemetrySampler
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def _build_context(config: Config, devices: Any, loader: Callable[..., Any] | No
     kwargs = {"loader": loader} if loader is not None else {}
     deployments = DeploymentManager(repository, devices, config.engine,
                                     on_request=metrics.observe_request, **kwargs)
-    telemetry = TelemetrySampler(devices, lambda: [model_stats_pb(s) for s in deployments.stats()],
+    telemetry = TelemetrySampler(devices, deployments.stats, encode_snapshot,
                                  history_seconds=config.telemetry.history_seconds)
     holder.update(telemetry=telemetry, deployments=deployments)
     return DaemonContext(config=config, devices=devices, repository=repository, deployments=deployments,

@@ -1,11 +1,12 @@
 """One shared sampler for every Telemetry.Stream subscriber, plus the history ring.
 
 A single thread samples the host (psutil), the devices and the deployments' statistics
-into a protobuf `Snapshot`, serialises it once, and hands it to the event loop with one
-`loop.call_soon_threadsafe` per tick. On the loop, each subscriber gets the snapshot when
-its own interval is due. The thread ticks at the fastest interval any subscriber asks for
-(at least once a second, which feeds the history ring), so 100 subscribers cost one
-sample per tick, not 100.
+into a `Reading`, has the injected encoder (services/telemetry_encode.py) serialise it once,
+and hands the bytes to the event loop with one `loop.call_soon_threadsafe` per tick. The
+sampler knows no protobuf: the wire shape belongs to services/. On the loop, each
+subscriber gets the snapshot when its own interval is due. The thread ticks at the fastest
+interval any subscriber asks for (at least once a second, which feeds the history ring), so
+100 subscribers cost one sample per tick, not 100.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import psutil
-
-from musaops.v1 import common_pb2, telemetry_pb2
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +29,37 @@ _CLOSED = None           # queue sentinel: the stream ends
 
 
 @dataclass(frozen=True)
+class HostReading:
+    cpu_percent: float          # all CPUs, 0..100
+    memory_used_bytes: int
+    memory_total_bytes: int
+    load_average_1m: float
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One tick's sample, before encoding: what the encoder turns into a wire Snapshot."""
+
+    time_unix_ms: int
+    host: HostReading
+    devices: tuple = ()         # devices.DeviceSample, index order
+    models: tuple = ()          # deployments' ModelStatsSample
+
+
+Encoder = Callable[[Reading], bytes]
+
+
+@dataclass(frozen=True)
 class Published:
-    """A snapshot as sampled (`message`) and serialised once (`data`)."""
+    """A snapshot as sampled (`reading`) and serialised once (`data`)."""
 
     time: float              # time.monotonic() at sampling
-    message: telemetry_pb2.Snapshot
+    reading: Reading
     data: bytes
-    device_samples: tuple = ()  # the devices.DeviceSample dataclasses behind message.devices
+
+    @property
+    def device_samples(self) -> tuple:
+        return self.reading.devices
 
 
 class Subscription:
@@ -59,28 +82,19 @@ class Subscription:
         return await self.queue.get()
 
 
-def device_sample_pb(s) -> common_pb2.DeviceSample:
-    """A devices.DeviceSample dataclass -> proto (None fields stay unset)."""
-    msg = common_pb2.DeviceSample(index=s.index)
-    for name in ("memory_used_bytes", "memory_total_bytes", "utilization_percent",
-                 "memory_utilization_percent", "temperature_celsius", "power_watts",
-                 "power_limit_watts", "sm_clock_mhz", "memory_clock_mhz"):
-        v = getattr(s, name, None)
-        if v is not None:
-            setattr(msg, name, v)
-    return msg
-
-
 class TelemetrySampler:
     """Owns the sampling thread, the history ring and the subscribers.
 
     `devices` is an Accelerator (sample() -> DeviceSample list); `model_stats` returns the
-    deployments' `telemetry_pb2.ModelStats` list. Both are called on the sampler thread.
+    deployments' statistics; `encode` turns a Reading into the bytes every subscriber gets.
+    All three are called on the sampler thread.
     """
 
-    def __init__(self, devices, model_stats: Callable[[], list], history_seconds: int = 900):
+    def __init__(self, devices: Any, model_stats: Callable[[], list], encode: Encoder,
+                 history_seconds: int = 900):
         self._devices = devices
         self._model_stats = model_stats
+        self._encode = encode
         self.history: collections.deque[Published] = collections.deque(
             maxlen=max(1, int(history_seconds / HISTORY_PERIOD_S)))
         self._subs: set[Subscription] = set()
@@ -179,29 +193,22 @@ class TelemetrySampler:
             load1 = psutil.getloadavg()[0]
         except (AttributeError, OSError):
             load1 = 0.0
-        snap = telemetry_pb2.Snapshot(
-            time_unix_ms=int(now_wall * 1000),
-            host=telemetry_pb2.HostSample(
-                cpu_percent=psutil.cpu_percent(interval=None),
-                memory_used_bytes=vm.total - vm.available,
-                memory_total_bytes=vm.total,
-                load_average_1m=load1,
-            ),
-        )
-        device_samples = []
+        host = HostReading(psutil.cpu_percent(interval=None), vm.total - vm.available, vm.total, load1)
+        devices: tuple = ()
         try:
-            device_samples = self._devices.sample()
-            snap.devices.extend(device_sample_pb(s) for s in device_samples)
+            devices = tuple(self._devices.sample())
         except Exception:  # noqa: BLE001 - a failing vendor call must not kill telemetry
             self.sample_errors += 1
             log.exception("device sampling failed")
+        models: tuple = ()
         try:
-            snap.models.extend(self._model_stats())
+            models = tuple(self._model_stats())
         except Exception:  # noqa: BLE001
             self.sample_errors += 1
             log.exception("engine statistics failed")
+        reading = Reading(int(now_wall * 1000), host, devices, models)
         self.samples_taken += 1
-        return Published(time.monotonic(), snap, snap.SerializeToString(), tuple(device_samples))
+        return Published(time.monotonic(), reading, self._encode(reading))
 
     def _run(self) -> None:
         next_tick = time.monotonic()
@@ -240,18 +247,3 @@ class TelemetrySampler:
             next_tick = min(next_tick, pub.time) + tick  # a fixed schedule, no drift
             if next_tick < time.monotonic():  # fell behind (slow device read): skip, don't burst
                 next_tick = time.monotonic() + tick
-
-def model_stats_pb(s) -> telemetry_pb2.ModelStats:
-    """A deployments.ModelStatsSample -> proto (latencies in ms)."""
-    st = s.stats
-    ms = lambda v: v * 1000.0  # noqa: E731
-    return telemetry_pb2.ModelStats(
-        model=s.model, running=st.running, waiting=st.waiting, kv_cache_usage=st.kv_cache_usage,
-        generation_tokens_per_second=s.generation_tokens_per_s, prompt_tokens_per_second=s.prompt_tokens_per_s,
-        ttft_p50_ms=ms(s.ttft[0]), ttft_p95_ms=ms(s.ttft[1]), ttft_p99_ms=ms(s.ttft[2]),
-        itl_p50_ms=ms(s.itl[0]), itl_p95_ms=ms(s.itl[1]), itl_p99_ms=ms(s.itl[2]),
-        e2e_p50_ms=ms(s.e2e[0]), e2e_p99_ms=ms(s.e2e[1]),
-        requests_total=st.requests_total, requests_failed=st.requests_failed,
-        prompt_tokens_total=st.prompt_tokens_total, generation_tokens_total=st.generation_tokens_total,
-        preemptions_total=st.preemptions_total, prefix_cache_hit_tokens_total=st.prefix_cache_hit_tokens_total,
-    )

@@ -5,27 +5,53 @@ Mirrors telemetry.proto, with unset vendor fields as None (never a made-up zero)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+NOT_REPORTED = "not reported by this device"
+
+
+def shown(label: str, fmt: str = "{}") -> Any:
+    """A console DeviceSample field: None (not reported) by default, with the label and the
+    format the node view's device details use."""
+    return field(default=None, metadata={"label": label, "fmt": fmt})
 
 
 @dataclass(frozen=True, slots=True)  # slots: a back-fill holds many thousands
 class DeviceSample:
-    index: int
-    memory_used_bytes: int | None = None
-    memory_total_bytes: int | None = None
-    utilization_percent: float | None = None
-    memory_utilization_percent: float | None = None
-    temperature_celsius: float | None = None
-    power_watts: float | None = None
-    power_limit_watts: float | None = None
-    sm_clock_mhz: int | None = None
-    memory_clock_mhz: int | None = None
+    """One device reading as the console holds it. Its fields are exactly common.proto's
+    DeviceSample fields (tests/unit/test_convert_samples.py checks), so convert fills it by
+    name; a new field is one line here, with its label."""
+
+    index: int = 0
+    memory_used_bytes: int | None = shown("Memory used", "{:,} bytes")
+    memory_total_bytes: int | None = shown("Memory", "{:,} bytes")
+    utilization_percent: float | None = shown("Utilisation", "{:.0f} %")
+    memory_utilization_percent: float | None = shown("Memory controller busy", "{:.0f} %")
+    temperature_celsius: float | None = shown("Temperature", "{:.0f} °C")
+    power_watts: float | None = shown("Power", "{:.0f} W")
+    power_limit_watts: float | None = shown("Power limit", "{:.0f} W")
+    sm_clock_mhz: int | None = shown("Graphics clock", "{} MHz")
+    memory_clock_mhz: int | None = shown("Memory clock", "{} MHz")
 
     @property
     def memory_percent(self) -> float | None:
         if self.memory_used_bytes is None or not self.memory_total_bytes:
             return None
         return 100.0 * self.memory_used_bytes / self.memory_total_bytes
+
+
+def device_details(sample: DeviceSample | None) -> list[tuple[str, str]]:
+    """(label, value) for every field of the table, in table order; a field the device does
+    not report reads NOT_REPORTED (never a made-up zero)."""
+    out = []
+    for f in fields(DeviceSample):
+        if "label" not in f.metadata:
+            continue
+        v = getattr(sample, f.name) if sample is not None else None
+        out.append((f.metadata["label"], NOT_REPORTED if v is None else f.metadata["fmt"].format(v)))
+    return out
 
 
 @dataclass(frozen=True, slots=True)  # slots: a back-fill holds many thousands

@@ -11,18 +11,21 @@
 
 from .base import (
     BACKENDS,
+    SAMPLE_FIELDS,
     Accelerator,
     BackendName,
     BackendUnavailableError,
     DeviceError,
     DeviceInfo,
     DeviceSample,
+    SampleField,
     UnknownDeviceError,
 )
 from .detect import PREFERENCES, detect, open_backend
 
 __all__ = [
     "BACKENDS",
+    "SAMPLE_FIELDS",
     "PREFERENCES",
     "Accelerator",
     "BackendName",
@@ -30,6 +33,7 @@ __all__ = [
     "DeviceError",
     "DeviceInfo",
     "DeviceSample",
+    "SampleField",
     "UnknownDeviceError",
     "detect",
     "open_backend",

@@ -9,9 +9,9 @@ pass across threads. A field a vendor does not report is None (or "" for strings
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from types import ModuleType
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 BackendName = Literal["musa", "cuda", "cpu"]
 BACKENDS: tuple[BackendName, ...] = ("musa", "cuda", "cpu")
@@ -43,20 +43,51 @@ class DeviceInfo:
     pci_bus_id: str = ""       # e.g. "0000:3b:00.0"; "" when unknown
 
 
+def reading(unit: str, help: str, *, metric: bool = True) -> Any:
+    """One row of the device field table: a DeviceSample field that defaults to None (not
+    reported), with its unit and its Prometheus help; `metric=False` keeps it off /metrics
+    (text). The field's name is also its protobuf field (common.proto DeviceSample) and,
+    prefixed with `musad:device_`, its gauge."""
+    return field(default=None, metadata={"unit": unit, "help": help, "metric": metric})
+
+
 @dataclass(frozen=True)
 class DeviceSample:
-    """One reading of one device (common.proto DeviceSample); None = not reported."""
+    """One reading of one device (common.proto DeviceSample); None = not reported.
+
+    This class is the device field table (nvitop-style): the telemetry encoder
+    (services/telemetry_encode.py) and the /metrics gauges (metrics.py) iterate
+    SAMPLE_FIELDS, built from it below. A new field is one line here plus its reader(s)
+    and its line in common.proto.
+    """
 
     index: int
-    memory_used_bytes: int | None = None
-    memory_total_bytes: int | None = None
-    utilization_percent: float | None = None         # compute busy, 0..100
-    memory_utilization_percent: float | None = None  # memory controller busy, 0..100
-    temperature_celsius: float | None = None
-    power_watts: float | None = None
-    power_limit_watts: float | None = None
-    sm_clock_mhz: int | None = None
-    memory_clock_mhz: int | None = None
+    memory_used_bytes: int | None = reading("bytes", "Device memory in use, bytes.")
+    memory_total_bytes: int | None = reading("bytes", "Device memory, bytes.")
+    utilization_percent: float | None = reading("%", "Compute busy, percent.")
+    memory_utilization_percent: float | None = reading("%", "Memory controller busy, percent.")
+    temperature_celsius: float | None = reading("°C", "Core temperature, degrees Celsius.")
+    power_watts: float | None = reading("W", "Board power draw, watts.")
+    power_limit_watts: float | None = reading("W", "Enforced power limit, watts.")
+    sm_clock_mhz: int | None = reading("MHz", "Graphics/SM clock, MHz.")
+    memory_clock_mhz: int | None = reading("MHz", "Memory clock, MHz.")
+
+
+@dataclass(frozen=True)
+class SampleField:
+    """A row of the device field table as the encoder and /metrics see it."""
+
+    name: str              # dataclass attribute = common.proto DeviceSample field
+    unit: str
+    help: str
+    metric: str | None     # Prometheus name without the `musad:` prefix; None = not exported
+
+
+SAMPLE_FIELDS: tuple[SampleField, ...] = tuple(
+    SampleField(f.name, f.metadata["unit"], f.metadata["help"],
+                f"device_{f.name}" if f.metadata["metric"] else None)
+    for f in fields(DeviceSample) if f.name != "index"
+)
 
 
 @runtime_checkable

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from musaops.daemon.devices import detect
+from musaops.daemon.services.telemetry_encode import encode_snapshot
 from musaops.daemon.telemetry import TelemetrySampler
 from musaops.v1 import telemetry_pb2, telemetry_pb2_grpc
 
@@ -42,7 +43,7 @@ async def test_hundred_subscribers_share_one_sampler(daemon):
 
 async def test_each_subscriber_gets_its_own_cadence():
     devices = detect("cpu")
-    sampler = TelemetrySampler(devices, list, history_seconds=60)
+    sampler = TelemetrySampler(devices, list, encode_snapshot, history_seconds=60)
     sampler.start()
     try:
         fast, slow = sampler.subscribe(0.1), sampler.subscribe(0.5)
@@ -66,7 +67,7 @@ async def test_each_subscriber_gets_its_own_cadence():
 
 async def test_history_ring_is_bounded_and_backfill_filters_by_age():
     devices = detect("cpu")
-    sampler = TelemetrySampler(devices, list, history_seconds=3)
+    sampler = TelemetrySampler(devices, list, encode_snapshot, history_seconds=3)
     try:
         assert sampler.history.maxlen == 3
         for _ in range(5):
