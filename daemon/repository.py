@@ -17,6 +17,8 @@ import struct
 import threading
 from dataclasses import dataclass
 
+from .engine import models
+
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 # safetensors dtype tags -> bytes per element
 _ST_DTYPE_BYTES = {
@@ -197,8 +199,7 @@ def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
     if folder.is_symlink() and not folder.is_dir():
         raise ModelFolderError(f"the symbolic link points to {os.readlink(folder)}, which is not a folder")
     cfg = _read_json(folder / "config.json")
-    if not (folder / "tokenizer.json").is_file():
-        raise ModelFolderError("tokenizer.json is missing")
+    _read_json(folder / "tokenizer.json")   # a broken one fails Deploy: say so now
 
     def field(*keys: str, required: bool = True) -> int:
         for k in keys:
@@ -219,10 +220,7 @@ def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
     vocab = field("vocab_size")
     head_dim = field("head_dim", required=False) or hidden // heads
     max_pos = field("max_position_embeddings", required=False)
-    archs = cfg.get("architectures") or []
-    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else ""
-    if not arch:
-        raise ModelFolderError("config.json lacks 'architectures'")
+    arch = _architecture(cfg)
     dtype = cfg.get("torch_dtype") or cfg.get("dtype") or ""
 
     params = sum(safetensors_parameters(f) for f in _weight_files(folder))
@@ -239,7 +237,35 @@ def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
         if weights + kv * max_pos >= 2**64:
             raise ModelFolderError("config.json sizes give a memory estimate beyond 2^64 bytes; they cannot be right")
         estimates.append(MemoryEstimate(dt, weights, kv, weights + kv * max_pos))
+    _check_weights_match_config(cfg, params)
     return _replace(entry, estimates=tuple(estimates))
+
+
+def _architecture(cfg: dict) -> str:
+    """The config's architecture name, when the engine's registry runs it."""
+    archs = cfg.get("architectures")
+    if not isinstance(archs, list) or not any(isinstance(a, str) and a for a in archs):
+        raise ModelFolderError("config.json lacks 'architectures'")
+    try:
+        name, _family = models.resolve_hf(cfg)
+    except models.UnsupportedArchitecture as exc:
+        raise ModelFolderError(f"config.json: {exc}") from None
+    return name
+
+
+def _check_weights_match_config(cfg: dict, params: int) -> None:
+    """The engine loads every tensor the config implies, so weight files holding fewer
+    parameters than that cannot load; a config with absurd sizes is caught here, at scan
+    time, instead of reaching an allocator at Deploy."""
+    try:
+        mc = models.config_from_hf(cfg)
+        implied = models.by_hf_name(mc.architecture).parameters(mc)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ModelFolderError(f"config.json is unusable: {exc}") from None
+    if implied > params:
+        raise ModelFolderError(
+            f"too large: config.json implies {implied:,} parameters (vocab_size {mc.vocab_size:,}, "
+            f"hidden_size {mc.hidden_size:,}, {mc.num_layers:,} layers) but the weight files hold {params:,}")
 
 
 def _replace(entry: ModelEntry, **kw) -> ModelEntry:

@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 
 from ..devices.cpu import cpu_flags
-from . import cpu_kernels
+from . import cpu_kernels, models
 from .kv_cache import KVCache
 from .model import CausalLM
+from .models import ModelConfig
 
 SOURCE = Path(__file__).with_name("csrc") / "forward_avx512.c"
 _FLAGS = ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-pthread"]
@@ -113,11 +114,26 @@ def _ptrs(tensors: list[torch.Tensor | None]) -> ctypes.Array:
     return (_P * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
 
 
+def refusal(cfg: ModelConfig) -> str:
+    """Why the C forward cannot compute this model (a sentence), or "" when it can: it does
+    Llama's maths only, for the families the registry (engine/models) marks native_cpu."""
+    arch = models.by_hf_name(cfg.architecture)
+    if arch is None or not arch.native_cpu:
+        return f"the native CPU forward does not compute architecture {cfg.architecture!r}"
+    if cfg.num_heads % cfg.num_kv_heads or cfg.head_dim % 2:
+        return (f"the native CPU forward needs whole query groups and an even head size "
+                f"({cfg.num_heads} heads, {cfg.num_kv_heads} KV heads, head size {cfg.head_dim})")
+    return ""
+
+
 class CpuForward:
     """A loaded model's weights and KV cache as the C kernel sees them."""
 
     def __init__(self, lib: ctypes.CDLL, model: CausalLM, cache: KVCache, variant: str = "") -> None:
         cfg = model.cfg
+        why = refusal(cfg)
+        if why:
+            raise ValueError(why)
         self.lib = lib
         self.variant = variant
         self.vocab = cfg.vocab_size
@@ -195,15 +211,15 @@ class CpuForward:
 
 
 def for_model(model: CausalLM, cache: KVCache, device: torch.device) -> CpuForward | None:
-    """The native forward for this model when it applies (CPU, bf16 throughout, AVX-512)."""
+    """The native forward for this model when it applies (CPU, bf16 throughout, AVX-512, an
+    architecture registered native_cpu); None means torch runs it."""
     name = variant()
     if device.type != "cpu" or name is None:
         return None
     tensors = [*model.parameters(), model.cos_table, model.sin_table, cache.storage]
     if any(t.dtype != torch.bfloat16 or not t.is_contiguous() for t in tensors):
         return None
-    cfg = model.cfg
-    if cfg.num_heads % cfg.num_kv_heads or cfg.head_dim % 2:
+    if refusal(model.cfg):
         return None
     lib = load(name)
     return CpuForward(lib, model, cache, name) if lib is not None else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import psutil
 import torch
 
-from .model import ModelConfig
+from .models import ModelConfig
 
 
 def free_memory_bytes(device: torch.device) -> int:

@@ -14,9 +14,12 @@ import torch
 
 from .api import (DeviceTarget, EngineInfo, EngineSpec, LoadError, LoadProgress, RequestObserver,
                   SamplingParams)
+from . import gguf_loader
 from .engine import LLMEngine
+from .gguf_meta import is_gguf
 from .kv_cache import KVCache, bytes_per_block, free_memory_bytes
 from .loader import TORCH_DTYPES, load_model, read_config, torch_device
+from .models import ModelConfig
 from .runner import ModelRunner
 from .scheduler import ScheduledChunk, Sequence
 from .tokenizer import Tokenizer
@@ -43,13 +46,14 @@ def _size(n: int) -> str:
     return f"{value:.1f} {unit} ({n:,} bytes)"
 
 
-def _compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def _compute_dtype(dtype: str, device: torch.device, cfg: ModelConfig) -> torch.dtype:
     """bf16 weights on a CPU compute in bf16 where the native forward runs (cpu_forward:
-    AVX-512), else in fp32 through cpu_kernels' AVX2 kernel where that runs."""
+    AVX-512, an architecture it computes), else in fp32 through cpu_kernels' AVX2 kernel
+    where that runs."""
     tdtype = TORCH_DTYPES[dtype]
     if device.type == "cpu" and tdtype == torch.bfloat16:
         from . import cpu_forward, cpu_kernels
-        if cpu_forward.load() is not None:
+        if not cpu_forward.refusal(cfg) and cpu_forward.load() is not None:
             return tdtype
         if cpu_kernels.wanted() and cpu_kernels.load() is not None:
             return torch.float32
@@ -73,11 +77,15 @@ def load_engine(model_dir: str | Path, spec: EngineSpec, target: DeviceTarget,
     device = torch_device(target)
     if device.type == "cpu":
         torch.set_num_threads(_cpu_threads())
-    cfg = read_config(model_dir)
-    tokenizer = Tokenizer(model_dir)
+    gguf = gguf_loader.model_path(model_dir) if is_gguf(model_dir) else None
+    cfg = gguf.config if gguf else read_config(model_dir)
+    tokenizer = gguf_loader.build_tokenizer(gguf) if gguf else Tokenizer(model_dir)
     max_context = min(spec.max_context, cfg.max_position_embeddings, cfg.sliding_window or spec.max_context)
-    compute_dtype = _compute_dtype(spec.dtype, device)
-    model = load_model(model_dir, spec.dtype, device, max_context, report, cancel, compute_dtype)
+    compute_dtype = _compute_dtype(spec.dtype, device, cfg)
+    if gguf:
+        model = gguf_loader.load_gguf_model(gguf, spec.dtype, device, max_context, report, cancel, compute_dtype)
+    else:
+        model = load_model(model_dir, spec.dtype, device, max_context, report, cancel, compute_dtype)
 
     # KV cache: a fraction of what is free now, no more than max_batch full contexts need.
     dtype = compute_dtype

@@ -17,8 +17,11 @@ from typing import Callable
 import torch
 from safetensors import safe_open
 
+from . import models
 from .api import DTYPES, DeviceTarget, LoadError
-from .model import CausalLM, ModelConfig, RMSNorm
+from .kv_cache import free_memory_bytes
+from .model import CausalLM, RMSNorm
+from .models import ModelConfig
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -50,8 +53,12 @@ def read_config(model_dir: Path) -> ModelConfig:
         raise LoadError(f"{model_dir} has no config.json") from exc
     except json.JSONDecodeError as exc:
         raise LoadError(f"config.json in {model_dir} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise LoadError(f"config.json in {model_dir} must hold a JSON object")
     try:
-        cfg = ModelConfig.from_hf(raw)
+        cfg = models.config_from_hf(raw)
+    except models.UnsupportedArchitecture as exc:
+        raise LoadError(str(exc)) from None
     except (KeyError, TypeError, ValueError) as exc:
         raise LoadError(f"config.json in {model_dir} is unusable: {exc}") from exc
     gen = model_dir / "generation_config.json"
@@ -85,29 +92,23 @@ def weight_files(model_dir: Path) -> list[Path]:
 
 
 def _targets(model: CausalLM) -> dict[str, tuple[torch.Tensor, int, int]]:
-    """HF tensor name -> (our parameter, row offset, rows), splitting the fused projections."""
-    cfg = model.cfg
-    q, kv, inter = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size
-    out: dict[str, tuple[torch.Tensor, int, int]] = {
-        "model.embed_tokens.weight": (model.embed_tokens.weight, 0, cfg.vocab_size),
-        "model.norm.weight": (model.norm.weight, 0, cfg.hidden_size),
-    }
-    if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = (model.lm_head.weight, 0, cfg.vocab_size)
-    for i, layer in enumerate(model.layers):
-        p = f"model.layers.{i}."
-        a, m = layer.self_attn, layer.mlp
-        for name, off, rows in (("q", 0, q), ("k", q, kv), ("v", q + kv, kv)):
-            out[p + f"self_attn.{name}_proj.weight"] = (a.qkv_proj.weight, off, rows)
-            if cfg.qkv_bias:
-                out[p + f"self_attn.{name}_proj.bias"] = (a.qkv_proj.bias, off, rows)
-        out[p + "self_attn.o_proj.weight"] = (a.o_proj.weight, 0, cfg.hidden_size)
-        out[p + "mlp.gate_proj.weight"] = (m.gate_up_proj.weight, 0, inter)
-        out[p + "mlp.up_proj.weight"] = (m.gate_up_proj.weight, inter, inter)
-        out[p + "mlp.down_proj.weight"] = (m.down_proj.weight, 0, cfg.hidden_size)
-        out[p + "input_layernorm.weight"] = (layer.input_layernorm.weight, 0, cfg.hidden_size)
-        out[p + "post_attention_layernorm.weight"] = (layer.post_attention_layernorm.weight, 0, cfg.hidden_size)
-    return out
+    """Checkpoint tensor name -> (our parameter, row offset, rows), from the registry's map."""
+    arch = models.by_hf_name(model.cfg.architecture)
+    slots = arch.weights(model.cfg) if arch is not None else {}
+    return {name: (model.get_parameter(s.param), s.row, s.shape[0]) for name, s in slots.items()}
+
+
+def _weights_fit(model_dir: Path, cfg: ModelConfig, dtype: str, device: torch.device) -> None:
+    """Refuses, before anything is allocated, weights the device cannot hold (a config with
+    absurd sizes would otherwise reach torch's allocator and its raw message)."""
+    arch = models.by_hf_name(cfg.architecture)
+    need = arch.parameters(cfg) * torch.tensor([], dtype=TORCH_DTYPES[dtype]).element_size()
+    free = free_memory_bytes(device)
+    if need > free:
+        raise LoadError(
+            f"{model_dir.name} needs {need / 2**30:,.1f} GiB for its weights in {dtype} (config.json: "
+            f"vocab_size {cfg.vocab_size:,}, hidden_size {cfg.hidden_size:,}, {cfg.num_layers} layers) "
+            f"but {device.type} has {free / 2**30:,.1f} GiB free")
 
 
 def load_model(model_dir: str | Path, dtype: str, device: torch.device, max_positions: int,
@@ -121,6 +122,7 @@ def load_model(model_dir: str | Path, dtype: str, device: torch.device, max_posi
     cfg = read_config(model_dir)
     files = weight_files(model_dir)
     tdtype = TORCH_DTYPES[dtype]
+    _weights_fit(model_dir, cfg, dtype, device)
     try:
         with torch.device("meta"):
             model = CausalLM(cfg, max_positions, "meta", tdtype, compute_dtype)

@@ -1,5 +1,7 @@
 """The Llama-family decoder (Llama, Qwen2, Mistral shapes) over a paged KV cache.
 
+Which configs and tensor names reach it is decided by the registry in engine/models/.
+
 One readable file in the manner of gpt-fast / nano-vllm: fused QKV and gate/up projections,
 RoPE from a precomputed table, grouped-query attention through SDPA. A forward pass takes a
 flat batch of tokens from many sequences (prefill chunks and decodes mixed) plus an
@@ -16,71 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The fields of an HF config.json the decoder needs."""
-
-    architecture: str
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    rms_norm_eps: float
-    rope_theta: float
-    rope_scaling: dict[str, Any] | None
-    max_position_embeddings: int
-    tie_word_embeddings: bool
-    qkv_bias: bool
-    eos_token_ids: tuple[int, ...] = ()
-    bos_token_id: int | None = None
-    sliding_window: int | None = None   # Mistral; contexts are capped to it (no windowed attention)
-
-    @classmethod
-    def from_hf(cls, cfg: dict[str, Any]) -> "ModelConfig":
-        archs = cfg.get("architectures") or []
-        arch = next((a for a in archs if a in ARCHITECTURES), None)
-        if arch is None:
-            raise ValueError(
-                f"architecture {archs or cfg.get('model_type')!r} is not supported "
-                f"(supported: {', '.join(ARCHITECTURES)})")
-        heads = int(cfg["num_attention_heads"])
-        hidden = int(cfg["hidden_size"])
-        # transformers >= 5 writes rope settings into "rope_parameters".
-        rope_params = cfg.get("rope_parameters") or {}
-        theta = float(cfg.get("rope_theta") or rope_params.get("rope_theta") or 10000.0)
-        scaling = cfg.get("rope_scaling") or (rope_params if rope_params else None)
-        if scaling is not None:
-            kind = scaling.get("rope_type") or scaling.get("type") or "default"
-            scaling = None if kind == "default" else dict(scaling, rope_type=kind)
-        eos = cfg.get("eos_token_id")
-        eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
-        return cls(
-            architecture=arch,
-            vocab_size=int(cfg["vocab_size"]),
-            hidden_size=hidden,
-            intermediate_size=int(cfg["intermediate_size"]),
-            num_layers=int(cfg["num_hidden_layers"]),
-            num_heads=heads,
-            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-            head_dim=int(cfg.get("head_dim") or hidden // heads),
-            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            rope_theta=theta,
-            rope_scaling=scaling,
-            max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            qkv_bias=arch == "Qwen2ForCausalLM" or bool(cfg.get("attention_bias", False)),
-            eos_token_ids=eos_ids,
-            bos_token_id=cfg.get("bos_token_id"),
-            sliding_window=(int(cfg["sliding_window"]) if cfg.get("sliding_window")
-                            and cfg.get("use_sliding_window", True) else None),
-        )
+from .models import ModelConfig
 
 
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:

@@ -71,6 +71,12 @@ def test_truncated_safetensors_is_listed_as_error(tmp_path, demo_model_dir):
     (lambda d: (d / "model.safetensors").write_bytes(b"\x01"), "truncated"),
     (lambda d: _edit_config(d, hidden_size="big"), "'hidden_size' must be a positive integer"),
     (lambda d: _edit_config(d, num_hidden_layers=None), "lacks 'num_hidden_layers'"),
+    (lambda d: (d / "tokenizer.json").write_text("{not json"), "tokenizer.json is not valid JSON"),
+    (lambda d: _edit_config(d, architectures=["GemmaForCausalLM"]),
+     "config.json: architecture GemmaForCausalLM is not supported by this engine (supported: "
+     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"),
+    (lambda d: _edit_config(d, vocab_size=10**9, hidden_size=10**6),
+     "too large: config.json implies 2,000,001,"),
 ])
 def test_broken_folders_are_errors_with_reasons(tmp_path, demo_model_dir, breakage, reason):
     d = _copy_demo(demo_model_dir, tmp_path, "broken")
@@ -90,21 +96,22 @@ def _edit_config(d, **changes):
 
 
 def test_sharded_checkpoint_counts_every_shard(tmp_path, demo_model_dir):
+    from safetensors.numpy import load_file
+
     d = tmp_path / "sharded"
     d.mkdir()
     for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         shutil.copy(demo_model_dir / f, d / f)
-    a = {"x": np.zeros((3, 4), np.float32)}
-    b = {"y": np.zeros((5,), np.float16), "z": np.zeros((2, 2), np.float32)}
-    save_file(a, str(d / "model-00001-of-00002.safetensors"))
-    save_file(b, str(d / "model-00002-of-00002.safetensors"))
-    index = {"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors",
-                                            "y": "model-00002-of-00002.safetensors",
-                                            "z": "model-00002-of-00002.safetensors"}}
+    tensors = load_file(str(demo_model_dir / "model.safetensors"))
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[:3], "model-00002-of-00002.safetensors": names[3:]}
+    for shard, part in shards.items():
+        save_file({n: tensors[n] for n in part}, str(d / shard))
+    index = {"metadata": {}, "weight_map": {n: shard for shard, part in shards.items() for n in part}}
     (d / "model.safetensors.index.json").write_text(json.dumps(index))
     repo = ModelRepository(tmp_path)
     (entry,) = repo.scan()
-    assert entry.ok and entry.parameters == 12 + 5 + 4
+    assert entry.ok and entry.parameters == sum(t.size for t in tensors.values())
     (d / "model-00002-of-00002.safetensors").unlink()
     (entry,) = repo.scan()  # the cache notices the change
     assert "model-00002-of-00002.safetensors" in entry.error and "missing" in entry.error
@@ -191,7 +198,7 @@ def test_extreme_config_and_header_values_are_errors(tmp_path, demo_model_dir):
     entries = {e.name: e for e in ModelRepository(tmp_path).scan()}
     assert "'num_hidden_layers' must be a positive integer" in entries["huge-int"].error
     assert "beyond 2^64 bytes" in entries["overflow"].error
-    assert entries["surrogate"].ok and entries["surrogate"].architecture == "Llama\ufffd"
+    assert "architecture Llama\ufffd is not supported" in entries["surrogate"].error
     assert "over 64 MiB" in entries["big-json"].error
     assert "header claims" in entries["giant-header"].error
     assert "malformed header entry" in entries["negative-shape"].error
