@@ -34,6 +34,7 @@ class ConfigError(ValueError):
 class ServerConfig:
     listen: str = "127.0.0.1:50051"           # gRPC HOST:PORT (port 0 picks a free port)
     metrics_listen: str = "127.0.0.1:9400"    # Prometheus HOST:PORT; "" disables /metrics
+    http_listen: str = "127.0.0.1:8000"       # OpenAI-compatible HTTP HOST:PORT; "" disables it
     grace_seconds: float = 30.0               # on SIGTERM, how long in-flight RPCs may finish
     insecure: bool = False                    # allow plaintext on a non-loopback address
 
@@ -87,6 +88,24 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class VllmConfig:
+    """[engines.vllm]: how musad supervises vLLM children (daemon/supervised/)."""
+
+    python: str = ""                # interpreter with vllm installed; "" = the daemon's own
+    startup_timeout_s: float = 900.0  # a child not healthy by then ends its Deploy FAILED
+    stop_timeout_s: float = 20.0    # SIGTERM to the child's process group, then SIGKILL
+    restarts: int = 1               # restarts after a crash while READY; then it stays FAILED
+    enforce_eager: bool = False     # no graph capture or compile: faster start-ups, slower steps
+    cpu_kv_cache_gib: float = 0.0   # CPU nodes: VLLM_CPU_KVCACHE_SPACE; 0 = kv_cache_fraction of RAM
+    log_max_bytes: int = 8 << 20    # per-deployment child log, then rotated once (.1)
+
+
+@dataclass(frozen=True)
+class EnginesConfig:
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -96,6 +115,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    engines: EnginesConfig = field(default_factory=EnginesConfig)
 
     @property
     def state_dir(self) -> pathlib.Path:
@@ -126,7 +146,7 @@ def _check_listen(v: str) -> None:
     parse_hostport(v)
 
 
-def _check_metrics(v: str) -> None:
+def _check_metrics(v: str) -> None:   # an optional address: "" turns it off
     if v:
         parse_hostport(v)
 
@@ -166,6 +186,16 @@ def _cache_scope(v: str) -> None:
         raise ValueError(f"must be one of {', '.join(PREFIX_CACHE_SCOPES)}, got {v!r}")
 
 
+def _seconds(v: float) -> None:
+    if not 0 < v <= _MAX_GRACE_S:  # also refuses nan
+        raise ValueError(f"must be in (0, {_MAX_GRACE_S:.0f}] seconds, got {v}")
+
+
+def _non_negative(v: float) -> None:
+    if not 0 <= v <= _MAX_LIMIT:  # also refuses nan
+        raise ValueError(f"must be 0 or more (at most {_MAX_LIMIT}), got {v}")
+
+
 def _history(v: int) -> None:
     if not 1 <= v <= 86400:
         raise ValueError(f"must be 1..86400 seconds, got {v}")
@@ -174,16 +204,25 @@ def _history(v: int) -> None:
 _VALUE_CHECKS: dict[str, Callable[[Any], None]] = {
     "server.listen": _check_listen,
     "server.metrics_listen": _check_metrics,
+    "server.http_listen": _check_metrics,
     "server.grace_seconds": _grace,
     "models.device": _device,
     "engine.prefix_cache_scope": _cache_scope,
     "engine.default_kv_cache_fraction": _fraction,
     "telemetry.history_seconds": _history,
+    "engines.vllm.startup_timeout_s": _seconds,
+    "engines.vllm.stop_timeout_s": _seconds,
+    "engines.vllm.restarts": _non_negative,
+    "engines.vllm.cpu_kv_cache_gib": _non_negative,
+    "engines.vllm.log_max_bytes": _positive,
     **{f"engine.{k}": _positive for k in (
         "max_models", "max_queue", "max_tokens", "max_stop_strings", "default_max_batch",
         "kv_block_size", "prefill_token_budget")},
 }
 _PATH_KEYS = {"tls.cert", "tls.key", "tls.client_ca", "storage.state_dir", "models.dir"}
+# Interpreters: made absolute, symlinks kept (a venv's python is a link to the base one);
+# a bare name ("python3") is looked up on PATH when the child starts.
+_PROGRAM_KEYS = {"engines.vllm.python"}
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -245,26 +284,46 @@ def load_config(path: str | os.PathLike[str] | None = None,
             raise ConfigError(f"{dotted}: unknown section")
         values[name][key] = (value, pathlib.Path.cwd())
 
-    built = {}
-    for name, cls in sections.items():
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for key, (value, rel) in values[name].items():
-            dotted = f"{name}.{key}"
-            if key not in hints:
-                raise ConfigError(f"{dotted}: unknown key (known: {', '.join(hints)})")
-            value = _coerce(dotted, value, hints[key])
-            if dotted in _VALUE_CHECKS:
-                try:
-                    _VALUE_CHECKS[dotted](value)
-                except ValueError as exc:
-                    raise ConfigError(f"{dotted}: {exc}") from None
-            if dotted in _PATH_KEYS and value:
-                value = str((rel / pathlib.Path(value).expanduser()).resolve())
-            kwargs[key] = value
-        built[name] = cls(**kwargs)
+    built = {name: _build(name, cls, values[name]) for name, cls in sections.items()}
     cfg = Config(**built)
     return _resolve_defaults(cfg)
+
+
+def _build(prefix: str, cls: type, items: dict[str, tuple[Any, pathlib.Path]]) -> Any:
+    """One section (or a nested table such as [engines.vllm]) from its (value, base) items;
+    keys may be dotted ("vllm.python", from flags) or tables (from TOML)."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    nested: dict[str, dict[str, tuple[Any, pathlib.Path]]] = {}
+    for key, (value, rel) in items.items():
+        head, dot, rest = key.partition(".")
+        dotted = f"{prefix}.{head}"
+        if head not in hints:
+            raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(hints)})")
+        if dataclasses.is_dataclass(hints[head]):
+            if dot:
+                nested.setdefault(head, {})[rest] = (value, rel)
+            elif isinstance(value, dict):
+                nested.setdefault(head, {}).update({k: (v, rel) for k, v in value.items()})
+            else:
+                raise ConfigError(f"{dotted}: expected a [{dotted}] table, got {type(value).__name__}")
+            continue
+        if dot:
+            raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(hints)})")
+        value = _coerce(dotted, value, hints[key])
+        if dotted in _VALUE_CHECKS:
+            try:
+                _VALUE_CHECKS[dotted](value)
+            except ValueError as exc:
+                raise ConfigError(f"{dotted}: {exc}") from None
+        if dotted in _PATH_KEYS and value:
+            value = str((rel / pathlib.Path(value).expanduser()).resolve())
+        if dotted in _PROGRAM_KEYS and "/" in value:
+            value = os.path.abspath(rel / pathlib.Path(value).expanduser())
+        kwargs[key] = value
+    for head, sub in nested.items():
+        kwargs[head] = _build(f"{prefix}.{head}", hints[head], sub)
+    return cls(**kwargs)
 
 
 def _resolve_defaults(cfg: Config) -> Config:
