@@ -4,14 +4,15 @@
 engine limits, runs the engine's blocking `load_engine(...)` in a worker thread, and turns
 its progress callback into a stream of `DeployEvent`s (VALIDATING, LOADING_WEIGHTS,
 ALLOCATING_KV_CACHE, WARMING_UP, then READY or FAILED with the reason). States:
-pending -> loading -> ready | failed(reason) -> unloading. It also keeps per-model latency
-windows (fed by the engine's RequestObserver) for telemetry percentiles.
+pending -> loading -> ready | failed(reason) -> unloading. Each deployment owns the
+statistics window its engine's RequestObserver feeds (daemon/model_stats.py); refusals are
+`errors.RequestError`s, which the services map onto gRPC status codes; dtype "auto" follows
+daemon/dtype_policy.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import enum
 import logging
 import threading
@@ -20,52 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-import grpc
-import numpy as np
-
 from .config import EngineConfig
-from .devices.cpu import NATIVE_BF16_FLAGS
+from .dtype_policy import auto_dtype
 from .engine.api import DTYPES, DeviceTarget, EngineSpec, EngineStats, LoadError, RequestMetrics
+from .errors import RequestError, Status, shown
+from .model_stats import ModelStatsSample, ModelStatsWindow
 from .repository import ModelEntry, ModelRepository
 
 log = logging.getLogger(__name__)
 
-_WINDOW_S = 60.0          # latency percentiles cover requests finished in the last minute
-_WINDOW_MAX = 4096        # and at most this many samples of each kind
-_RATE_WINDOW_S = 2.0      # tokens/s is measured over about this span
 MAX_BATCH_LIMIT = 4096
 MAX_CONTEXT_LIMIT = 1 << 20  # tokens per sequence, when the checkpoint does not say
-_SHOWN_CHARS = 64            # user input echoed in a status message is cut to this
-
-
-def shown(text: str) -> str:
-    """`text` quoted for a status message, cut short: a huge echoed name would overflow the
-    gRPC trailer limit (16 KiB) and reach the client as a different error."""
-    if len(text) <= _SHOWN_CHARS:
-        return repr(text)
-    return f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
-
-
-def auto_dtype(backend: str, checkpoint_dtype: str, capability: str) -> str:
-    """What dtype "auto" deploys as. GPUs: the checkpoint's half type (bfloat16 by default).
-    CPUs: bfloat16 for a bf16 or fp16 checkpoint when the engine's native forward runs there
-    (the device capability lists avx512_bf16, amx_bf16 or avx512f: bf16 weights are half the
-    bytes of float32 and decode about twice as fast), else float32 (on AVX2 alone torch's
-    bf16 is emulated and slower than float32). The console's deploy dialog applies the same
-    rule (app/qt/views/deploy_dialog.resolve_dtype)."""
-    half = checkpoint_dtype in ("bfloat16", "float16")
-    if backend != "cpu":
-        return checkpoint_dtype if half else "bfloat16"
-    native = set(NATIVE_BF16_FLAGS) & set(capability.split())
-    return "bfloat16" if native and half else "float32"
-
-
-class RequestError(Exception):
-    """A request the daemon refuses: a gRPC status code and a sentence."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class State(enum.Enum):
@@ -110,56 +76,6 @@ class DeployEvent:
         return min(1.0, self.done / self.total) if self.total else 0.0
 
 
-@dataclass(frozen=True)
-class ModelStatsSample:
-    """One model's statistics for telemetry (percentiles in seconds; 0 when no data)."""
-
-    model: str
-    stats: EngineStats
-    prompt_tokens_per_s: float = 0.0
-    generation_tokens_per_s: float = 0.0
-    ttft: tuple[float, float, float] = (0.0, 0.0, 0.0)   # p50, p95, p99
-    itl: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    e2e: tuple[float, float] = (0.0, 0.0)                 # p50, p99
-
-
-class _Window:
-    """Recent request latencies (thread-safe), with cached percentiles."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.ttft: collections.deque[tuple[float, float]] = collections.deque(maxlen=_WINDOW_MAX)
-        self.itl: collections.deque[tuple[float, float]] = collections.deque(maxlen=_WINDOW_MAX)
-        self.e2e: collections.deque[tuple[float, float]] = collections.deque(maxlen=_WINDOW_MAX)
-        self._version = 0
-        self._cached: tuple[int, float, Any] = (-1, 0.0, None)
-
-    def add(self, m: RequestMetrics) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if m.completion_tokens > 0:
-                self.ttft.append((now, m.ttft_s))
-            self.itl.extend((now, g) for g in m.itl_s)
-            self.e2e.append((now, m.total_s))
-            self._version += 1
-
-    def percentiles(self) -> tuple[tuple, tuple, tuple]:
-        now = time.monotonic()
-        with self._lock:
-            version, at, cached = self._cached
-            if version == self._version and now - at < 1.0 and cached is not None:
-                return cached
-            cutoff = now - _WINDOW_S
-
-            def pct(d, qs):
-                vals = [v for t, v in d if t >= cutoff]
-                return tuple(float(x) for x in np.percentile(vals, qs)) if vals else tuple(0.0 for _ in qs)
-
-            result = (pct(self.ttft, (50, 95, 99)), pct(self.itl, (50, 95, 99)), pct(self.e2e, (50, 99)))
-            self._cached = (self._version, now, result)
-            return result
-
-
 @dataclass
 class Deployment:
     """One model's deployment (mutated only on the event loop)."""
@@ -173,8 +89,7 @@ class Deployment:
     engine: Any = None
     ready_unix_ms: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
-    window: _Window = field(default_factory=_Window)
-    rate_samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+    window: ModelStatsWindow = field(default_factory=ModelStatsWindow)
 
     @property
     def active(self) -> bool:
@@ -230,18 +145,18 @@ class DeploymentManager:
             if dep is None:
                 self._check_known(name)
             state = dep.state.value if dep else "not deployed"
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+            raise RequestError(Status.FAILED_PRECONDITION,
                                f"Model {shown(name)} is {state}; deploy it and wait for READY first.")
         return dep.engine
 
     def _check_known(self, name: str) -> ModelEntry:
         """The repository entry of `name`, else RequestError (INVALID_ARGUMENT / NOT_FOUND)."""
         if not name:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Say which model: `model` is empty.")
+            raise RequestError(Status.INVALID_ARGUMENT, "Say which model: `model` is empty.")
         entry = self.repository.get(name)
         if entry is None:
             problem = self.repository.problem()
-            raise RequestError(grpc.StatusCode.NOT_FOUND,
+            raise RequestError(Status.NOT_FOUND,
                                f"There is no model named {shown(name)} in the repository {self.repository.root}"
                                + (f" ({problem})." if problem else "."))
         return entry
@@ -260,34 +175,23 @@ class DeploymentManager:
 
     def stats(self) -> list[ModelStatsSample]:
         """Per READY model: counters, token rates over ~2 s, latency percentiles (any thread)."""
-        now = time.monotonic()
         out = []
         for name, st in self.engine_stats().items():
             dep = self._deployments.get(name)
-            if dep is None:
-                continue
-            rs = dep.rate_samples
-            rs.append((now, st.prompt_tokens_total, st.generation_tokens_total))
-            while len(rs) > 2 and now - rs[1][0] >= _RATE_WINDOW_S:
-                rs.popleft()
-            t0, p0, g0 = rs[0]
-            span = now - t0
-            p_rate = (st.prompt_tokens_total - p0) / span if span > 0 else 0.0
-            g_rate = (st.generation_tokens_total - g0) / span if span > 0 else 0.0
-            ttft, itl, e2e = dep.window.percentiles()
-            out.append(ModelStatsSample(name, st, p_rate, g_rate, ttft, itl, e2e))
+            if dep is not None:
+                out.append(dep.window.sample(name, st))
         return out
 
     # -- deploy ----------------------------------------------------------------------------
 
     def validate(self, req: DeployRequest) -> tuple[ModelEntry, EngineSpec, DeviceTarget]:
         """Checks a Deploy request; raises RequestError with the status and a sentence."""
-        bad = grpc.StatusCode.INVALID_ARGUMENT
+        bad = Status.INVALID_ARGUMENT
         if self._closed:
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, "The daemon is shutting down; try another node.")
+            raise RequestError(Status.UNAVAILABLE, "The daemon is shutting down; try another node.")
         entry = self._check_known(req.model)
         if not entry.ok:
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+            raise RequestError(Status.FAILED_PRECONDITION,
                                f"Model {shown(req.model)} cannot be deployed: {entry.error}")
         backend = self.devices.backend
         dtype = req.dtype.lower()
@@ -325,11 +229,11 @@ class DeploymentManager:
             raise RequestError(bad, f"max_context {max_context} is above the limit of {MAX_CONTEXT_LIMIT} tokens.")
         existing = self._deployments.get(req.model)
         if existing is not None and existing.active:
-            raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
+            raise RequestError(Status.ALREADY_EXISTS,
                                f"Model {shown(req.model)} is already deployed ({existing.state.value}); undeploy it first.")
         active = sum(d.active for d in self._deployments.values())
         if active >= self.limits.max_models:
-            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise RequestError(Status.RESOURCE_EXHAUSTED,
                                f"This node already serves {active} models, its limit (engine.max_models); "
                                "undeploy one and retry.")
         spec = EngineSpec(dtype=dtype, max_batch=max_batch, max_context=max_context,
@@ -449,12 +353,12 @@ class DeploymentManager:
         dep = self._deployments.get(name)
         if dep is None:
             self._check_known(name)
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Model {shown(name)} is not deployed.")
+            raise RequestError(Status.FAILED_PRECONDITION, f"Model {shown(name)} is not deployed.")
         if dep.state == State.FAILED:
             del self._deployments[name]
             return UndeployResult(0, 0, 0)
         if dep.state != State.READY:
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+            raise RequestError(Status.FAILED_PRECONDITION,
                                f"Model {shown(name)} is {dep.state.value}; cancel its Deploy call or wait for READY.")
         dep.state = State.UNLOADING
         return await asyncio.shield(self.track(self._unload(dep, 0.0 if cancel else drain_timeout_s)))

@@ -8,8 +8,8 @@ closed. The security wiring extends `_interceptors` and `_server_credentials`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import importlib
 import logging
 import pathlib
 import socket
@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from musaops.v1 import node_pb2, node_pb2_grpc
+from musaops.v1 import audit_pb2_grpc, inference_pb2_grpc, node_pb2_grpc
 
 from .config import Config, parse_hostport
 from .context import DaemonContext
@@ -28,19 +28,27 @@ from .deployments import DeploymentManager
 from .metrics import DaemonMetrics
 from .repository import ModelRepository
 from .services import telemetry as telemetry_service
+from .services.audit import AuditServicer
+from .services.inference import InferenceServicer
 from .services.node import NodeServicer
 from .services.telemetry_encode import encode_snapshot
 from .telemetry import TelemetrySampler
+from .http.serve import HttpFrontDoor
+from .inference_core import InferenceCore
+from .limits import NO_LIMITS, KeyLimits
+from .trust.audit import AuditLog
+from .usage import UsageCollector, UsageLog
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = ("musaops.v1.Node", "musaops.v1.Telemetry", "musaops.v1.Inference", "musaops.v1.Audit")
-# Servicers other parts own: module under daemon/services, class, generated add function.
-_OPTIONAL_SERVICES = (
-    ("inference", "InferenceServicer", "musaops.v1.inference_pb2_grpc", "add_InferenceServicer_to_server",
-     "musaops.v1.Inference"),
-    ("audit", "AuditServicer", "musaops.v1.audit_pb2_grpc", "add_AuditServicer_to_server", "musaops.v1.Audit"),
+# Every servicer: the generated add function, how it is built from the context, its full name.
+_SERVICES: tuple[tuple[Callable[[Any, grpc.aio.Server], None], Callable[[DaemonContext], Any], str], ...] = (
+    (node_pb2_grpc.add_NodeServicer_to_server, NodeServicer, "musaops.v1.Node"),
+    (telemetry_service.add_to_server, telemetry_service.TelemetryServicer, "musaops.v1.Telemetry"),
+    (inference_pb2_grpc.add_InferenceServicer_to_server, InferenceServicer, "musaops.v1.Inference"),
+    (audit_pb2_grpc.add_AuditServicer_to_server, lambda ctx: AuditServicer(ctx.audit), "musaops.v1.Audit"),
 )
+SERVICE_NAMES = tuple(name for _, _, name in _SERVICES)
 _MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -55,7 +63,7 @@ class PortInUseError(OSError):
 def _interceptors(ctx: DaemonContext) -> list[grpc.aio.ServerInterceptor]:
     """Server interceptors, outermost first (the security wiring adds auth here); the
     malformed-request check is innermost, so only admitted callers reach it."""
-    from .auth import security_interceptors
+    from .trust.auth import security_interceptors
     from .malformed import MalformedRequestInterceptor
 
     return [*security_interceptors(ctx), MalformedRequestInterceptor()]
@@ -63,7 +71,7 @@ def _interceptors(ctx: DaemonContext) -> list[grpc.aio.ServerInterceptor]:
 
 def _server_credentials(ctx: DaemonContext) -> grpc.ServerCredentials | None:
     """TLS/mTLS credentials for the gRPC port, or None for plaintext (security wiring)."""
-    from .tls import server_credentials
+    from .trust.tls import server_credentials
 
     try:
         return server_credentials(ctx.config)
@@ -71,34 +79,10 @@ def _server_credentials(ctx: DaemonContext) -> grpc.ServerCredentials | None:
         raise StartupError(str(exc)) from None
 
 
-def _open_audit(config: Config, hostname: str) -> Any:
-    try:
-        from .audit import AuditLog
-    except ImportError:
-        log.warning("audit module absent: control actions are not audited")
-        return None
-    return AuditLog.open(config.storage.db_url, node=hostname)
-
-
 def _register_services(server: grpc.aio.Server, ctx: DaemonContext) -> list[str]:
-    node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(ctx), server)
-    telemetry_service.add_to_server(telemetry_service.TelemetryServicer(ctx), server)
-    names = ["musaops.v1.Node", "musaops.v1.Telemetry"]
-    for module_name, cls_name, grpc_module, add_name, full_name in _OPTIONAL_SERVICES:
-        try:
-            module = importlib.import_module(f"{__package__}.services.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.services.{module_name}":
-                raise
-            log.warning("service %s is not part of this build", full_name)
-            continue
-        if hasattr(module, "register"):  # a module may register itself (custom handlers)
-            module.register(server, ctx)
-        else:
-            add = getattr(importlib.import_module(grpc_module), add_name)
-            add(getattr(module, cls_name)(ctx), server)
-        names.append(full_name)
-    return names
+    for add, make, _ in _SERVICES:
+        add(make(ctx), server)
+    return list(SERVICE_NAMES)
 
 
 def build_context(config: Config, *, devices: Any = None, loader: Callable[..., Any] | None = None) -> DaemonContext:
@@ -135,9 +119,23 @@ def _build_context(config: Config, devices: Any, loader: Callable[..., Any] | No
     telemetry = TelemetrySampler(devices, deployments.stats, encode_snapshot,
                                  history_seconds=config.telemetry.history_seconds)
     holder.update(telemetry=telemetry, deployments=deployments)
-    return DaemonContext(config=config, devices=devices, repository=repository, deployments=deployments,
-                         telemetry=telemetry, metrics=metrics, audit=_open_audit(config, hostname),
-                         hostname=hostname)
+    ctx = DaemonContext(config=config, devices=devices, repository=repository, deployments=deployments,
+                        telemetry=telemetry, metrics=metrics,
+                        audit=AuditLog.open(config.storage.db_url, node=hostname),
+                        hostname=hostname)
+    ctx.usage = UsageLog(ctx.audit.engine)
+    metrics.registry.register(UsageCollector(ctx.usage.totals))
+    ctx.inference = InferenceCore(ctx, ctx.usage, limits_of=lambda actor: _key_limits(ctx, actor))
+    return ctx
+
+
+def _key_limits(ctx: DaemonContext, actor: str) -> KeyLimits:
+    """The limits stored with the caller's token (none for a certificate without one, or
+    when auth is off and the caller sent no token)."""
+    if ctx.auth is None:
+        return NO_LIMITS
+    info = ctx.auth.identity(actor, refresh=False)
+    return info.limits if info is not None else NO_LIMITS
 
 
 def _latest_devices(telemetry: TelemetrySampler | None) -> list:
@@ -174,7 +172,18 @@ async def run_server(config: Config, *, devices: Any = None,
             except OSError as exc:
                 raise PortInUseError(f"Cannot serve /metrics on {config.server.metrics_listen}: {exc.strerror or exc}. "
                                      "Is another musad running? Use --metrics-listen to pick another address.") from None
+        if config.server.http_listen:
+            ctx.http = HttpFrontDoor()
+            try:
+                ctx.http.start(ctx)
+            except PermissionError:
+                raise
+            except OSError as exc:
+                raise PortInUseError(f"Cannot serve HTTP on {config.server.http_listen}: {exc.strerror or exc}. "
+                                     "Is another musad running? Use --http-listen to pick another address.") from None
         await server.start()
+        if ctx.http is not None:
+            await ctx.http.started()
         ctx.telemetry.start()
         for name in ("", *names):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -185,6 +194,8 @@ async def run_server(config: Config, *, devices: Any = None,
     except BaseException:
         if server is not None:
             await server.stop(None)  # a no-op unless it had started
+        if ctx.http is not None:
+            await ctx.http.stop()
         await _close_parts(ctx)
         raise
     try:
@@ -218,7 +229,10 @@ async def shutdown(server: grpc.aio.Server, ctx: DaemonContext, health: HealthSe
     ctx.telemetry.close()  # infinite streams end now instead of holding the drain
     log.info("draining: in-flight RPCs have %.0f s", ctx.config.server.grace_seconds)
     try:
-        await server.stop(ctx.config.server.grace_seconds)
+        await asyncio.gather(server.stop(ctx.config.server.grace_seconds),
+                             *([ctx.http.stop()] if ctx.http is not None else []))
+        if ctx.inference is not None:
+            await ctx.inference.wait_recorded()
     finally:  # the engines, ports and database are released whatever happened above
         await _close_parts(ctx)
     log.info("musad stopped")
@@ -234,9 +248,13 @@ async def _close_parts(ctx: DaemonContext) -> None:
         await ctx.deployments.close()
     except Exception:  # noqa: BLE001
         log.exception("closing deployments failed")
-    for name, obj in (("devices", ctx.devices), ("audit", ctx.audit)):
-        if obj is not None:
-            try:
-                obj.close()
-            except Exception:  # noqa: BLE001
-                log.exception("closing %s failed", name)
+    if ctx.inference is not None:   # requests the engines' close ended are recorded first
+        await ctx.inference.wait_recorded()
+    for name, close in (("devices", ctx.devices.close), ("usage", ctx.usage.close if ctx.usage else None),
+                        ("audit", ctx.audit.close)):
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception:  # noqa: BLE001
+            log.exception("closing %s failed", name)

@@ -8,8 +8,10 @@ frozen dataclass or an exception, safe to hand across threads.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping, Protocol
 
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -102,18 +104,79 @@ class EngineStats:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Validated sampling parameters (defaults match the proto's documented defaults)."""
+    """Validated sampling parameters: the daemon's one list of them and their defaults (the
+    defaults the proto documents for an unset field). `sampling_from_fields` builds and checks
+    one from any transport; services/inference_convert.py reads the proto by these fields."""
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    seed: int | None = None
-    max_tokens: int = 256
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
+    temperature: float = 1.0           # >= 0; 0 = greedy
+    top_p: float = 1.0                 # (0, 1]
+    top_k: int = 0                     # >= 0; 0 = off
+    repetition_penalty: float = 1.0    # > 0; 1 = off (HF semantics)
+    frequency_penalty: float = 0.0     # -2..2; 0 = off (OpenAI semantics)
+    presence_penalty: float = 0.0      # -2..2; 0 = off
+    seed: int | None = None            # same seed, same output
+    max_tokens: int = 256              # new tokens at most (capped by the node's limit)
+    stop: tuple[str, ...] = ()         # stop strings, matched across token boundaries
+    ignore_eos: bool = False           # keep generating past EOS (benchmarks)
+
+    def validate(self, max_tokens_limit: int, max_stop_strings: int) -> None:
+        """Raises InvalidRequestError with a sentence for a value out of range."""
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise InvalidRequestError(f"temperature must be 0 (greedy) or more; got {self.temperature}.")
+        if not (0 < self.top_p <= 1):
+            raise InvalidRequestError(f"top_p must be in (0, 1]; got {self.top_p}.")
+        if self.top_k < 0:
+            raise InvalidRequestError(f"top_k must be 0 (off) or more; got {self.top_k}.")
+        if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise InvalidRequestError(
+                f"repetition_penalty must be above 0 (1 = off); got {self.repetition_penalty}.")
+        for name in ("frequency_penalty", "presence_penalty"):
+            v = getattr(self, name)
+            if not (-2 <= v <= 2):
+                raise InvalidRequestError(f"{name} must be between -2 and 2; got {v}.")
+        if self.max_tokens > max_tokens_limit:
+            raise InvalidRequestError(
+                f"max_tokens is {self.max_tokens}; this node allows at most {max_tokens_limit}.")
+        if len(self.stop) > max_stop_strings:
+            raise InvalidRequestError(
+                f"{len(self.stop)} stop strings given; at most {max_stop_strings} are allowed.")
+        if any(not s for s in self.stop):
+            raise InvalidRequestError("stop strings must not be empty.")
+        longest = max((len(s) for s in self.stop), default=0)
+        if longest > MAX_STOP_CHARS:
+            raise InvalidRequestError(
+                f"A stop string is {longest:,} characters; each may have at most {MAX_STOP_CHARS}.")
+
+
+MAX_STOP_CHARS = 256   # per stop string
+SAMPLING_FIELDS = tuple(f.name for f in fields(SamplingParams))
+
+
+def _caster(hint: Any) -> Callable[[Any], Any]:
+    if typing.get_origin(hint) is tuple:
+        return lambda v: tuple(str(x) for x in v)
+    if hint in (float, int, bool):
+        return hint
+    (inner,) = (a for a in typing.get_args(hint) if a is not type(None))   # X | None
+    return inner
+
+
+_CASTS = {name: _caster(hint) for name, hint in typing.get_type_hints(SamplingParams).items()}
+
+
+def sampling_from_fields(values: Mapping[str, Any], *, max_tokens_limit: int,
+                         max_stop_strings: int) -> SamplingParams:
+    """Validated SamplingParams from plain values by field name, whatever the transport: a
+    name missing or None takes the default (max_tokens: the default capped by the node's
+    limit). Raises InvalidRequestError with a sentence for an unknown name or a bad value."""
+    unknown = sorted(set(values) - set(SAMPLING_FIELDS))
+    if unknown:
+        raise InvalidRequestError(f"Unknown sampling parameter(s): {', '.join(unknown)}.")
+    kwargs = {name: _CASTS[name](v) for name, v in values.items() if v is not None}
+    kwargs.setdefault("max_tokens", min(SamplingParams.max_tokens, max_tokens_limit))
+    params = SamplingParams(**kwargs)
+    params.validate(max_tokens_limit, max_stop_strings)
+    return params
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,11 @@ from musaops.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 from .. import __version__
 from ..context import DaemonContext
-from ..deployments import Deployment, DeployRequest, RequestError, Stage, State
+from ..deployments import Deployment, DeployRequest, Stage, State
+from ..dtype_policy import auto_dtype_table
+from ..errors import RequestError
 from ..repository import ModelEntry
+from .status import abort
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +106,15 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
                 host_memory_total_bytes=psutil.virtual_memory().total,
                 host_cpu_count=psutil.cpu_count() or 0,
                 tls=ctx.tls, auth_required=ctx.config.auth.required,
+                auto_dtype=self._auto_dtype(),
             )
         return self._static_info
+
+    def _auto_dtype(self) -> dict[str, str]:
+        """What dtype "auto" deploys each checkpoint dtype as here (the rule Deploy applies:
+        the backend and device 0's capability)."""
+        infos = self.ctx.devices.info()
+        return auto_dtype_table(self.ctx.devices.backend, infos[0].capability if infos else "")
 
     async def GetInfo(self, request, context):
         return self._info()
@@ -149,7 +159,7 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         except RequestError as exc:
             recorded = True
             await self.ctx.record("node.Deploy", req.model, params, "failed", str(exc))
-            await context.abort(exc.code, str(exc))
+            await abort(context, exc)
         finally:
             await stream.aclose()
             if not recorded:  # the client went away mid-deploy (or the daemon stopped)
@@ -182,6 +192,6 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         try:
             res = await asyncio.shield(self.ctx.deployments.track(undeploy_and_record()))
         except RequestError as exc:
-            await context.abort(exc.code, str(exc))
+            await abort(context, exc)
         return node_pb2.UndeployResponse(freed_bytes=res.freed_bytes, cancelled_requests=res.cancelled,
                                          drained_requests=res.drained)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from musaops.daemon.deployments import auto_dtype
+from musaops.daemon.dtype_policy import auto_dtype
 from musaops.daemon.devices.cpu import CpuAccelerator, cpu_flags, engine_isa
 
 

@@ -25,41 +25,45 @@ _sym_db = _symbol_database.Default()
 from musaops.v1 import common_pb2 as musaops_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15musaops/v1/node.proto\x12\nmusaops.v1\x1a\x17musaops/v1/common.proto\"\x10\n\x0eGetInfoRequest\"\xa1\x01\n\x0c\x45ngineLimits\x12\x12\n\nmax_models\x18\x01 \x01(\r\x12\x11\n\tmax_queue\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x18\n\x10max_stop_strings\x18\x04 \x01(\r\x12\x19\n\x11\x64\x65\x66\x61ult_max_batch\x18\x05 \x01(\r\x12!\n\x19\x64\x65\x66\x61ult_kv_cache_fraction\x18\x06 \x01(\x02\"\xe7\x02\n\x0fGetInfoResponse\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\x12$\n\x07\x62\x61\x63kend\x18\x04 \x01(\x0e\x32\x13.musaops.v1.Backend\x12\'\n\x07\x64\x65vices\x18\x05 \x03(\x0b\x32\x16.musaops.v1.DeviceInfo\x12(\n\x06limits\x18\x06 \x01(\x0b\x32\x18.musaops.v1.EngineLimits\x12\x15\n\rtorch_version\x18\x07 \x01(\t\x12\x16\n\x0epython_version\x18\x08 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\t \x01(\x03\x12\x1f\n\x17host_memory_total_bytes\x18\n \x01(\x04\x12\x16\n\x0ehost_cpu_count\x18\x0b \x01(\r\x12\x0b\n\x03tls\x18\x0c \x01(\x08\x12\x15\n\rauth_required\x18\r \x01(\x08\"\x13\n\x11ListModelsRequest\"g\n\x0eMemoryEstimate\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\x15\n\rweights_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12kv_bytes_per_token\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\"\xd5\x01\n\x0e\x44\x65ploymentInfo\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65vice_indices\x18\x02 \x03(\r\x12\x11\n\tmax_batch\x18\x03 \x01(\r\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\x15\n\rweights_bytes\x18\x05 \x01(\x04\x12\x16\n\x0ekv_cache_bytes\x18\x06 \x01(\x04\x12\x15\n\rkv_block_size\x18\x07 \x01(\r\x12\x17\n\x0fkv_blocks_total\x18\x08 \x01(\r\x12\x15\n\rready_unix_ms\x18\t \x01(\x03\"\xe7\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x01(\x04\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x34\n\x10memory_estimates\x18\x05 \x03(\x0b\x32\x1a.musaops.v1.MemoryEstimate\x12%\n\x05state\x18\x06 \x01(\x0e\x32\x16.musaops.v1.ModelState\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x1f\n\x17max_position_embeddings\x18\x08 \x01(\r\x12\x13\n\x0btorch_dtype\x18\t \x01(\t\x12.\n\ndeployment\x18\n \x01(\x0b\x32\x1a.musaops.v1.DeploymentInfo\x12\x12\n\nnum_layers\x18\x0b \x01(\r\x12\x13\n\x0bhidden_size\x18\x0c \x01(\r\x12\x12\n\nvocab_size\x18\r \x01(\r\"O\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.musaops.v1.ModelInfo\x12\x12\n\nrepository\x18\x02 \x01(\t\"\x88\x01\n\rDeployRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65vice_indices\x18\x03 \x03(\r\x12\x11\n\tmax_batch\x18\x04 \x01(\r\x12\x13\n\x0bmax_context\x18\x05 \x01(\r\x12\x19\n\x11kv_cache_fraction\x18\x06 \x01(\x02\"\xc3\x01\n\x0e\x44\x65ployProgress\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.musaops.v1.DeployStage\x12\x10\n\x08\x66raction\x18\x02 \x01(\x02\x12\x12\n\ndone_bytes\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x0f\n\x07message\x18\x05 \x01(\t\x12$\n\x05model\x18\x06 \x01(\x0b\x32\x15.musaops.v1.ModelInfo\x12\x17\n\x0f\x65lapsed_seconds\x18\x07 \x01(\x01\"b\n\x0fUndeployRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x04mode\x18\x02 \x01(\x0e\x32\x18.musaops.v1.UndeployMode\x12\x18\n\x10\x64rain_timeout_ms\x18\x03 \x01(\r\"]\n\x10UndeployResponse\x12\x13\n\x0b\x66reed_bytes\x18\x01 \x01(\x04\x12\x1a\n\x12\x63\x61ncelled_requests\x18\x02 \x01(\r\x12\x18\n\x10\x64rained_requests\x18\x03 \x01(\r*\xde\x01\n\x0b\x44\x65ployStage\x12\x1c\n\x18\x44\x45PLOY_STAGE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45PLOY_STAGE_VALIDATING\x10\x01\x12 \n\x1c\x44\x45PLOY_STAGE_LOADING_WEIGHTS\x10\x02\x12$\n DEPLOY_STAGE_ALLOCATING_KV_CACHE\x10\x03\x12\x1b\n\x17\x44\x45PLOY_STAGE_WARMING_UP\x10\x04\x12\x16\n\x12\x44\x45PLOY_STAGE_READY\x10\x05\x12\x17\n\x13\x44\x45PLOY_STAGE_FAILED\x10\x06*`\n\x0cUndeployMode\x12\x1d\n\x19UNDEPLOY_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13UNDEPLOY_MODE_DRAIN\x10\x01\x12\x18\n\x14UNDEPLOY_MODE_CANCEL\x10\x02\x32\xa1\x02\n\x04Node\x12\x42\n\x07GetInfo\x12\x1a.musaops.v1.GetInfoRequest\x1a\x1b.musaops.v1.GetInfoResponse\x12K\n\nListModels\x12\x1d.musaops.v1.ListModelsRequest\x1a\x1e.musaops.v1.ListModelsResponse\x12\x41\n\x06\x44\x65ploy\x12\x19.musaops.v1.DeployRequest\x1a\x1a.musaops.v1.DeployProgress0\x01\x12\x45\n\x08Undeploy\x12\x1b.musaops.v1.UndeployRequest\x1a\x1c.musaops.v1.UndeployResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15musaops/v1/node.proto\x12\nmusaops.v1\x1a\x17musaops/v1/common.proto\"\x10\n\x0eGetInfoRequest\"\xa1\x01\n\x0c\x45ngineLimits\x12\x12\n\nmax_models\x18\x01 \x01(\r\x12\x11\n\tmax_queue\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x18\n\x10max_stop_strings\x18\x04 \x01(\r\x12\x19\n\x11\x64\x65\x66\x61ult_max_batch\x18\x05 \x01(\r\x12!\n\x19\x64\x65\x66\x61ult_kv_cache_fraction\x18\x06 \x01(\x02\"\xd9\x03\n\x0fGetInfoResponse\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\x12$\n\x07\x62\x61\x63kend\x18\x04 \x01(\x0e\x32\x13.musaops.v1.Backend\x12\'\n\x07\x64\x65vices\x18\x05 \x03(\x0b\x32\x16.musaops.v1.DeviceInfo\x12(\n\x06limits\x18\x06 \x01(\x0b\x32\x18.musaops.v1.EngineLimits\x12\x15\n\rtorch_version\x18\x07 \x01(\t\x12\x16\n\x0epython_version\x18\x08 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\t \x01(\x03\x12\x1f\n\x17host_memory_total_bytes\x18\n \x01(\x04\x12\x16\n\x0ehost_cpu_count\x18\x0b \x01(\r\x12\x0b\n\x03tls\x18\x0c \x01(\x08\x12\x15\n\rauth_required\x18\r \x01(\x08\x12>\n\nauto_dtype\x18\x0e \x03(\x0b\x32*.musaops.v1.GetInfoResponse.AutoDtypeEntry\x1a\x30\n\x0e\x41utoDtypeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"g\n\x0eMemoryEstimate\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\x15\n\rweights_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12kv_bytes_per_token\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\"\xd5\x01\n\x0e\x44\x65ploymentInfo\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65vice_indices\x18\x02 \x03(\r\x12\x11\n\tmax_batch\x18\x03 \x01(\r\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\x15\n\rweights_bytes\x18\x05 \x01(\x04\x12\x16\n\x0ekv_cache_bytes\x18\x06 \x01(\x04\x12\x15\n\rkv_block_size\x18\x07 \x01(\r\x12\x17\n\x0fkv_blocks_total\x18\x08 \x01(\r\x12\x15\n\rready_unix_ms\x18\t \x01(\x03\"\xe7\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x01(\x04\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x34\n\x10memory_estimates\x18\x05 \x03(\x0b\x32\x1a.musaops.v1.MemoryEstimate\x12%\n\x05state\x18\x06 \x01(\x0e\x32\x16.musaops.v1.ModelState\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x1f\n\x17max_position_embeddings\x18\x08 \x01(\r\x12\x13\n\x0btorch_dtype\x18\t \x01(\t\x12.\n\ndeployment\x18\n \x01(\x0b\x32\x1a.musaops.v1.DeploymentInfo\x12\x12\n\nnum_layers\x18\x0b \x01(\r\x12\x13\n\x0bhidden_size\x18\x0c \x01(\r\x12\x12\n\nvocab_size\x18\r \x01(\r\"O\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.musaops.v1.ModelInfo\x12\x12\n\nrepository\x18\x02 \x01(\t\"\x97\x01\n\rDeployRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65vice_indices\x18\x03 \x03(\r\x12\x11\n\tmax_batch\x18\x04 \x01(\r\x12\x13\n\x0bmax_context\x18\x05 \x01(\r\x12\x19\n\x11kv_cache_fraction\x18\x06 \x01(\x02\x12\r\n\x05\x66orce\x18\x07 \x01(\x08\"\xc3\x01\n\x0e\x44\x65ployProgress\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.musaops.v1.DeployStage\x12\x10\n\x08\x66raction\x18\x02 \x01(\x02\x12\x12\n\ndone_bytes\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x0f\n\x07message\x18\x05 \x01(\t\x12$\n\x05model\x18\x06 \x01(\x0b\x32\x15.musaops.v1.ModelInfo\x12\x17\n\x0f\x65lapsed_seconds\x18\x07 \x01(\x01\"b\n\x0fUndeployRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x04mode\x18\x02 \x01(\x0e\x32\x18.musaops.v1.UndeployMode\x12\x18\n\x10\x64rain_timeout_ms\x18\x03 \x01(\r\"]\n\x10UndeployResponse\x12\x13\n\x0b\x66reed_bytes\x18\x01 \x01(\x04\x12\x1a\n\x12\x63\x61ncelled_requests\x18\x02 \x01(\r\x12\x18\n\x10\x64rained_requests\x18\x03 \x01(\r*\xde\x01\n\x0b\x44\x65ployStage\x12\x1c\n\x18\x44\x45PLOY_STAGE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45PLOY_STAGE_VALIDATING\x10\x01\x12 \n\x1c\x44\x45PLOY_STAGE_LOADING_WEIGHTS\x10\x02\x12$\n DEPLOY_STAGE_ALLOCATING_KV_CACHE\x10\x03\x12\x1b\n\x17\x44\x45PLOY_STAGE_WARMING_UP\x10\x04\x12\x16\n\x12\x44\x45PLOY_STAGE_READY\x10\x05\x12\x17\n\x13\x44\x45PLOY_STAGE_FAILED\x10\x06*`\n\x0cUndeployMode\x12\x1d\n\x19UNDEPLOY_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13UNDEPLOY_MODE_DRAIN\x10\x01\x12\x18\n\x14UNDEPLOY_MODE_CANCEL\x10\x02\x32\xa1\x02\n\x04Node\x12\x42\n\x07GetInfo\x12\x1a.musaops.v1.GetInfoRequest\x1a\x1b.musaops.v1.GetInfoResponse\x12K\n\nListModels\x12\x1d.musaops.v1.ListModelsRequest\x1a\x1e.musaops.v1.ListModelsResponse\x12\x41\n\x06\x44\x65ploy\x12\x19.musaops.v1.DeployRequest\x1a\x1a.musaops.v1.DeployProgress0\x01\x12\x45\n\x08Undeploy\x12\x1b.musaops.v1.UndeployRequest\x1a\x1c.musaops.v1.UndeployResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'musaops.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEPLOYSTAGE']._serialized_start=1924
-  _globals['_DEPLOYSTAGE']._serialized_end=2146
-  _globals['_UNDEPLOYMODE']._serialized_start=2148
-  _globals['_UNDEPLOYMODE']._serialized_end=2244
+  _globals['_GETINFORESPONSE_AUTODTYPEENTRY']._loaded_options = None
+  _globals['_GETINFORESPONSE_AUTODTYPEENTRY']._serialized_options = b'8\001'
+  _globals['_DEPLOYSTAGE']._serialized_start=2053
+  _globals['_DEPLOYSTAGE']._serialized_end=2275
+  _globals['_UNDEPLOYMODE']._serialized_start=2277
+  _globals['_UNDEPLOYMODE']._serialized_end=2373
   _globals['_GETINFOREQUEST']._serialized_start=62
   _globals['_GETINFOREQUEST']._serialized_end=78
   _globals['_ENGINELIMITS']._serialized_start=81
   _globals['_ENGINELIMITS']._serialized_end=242
   _globals['_GETINFORESPONSE']._serialized_start=245
-  _globals['_GETINFORESPONSE']._serialized_end=604
-  _globals['_LISTMODELSREQUEST']._serialized_start=606
-  _globals['_LISTMODELSREQUEST']._serialized_end=625
-  _globals['_MEMORYESTIMATE']._serialized_start=627
-  _globals['_MEMORYESTIMATE']._serialized_end=730
-  _globals['_DEPLOYMENTINFO']._serialized_start=733
-  _globals['_DEPLOYMENTINFO']._serialized_end=946
-  _globals['_MODELINFO']._serialized_start=949
-  _globals['_MODELINFO']._serialized_end=1308
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1310
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1389
-  _globals['_DEPLOYREQUEST']._serialized_start=1392
-  _globals['_DEPLOYREQUEST']._serialized_end=1528
-  _globals['_DEPLOYPROGRESS']._serialized_start=1531
-  _globals['_DEPLOYPROGRESS']._serialized_end=1726
-  _globals['_UNDEPLOYREQUEST']._serialized_start=1728
-  _globals['_UNDEPLOYREQUEST']._serialized_end=1826
-  _globals['_UNDEPLOYRESPONSE']._serialized_start=1828
-  _globals['_UNDEPLOYRESPONSE']._serialized_end=1921
-  _globals['_NODE']._serialized_start=2247
-  _globals['_NODE']._serialized_end=2536
+  _globals['_GETINFORESPONSE']._serialized_end=718
+  _globals['_GETINFORESPONSE_AUTODTYPEENTRY']._serialized_start=670
+  _globals['_GETINFORESPONSE_AUTODTYPEENTRY']._serialized_end=718
+  _globals['_LISTMODELSREQUEST']._serialized_start=720
+  _globals['_LISTMODELSREQUEST']._serialized_end=739
+  _globals['_MEMORYESTIMATE']._serialized_start=741
+  _globals['_MEMORYESTIMATE']._serialized_end=844
+  _globals['_DEPLOYMENTINFO']._serialized_start=847
+  _globals['_DEPLOYMENTINFO']._serialized_end=1060
+  _globals['_MODELINFO']._serialized_start=1063
+  _globals['_MODELINFO']._serialized_end=1422
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1424
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1503
+  _globals['_DEPLOYREQUEST']._serialized_start=1506
+  _globals['_DEPLOYREQUEST']._serialized_end=1657
+  _globals['_DEPLOYPROGRESS']._serialized_start=1660
+  _globals['_DEPLOYPROGRESS']._serialized_end=1855
+  _globals['_UNDEPLOYREQUEST']._serialized_start=1857
+  _globals['_UNDEPLOYREQUEST']._serialized_end=1955
+  _globals['_UNDEPLOYRESPONSE']._serialized_start=1957
+  _globals['_UNDEPLOYRESPONSE']._serialized_end=2050
+  _globals['_NODE']._serialized_start=2376
+  _globals['_NODE']._serialized_end=2665
 # @@protoc_insertion_point(module_scope)

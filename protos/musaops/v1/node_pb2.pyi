@@ -55,7 +55,14 @@ class EngineLimits(_message.Message):
     def __init__(self, max_models: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., default_max_batch: _Optional[int] = ..., default_kv_cache_fraction: _Optional[float] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("hostname", "version", "api_version", "backend", "devices", "limits", "torch_version", "python_version", "started_unix_ms", "host_memory_total_bytes", "host_cpu_count", "tls", "auth_required")
+    __slots__ = ("hostname", "version", "api_version", "backend", "devices", "limits", "torch_version", "python_version", "started_unix_ms", "host_memory_total_bytes", "host_cpu_count", "tls", "auth_required", "auto_dtype")
+    class AutoDtypeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +76,7 @@ class GetInfoResponse(_message.Message):
     HOST_CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    AUTO_DTYPE_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     version: str
     api_version: str
@@ -82,7 +90,8 @@ class GetInfoResponse(_message.Message):
     host_cpu_count: int
     tls: bool
     auth_required: bool
-    def __init__(self, hostname: _Optional[str] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., backend: _Optional[_Union[_common_pb2.Backend, str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.DeviceInfo, _Mapping]]] = ..., limits: _Optional[_Union[EngineLimits, _Mapping]] = ..., torch_version: _Optional[str] = ..., python_version: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., host_memory_total_bytes: _Optional[int] = ..., host_cpu_count: _Optional[int] = ..., tls: _Optional[bool] = ..., auth_required: _Optional[bool] = ...) -> None: ...
+    auto_dtype: _containers.ScalarMap[str, str]
+    def __init__(self, hostname: _Optional[str] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., backend: _Optional[_Union[_common_pb2.Backend, str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.DeviceInfo, _Mapping]]] = ..., limits: _Optional[_Union[EngineLimits, _Mapping]] = ..., torch_version: _Optional[str] = ..., python_version: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., host_memory_total_bytes: _Optional[int] = ..., host_cpu_count: _Optional[int] = ..., tls: _Optional[bool] = ..., auth_required: _Optional[bool] = ..., auto_dtype: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -161,20 +170,22 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., repository: _Optional[str] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("model", "dtype", "device_indices", "max_batch", "max_context", "kv_cache_fraction")
+    __slots__ = ("model", "dtype", "device_indices", "max_batch", "max_context", "kv_cache_fraction", "force")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_INDICES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     KV_CACHE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     dtype: str
     device_indices: _containers.RepeatedScalarFieldContainer[int]
     max_batch: int
     max_context: int
     kv_cache_fraction: float
-    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., kv_cache_fraction: _Optional[float] = ...) -> None: ...
+    force: bool
+    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., kv_cache_fraction: _Optional[float] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DeployProgress(_message.Message):
     __slots__ = ("stage", "fraction", "done_bytes", "total_bytes", "message", "model", "elapsed_seconds")
