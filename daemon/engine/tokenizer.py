@@ -53,14 +53,16 @@ class Tokenizer:
         jinja_file = model_dir / "chat_template.jinja"
         if template is None and jinja_file.exists():
             template = jinja_file.read_text()
-        self._template = None
-        if template:
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-            env.globals["raise_exception"] = _raise_template_error
-            try:
-                self._template = env.from_string(template)
-            except TemplateError as exc:
-                raise LoadError(f"the chat template of {model_dir.name} does not compile: {exc}") from exc
+        self._template = _compile_template(template, model_dir.name)
+
+    @classmethod
+    def from_parts(cls, tok: HFTokenizer, *, name: str, bos_token: str | None, eos_token: str | None,
+                   add_bos: bool, chat_template: str | None) -> "Tokenizer":
+        """A tokenizer built elsewhere (e.g. from a GGUF file's metadata) with its facts."""
+        self = cls.__new__(cls)
+        self._tok, self.bos_token, self.eos_token, self.add_bos = tok, bos_token, eos_token, add_bos
+        self._template = _compile_template(chat_template, name)
+        return self
 
     @property
     def vocab_size(self) -> int:
@@ -89,6 +91,17 @@ class Tokenizer:
                 eos_token=self.eos_token or "")
         except TemplateError as exc:
             raise InvalidRequestError(f"the chat template rejected these messages: {exc}") from exc
+
+
+def _compile_template(template: str | None, name: str):
+    if not template:
+        return None
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise_template_error
+    try:
+        return env.from_string(template)
+    except TemplateError as exc:
+        raise LoadError(f"the chat template of {name} does not compile: {exc}") from exc
 
 
 def _raise_template_error(message: str) -> None:

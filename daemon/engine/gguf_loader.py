@@ -1,0 +1,163 @@
+"""Load a GGUF file onto a device: dequantize each tensor, undo llama.cpp's Q/K permutation,
+and build the tokenizer and chat template from the file's metadata.
+
+Facts and validation come from gguf_meta (torch-free, shared with the repository); tensor
+bytes are read from a read-only memory map at the offsets the `gguf` reader found, and
+`gguf.quants.dequantize` turns each block format into float32, one tensor at a time, so
+host memory holds at most one dequantized tensor beside the model.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .api import DTYPES, LoadError
+from .gguf_meta import TOKEN_CONTROL, TOKEN_USER_DEFINED, GGUFError, GGUFModel, inspect_gguf
+from .model import CausalLM, RMSNorm
+from .tokenizer import Tokenizer
+
+# tokenizer.ggml.pre -> how text is split before byte-level BPE (llama.cpp's llama-vocab.cpp).
+_GPT2_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"""
+_LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+PRE_TOKENIZERS = {
+    **dict.fromkeys(("default", "gpt2", "gpt-2", "mpt", "olmo"), ("regex", _GPT2_REGEX)),
+    **dict.fromkeys(("smollm", "starcoder", "refact", "codeshell"), ("digits", _GPT2_REGEX)),
+    **dict.fromkeys(("llama-bpe", "llama3", "smaug-bpe", "dbrx"), ("regex", _LLAMA3_REGEX)),
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen"), ("regex", _QWEN2_REGEX)),
+}
+
+
+def model_path(model_dir: str | Path) -> GGUFModel:
+    """The inspected GGUF model behind a repository path (file or folder); LoadError if not."""
+    from .gguf_meta import gguf_file
+
+    try:
+        path = gguf_file(model_dir)
+        if path is None:
+            raise LoadError(f"{Path(model_dir).name} holds no .gguf file")
+        return inspect_gguf(path)
+    except GGUFError as exc:
+        raise LoadError(str(exc)) from None
+
+
+def build_tokenizer(g: GGUFModel) -> Tokenizer:
+    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    spec = g.tokenizer
+    assert spec is not None
+    kind = PRE_TOKENIZERS.get(spec.pre)
+    if kind is None:
+        raise LoadError(f"{g.path.name}: pre-tokenizer {spec.pre!r} is not supported "
+                        f"(supported: {', '.join(sorted(PRE_TOKENIZERS))})")
+    vocab = {t: i for i, t in enumerate(spec.tokens)}
+    merges = [tuple(m.split(" ", 1)) for m in spec.merges]
+    try:
+        tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False,
+                                     ignore_merges=spec.pre in ("llama-bpe", "llama3")))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises its own exception type
+        raise LoadError(f"{g.path.name}: the tokenizer in its metadata is unusable: {exc}") from None
+    how, regex = kind
+    if how == "digits":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    elif regex == _GPT2_REGEX:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    added = [AddedToken(t, special=(ty == TOKEN_CONTROL), normalized=False)
+             for t, ty in zip(spec.tokens, spec.token_types) if ty in (TOKEN_CONTROL, TOKEN_USER_DEFINED)]
+    tok.add_tokens(added)
+    text = lambda i: spec.tokens[i] if i is not None else None  # noqa: E731
+    return Tokenizer.from_parts(tok, name=g.path.name, bos_token=text(spec.bos_id),
+                                eos_token=text(spec.eos_ids[0]) if spec.eos_ids else None,
+                                add_bos=spec.add_bos, chat_template=spec.chat_template)
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp convert's `permute` of Q/K rows (rotary halves interleaved per head)."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def dequantized(g: GGUFModel, hf_name: str, mm: np.ndarray) -> np.ndarray:
+    """One tensor as float32 (or float16 for F16 files) in HF layout."""
+    import gguf
+
+    ref = g.tensors[hf_name]
+    raw = mm[ref.offset:ref.offset + ref.nbytes]
+    if ref.type == "F32":
+        w = raw.view(np.float32).reshape(ref.shape)
+    elif ref.type == "F16":
+        w = raw.view(np.float16).reshape(ref.shape)
+    else:
+        qtype = gguf.GGMLQuantizationType[ref.type]
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        rows = int(np.prod(ref.shape[:-1]))
+        w = gguf.quants.dequantize(raw.reshape(rows, ref.shape[-1] // block * type_size), qtype)
+        w = w.reshape(ref.shape)
+    if g.permuted_qk and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
+        cfg = g.config
+        w = unpermute_qk(w, cfg.num_heads if hf_name.endswith("q_proj.weight") else cfg.num_kv_heads)
+    return w
+
+
+def load_gguf_model(g: GGUFModel, dtype: str, device: torch.device, max_positions: int,
+                    progress=None, cancel: threading.Event | None = None,
+                    compute_dtype: torch.dtype | None = None) -> CausalLM:
+    """The model of `g` on `device` in `dtype`, every tensor dequantized from the file."""
+    from .loader import TORCH_DTYPES
+
+    if dtype not in DTYPES:
+        raise LoadError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    tdtype = TORCH_DTYPES[dtype]
+    slots = g.architecture.weights(g.config)
+    try:
+        with torch.device("meta"):
+            model = CausalLM(g.config, max_positions, "meta", tdtype, compute_dtype)
+        model = model.to_empty(device=device)
+        model.eval().requires_grad_(False)
+        total = sum(int(np.prod(r.shape)) for r in g.tensors.values()) * torch.tensor([], dtype=tdtype).element_size()
+        if progress:
+            progress("loading_weights", 0, total, f"dequantizing {len(slots)} tensors of {g.path.name} "
+                                                  f"({g.quantization})")
+        mm = np.memmap(g.path, dtype=np.uint8, mode="r")
+        done = 0
+        with torch.inference_mode():
+            for hf_name, slot in slots.items():
+                if cancel is not None and cancel.is_set():
+                    raise LoadError("loading was cancelled")
+                w = dequantized(g, hf_name, mm)
+                w = torch.from_numpy(w if w.flags.writeable and w.flags.c_contiguous else np.array(w))
+                param = model.get_parameter(slot.param)
+                rows = slot.shape[0]
+                param[slot.row:slot.row + rows].copy_(w.to(dtype=tdtype))
+                done += param[slot.row:slot.row + rows].nbytes
+                if progress:
+                    progress("loading_weights", done, total, g.tensors[hf_name].name)
+        del mm
+        if compute_dtype is not None and compute_dtype != tdtype:
+            for mod in model.modules():
+                if isinstance(mod, RMSNorm):
+                    mod.weight.data = mod.weight.data.to(compute_dtype)
+        model.build_rope(device)
+    except LoadError:
+        raise
+    except (RuntimeError, MemoryError) as exc:
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+            raise LoadError(f"out of memory while loading {g.path.name} in {dtype}: {exc}") from exc
+        raise LoadError(f"could not load {g.path.name}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"could not read the weights of {g.path.name}: {exc}") from exc
+    return model
