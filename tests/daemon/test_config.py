@@ -44,8 +44,15 @@ def test_sample_config_uncommented_equals_the_defaults(tmp_path):
     cfg = load_config(tmp_path / "all.toml", {"storage.state_dir": str(tmp_path)})
     assert cfg == load_config(None, {"storage.state_dir": str(tmp_path)})
     documented = {(s.strip("[]"), k) for s, k in seen}
-    expected = {(f.name, k.name) for f in dataclasses.fields(Config)
-                for k in dataclasses.fields(f.default_factory())}
+    def keys(prefix, obj):
+        for k in dataclasses.fields(obj):
+            value = getattr(obj, k.name)
+            if dataclasses.is_dataclass(value):
+                yield from keys(f"{prefix}.{k.name}", value)
+            else:
+                yield prefix, k.name
+
+    expected = {key for f in dataclasses.fields(Config) for key in keys(f.name, f.default_factory())}
     assert expected - documented <= {("tls", "cert"), ("tls", "key"), ("tls", "client_ca")}
     for key in ("cert", "key", "client_ca"):
         assert f"# {key} = " in text
