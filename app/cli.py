@@ -2,7 +2,7 @@
 
     musa-console [--connect HOST:PORT ...] [--token-file F] [--tls-ca F [--tls-cert F --tls-key F]]
                  [--theme light|dark] [--data-dir DIR]
-                 [--screenshot PATH [--view fleet|node|models|playground|audit] [--after S]]
+                 [--screenshot PATH [--view VIEW] [--after S]]
 
 --screenshot renders the main window offscreen after --after seconds, saves a PNG and
 exits 0 (saved connections are not loaded, so the picture shows exactly --connect).
@@ -17,9 +17,6 @@ import time
 from pathlib import Path
 
 _T0 = time.perf_counter()
-
-VIEWS = ("fleet", "node", "models", "playground", "audit")
-
 
 # Garbage collection in the console process. Telemetry back-fill turns every node's missed
 # history into many small tracked objects (a Snapshot is ~13: itself, host, one per device
@@ -48,6 +45,7 @@ def tune_gc() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .qt.main_window import VIEW_KEYS   # the one list of views
     p = argparse.ArgumentParser(prog="musa-console", description="Desktop console for musad nodes.")
     p.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
                    help="connect to a node for this session (repeatable)")
@@ -60,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder for the console's SQLite store "
                    "(default: the platform's user data folder; env MUSA_CONSOLE_DATA_DIR)")
     p.add_argument("--screenshot", metavar="PATH", help="render offscreen, save a PNG, exit")
-    p.add_argument("--view", choices=VIEWS, default="fleet", help="view to show first")
+    p.add_argument("--view", choices=VIEW_KEYS, default="fleet", help="view to show first")
     p.add_argument("--after", type=float, default=3.0, metavar="SECONDS",
                    help="with --screenshot: wait this long before rendering (default 3)")
     p.add_argument("--size", default="1280x800", help="window size WxH (default 1280x800)")
@@ -106,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from .qt.bridge import HubBridge
     from .qt.main_window import MainWindow
     from .services.node_hub import NodeHub
+    from .services.operator_log import OperatorLog
     from .services.store_worker import StoreWorker
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     store = StoreWorker(open_store, paused=True)   # resumed after the first paint
 
     bridge = HubBridge()
-    hub = NodeHub(bridge)
+    hub = NodeHub(bridge, oplog=OperatorLog(store))
     hub.start()
     window = MainWindow(hub, bridge, store, theme=args.theme or "light")
     window.resize(width, height)

@@ -33,6 +33,8 @@ class HubBridge(QObject):
     generation_done = Signal(object)     # GenerationDone
     command_error = Signal(object)       # CommandError
     node_removed = Signal(str)
+    audit_page = Signal(str, object)     # op_id, audit_feed.Page
+    audit_verified = Signal(str, object)  # op_id, audit_feed.VerifyOutcome
 
     SLICE_S = 0.004   # longest stretch of queued calls delivered in one event
 
@@ -103,6 +105,12 @@ class HubBridge(QObject):
 
     def on_node_removed(self, node_id: str) -> None:
         self._post(self.node_removed, node_id)
+
+    def on_audit_page(self, op_id: str, page) -> None:
+        self._post(self.audit_page, op_id, page)
+
+    def on_audit_verified(self, op_id: str, outcome) -> None:
+        self._post(self.audit_verified, op_id, outcome)
 
 
 class GuiInvoker(QObject):

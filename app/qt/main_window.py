@@ -2,17 +2,15 @@
 alerts dock, connections and settings dialogs.
 
 It wires the parts together and owns nothing slow: RPCs go through the hub, database work
-through the store worker, and each panel redraws on its own timer. Views that other
-helpers build (Models, Playground, Audit) are imported if present; otherwise a clear
-placeholder says what is missing.
+through the store worker, and each panel redraws on its own timer. The views are one static
+table, `VIEWS`: navigation, the stack, Ctrl+1..5, icons and `musa-console --view` follow it.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
@@ -29,19 +27,34 @@ from .bridge import GuiInvoker, HubBridge
 from .fleet_state import FleetState
 from .views.about import show_about
 from .views.alerts_panel import AlertsPanel
+from .views.audit_view import AuditView
 from .views.connections_dialog import ConnectionEditor, ConnectionsDialog
 from .views.fleet_view import FleetView
+from .views.models_view import ModelsView
+from .views.playground_view import PlaygroundView
 from .views.settings_dialog import SettingsDialog
 
 log = logging.getLogger(__name__)
 
-VIEWS = ("fleet", "node", "models", "playground", "audit")
-TITLES = {"fleet": "Fleet", "node": "Node", "models": "Models", "playground": "Playground",
-          "audit": "Audit"}
-# Optional views: (module, class) under musaops.app.qt.views.
-OPTIONAL_VIEWS = {"models": ("models_view", "ModelsView"),
-                  "playground": ("playground_view", "PlaygroundView"),
-                  "audit": ("audit_view", "AuditView")}
+
+@dataclass(frozen=True)
+class View:
+    key: str                 # also the icon's name (resources/icons/KEY.svg) and --view's value
+    title: str
+    build: Callable[["MainWindow"], QWidget] | None   # None: built on first use (node_view)
+    scrolls: bool = True     # wider than the window, the page scrolls instead of stretching it
+
+
+# The views, in navigation order (Ctrl+1 ... Ctrl+5).
+VIEWS: tuple[View, ...] = (
+    View("fleet", "Fleet", lambda w: FleetView(w.state), scrolls=False),
+    View("node", "Node", None, scrolls=False),   # pyqtgraph: imported when first shown
+    View("models", "Models", lambda w: ModelsView(w.hub, w.bridge, directory=w.state)),
+    View("playground", "Playground",
+         lambda w: PlaygroundView(w.hub, w.bridge, directory=w.state, store=w.store)),
+    View("audit", "Audit", lambda w: AuditView(w.hub, w.bridge, directory=w.state, store=w.store)),
+)
+VIEW_KEYS = tuple(v.key for v in VIEWS)
 
 
 def profile_node_id(profile_id: int) -> str:
@@ -71,37 +84,30 @@ class MainWindow(QMainWindow):
         bridge.command_error.connect(self._on_command_error)
 
         # Views.
-        self.fleet_view = FleetView(self.state)
-        self.fleet_view.node_activated.connect(self.open_node)
         self._node_view = None   # built on first use: it imports pyqtgraph (cold start)
         self._node_page = QWidget()
-        self.directory = None
-        try:
-            from .views.node_directory import NodeDirectory
-            self.directory = NodeDirectory(bridge, self)
-        except ImportError:
-            pass
-        self.views: dict[str, QWidget] = {"fleet": self.fleet_view, "node": self._node_page}
+        self.views: dict[str, QWidget] = {}
         self.pages: dict[str, QWidget] = {}
-        for key, (module, cls) in OPTIONAL_VIEWS.items():
-            self.views[key] = self._optional_view(key, module, cls)
-            # A view wider than the window scrolls instead of stretching the window past
-            # 1280 px.
-            page = QScrollArea()
-            page.setObjectName("viewPage")
-            page.setWidgetResizable(True)
-            page.setFrameShape(QFrame.Shape.NoFrame)
-            page.setWidget(self.views[key])
-            self.pages[key] = page
+        for v in VIEWS:
+            self.views[v.key] = v.build(self) if v.build is not None else self._node_page
+            if v.scrolls:   # no stretching the window past 1280 px
+                page = QScrollArea()
+                page.setObjectName("viewPage")
+                page.setWidgetResizable(True)
+                page.setFrameShape(QFrame.Shape.NoFrame)
+                page.setWidget(self.views[v.key])
+                self.pages[v.key] = page
+        self.fleet_view: FleetView = self.views["fleet"]
+        self.fleet_view.node_activated.connect(self.open_node)
 
         self.nav = QListWidget()
         self.nav.setObjectName("navigation")
         self.nav.setIconSize(QSize(20, 20))
         self.nav.setFixedWidth(176)
         self.stack = QStackedWidget()
-        for key in VIEWS:
-            QListWidgetItem(TITLES[key], self.nav).setData(Qt.ItemDataRole.UserRole, key)
-            self.stack.addWidget(self.pages.get(key, self.views[key]))
+        for v in VIEWS:
+            QListWidgetItem(v.title, self.nav).setData(Qt.ItemDataRole.UserRole, v.key)
+            self.stack.addWidget(self.pages.get(v.key, self.views[v.key]))
         self.nav.currentRowChanged.connect(self._nav_changed)
         central = QWidget()
         row = QHBoxLayout(central)
@@ -132,7 +138,7 @@ class MainWindow(QMainWindow):
             colors = theme_mod.THEMES[self.theme_name]
             theme_mod.apply_charts(colors)
             view.panel.set_theme(colors["chart_bg"], colors["chart_fg"])
-            row = VIEWS.index("node")
+            row = VIEW_KEYS.index("node")
             self.stack.removeWidget(self._node_page)
             self._node_page.deleteLater()
             self.stack.insertWidget(row, view)
@@ -141,34 +147,6 @@ class MainWindow(QMainWindow):
             if self.nav.currentRow() == row:
                 self.stack.setCurrentIndex(row)
         return self._node_view
-
-    def _optional_view(self, key: str, module: str, cls: str) -> QWidget:
-        try:
-            mod = importlib.import_module(f"musaops.app.qt.views.{module}")
-        except ImportError as e:
-            if getattr(e, "name", "") and module not in str(e.name):
-                log.warning("%s view failed to import: %s", key, e)
-            return self._placeholder(f"The {TITLES[key]} view is not part of this build.")
-        kwargs: dict[str, Any] = {}
-        if self.directory is not None:
-            kwargs["directory"] = self.directory
-        if key in ("playground", "audit") and self.store is not None:
-            kwargs["store"] = self.store
-        try:
-            try:
-                return getattr(mod, cls)(self.hub, self.bridge, None, **kwargs)
-            except TypeError:
-                return getattr(mod, cls)(self.hub, self.bridge)
-        except Exception as e:  # a broken optional view must not take the console down
-            log.exception("%s view failed", key)
-            return self._placeholder(f"The {TITLES[key]} view could not start: {e}")
-
-    def _placeholder(self, text: str) -> QWidget:
-        label = QLabel(text)
-        label.setObjectName("placeholder")
-        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        label.setWordWrap(True)
-        return label
 
     def _build_toolbar(self) -> None:
         tb = QToolBar("Main")
@@ -222,7 +200,7 @@ class MainWindow(QMainWindow):
 
     def _build_shortcuts(self) -> None:
         self.shortcuts = []
-        for i, key in enumerate(VIEWS):
+        for i, key in enumerate(VIEW_KEYS):
             sc = QShortcut(QKeySequence(f"Ctrl+{i + 1}"), self)
             sc.activated.connect(lambda k=key: self.show_view(k))
             self.shortcuts.append(sc)
@@ -230,15 +208,15 @@ class MainWindow(QMainWindow):
     # --- navigation ------------------------------------------------------------------------
 
     def show_view(self, key: str) -> None:
-        self.nav.setCurrentRow(VIEWS.index(key))
+        self.nav.setCurrentRow(VIEW_KEYS.index(key))
 
     def current_view(self) -> str:
-        return VIEWS[self.stack.currentIndex()]
+        return VIEW_KEYS[self.stack.currentIndex()]
 
     def _nav_changed(self, row: int) -> None:
         if row < 0:
             return
-        if VIEWS[row] == "node":
+        if VIEW_KEYS[row] == "node":
             self.node_view.set_active(True)
         elif self._node_view is not None:
             self._node_view.set_active(False)
@@ -299,8 +277,8 @@ class MainWindow(QMainWindow):
             self.hub.update_node(nid, profile.address)
         else:
             self.connect_address(profile.address, nid)
-        if self.store is not None:
-            self.store.submit("log", "connection.save", profile.address.target)
+        if self.hub.oplog is not None:
+            self.hub.oplog.record("connection.save", profile.address.target)
         self._refresh_connections_dialog()
 
     def remove_profile(self, profile: NodeProfile) -> None:
@@ -309,7 +287,8 @@ class MainWindow(QMainWindow):
         self.hub.remove_node(nid)
         if self.store is not None and profile.id:
             self.store.submit("delete_profile", profile.id)
-            self.store.submit("log", "connection.remove", profile.address.target)
+        if self.hub.oplog is not None and profile.id:
+            self.hub.oplog.record("connection.remove", profile.address.target)
         self._refresh_connections_dialog()
 
     def _refresh_connections_dialog(self) -> None:
@@ -344,7 +323,7 @@ class MainWindow(QMainWindow):
                              (self.act_alerts, "alert"), (self.act_settings, "settings"),
                              (self.act_theme, "theme"), (self.act_about, "about")):
             action.setIcon(theme_mod.icon(icon, fg))
-        for i, key in enumerate(VIEWS):
+        for i, key in enumerate(VIEW_KEYS):
             self.nav.item(i).setIcon(theme_mod.icon(key, colors["muted"]))
         if self._node_view is not None:
             self._node_view.panel.set_theme(colors["chart_bg"], colors["chart_fg"])

@@ -1,7 +1,8 @@
 """Audit records from several daemons and the console's own operator log, merged by time.
 
-Qt-free. Each source is paged newest-first: a daemon through Audit.Query on the NodeHub's
-loop (`hub.run_on_node`), the operator log through the store worker. `AuditMerger` does a
+Qt-free. Each source is paged newest-first: a daemon through Audit.Query on the NodeHub
+(`hub.audit_query`, the answer back through its listener, as every other call), the
+operator log through the store worker. `AuditMerger` does a
 k-way merge of the pages, releasing a row only when every source that still has records
 has a buffered row, so the merged order is exact however the pages arrive.
 """
@@ -10,16 +11,16 @@ from __future__ import annotations
 
 import collections
 import getpass
-import itertools
 import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from .operator_log import parse_detail
+
 CONSOLE_SOURCE = "console"
 OUTCOMES = ("ok", "denied", "failed")
 PAGE_SIZE = 200
-_op_ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -132,56 +133,48 @@ async def verify_node(channel: Any, metadata: tuple, source: str, timeout: float
 
 
 class AuditClient:
-    """Audit calls to daemons through the NodeHub; remembers which calls are in flight so a
-    command error from the hub (node unknown or offline) reaches the caller as a value."""
+    """Audit calls to daemons through the NodeHub. The answers come back through the hub's
+    listener (`on_audit_page`, `on_audit_verified`, on the GUI thread via the bridge): feed
+    them to `deliver`, which hands each to the `done` of the call it answers."""
 
     def __init__(self, hub: Any) -> None:
         self.hub = hub
         self._lock = threading.Lock()
-        self._pending: dict[str, Callable[[str], None]] = {}
+        self._pending: dict[str, Callable[[Any], None]] = {}
 
-    def _start(self, node_id: str, kind: str, body: Callable[..., Any], fail: Callable[[str], None]) -> str:
-        op_id = f"audit-{kind}-{next(_op_ids)}"
-        with self._lock:
-            self._pending[op_id] = fail
-
-        async def run(channel, metadata, address) -> None:  # noqa: ANN001
-            with self._lock:
-                if self._pending.pop(op_id, None) is None:
-                    return
-            await body(channel, metadata)
-        self.hub.run_on_node(node_id, op_id, run)
+    def _register(self, kind: str, done: Callable[[Any], None]) -> str:
+        op_id = self.hub.new_id(f"audit-{kind}")
+        with self._lock:   # before the call: a page may come back before it returns
+            self._pending[op_id] = done
         return op_id
 
-    def command_failed(self, op_id: str, message: str) -> bool:
-        """Feed the hub's on_command_error here; True when it was one of ours."""
+    def deliver(self, op_id: str, answer: Any) -> bool:
+        """An answer from the hub's listener; True when it was one of ours."""
         with self._lock:
-            fail = self._pending.pop(op_id, None)
-        if fail is not None:
-            fail(message)
-        return fail is not None
+            done = self._pending.pop(op_id, None)
+        if done is not None:
+            done(answer)
+        return done is not None
 
     def fetcher(self, node_id: str) -> "NodeFetcher":
         return NodeFetcher(self, node_id)
 
+    def query(self, node_id: str, spec: AuditFilterSpec, cursor: int, limit: int,
+              done: Callable[[Page], None]) -> str:
+        return self.hub.audit_query(node_id, spec, cursor, limit, op_id=self._register("query", done))
+
     def verify(self, node_id: str, done: Callable[[VerifyOutcome], None]) -> str:
-        async def body(channel, metadata) -> None:  # noqa: ANN001
-            done(await verify_node(channel, metadata, node_id))
-        return self._start(node_id, "verify", body,
-                           lambda msg: done(VerifyOutcome(node_id, False, 0, "", error=msg)))
+        return self.hub.audit_verify(node_id, op_id=self._register("verify", done))
 
 
 class NodeFetcher:
-    """Pages of one daemon's log through the NodeHub's loop."""
+    """Pages of one daemon's log through the NodeHub."""
 
     def __init__(self, client: AuditClient, node_id: str) -> None:
         self.client, self.node_id = client, node_id
 
     def fetch(self, spec: AuditFilterSpec, cursor: int, limit: int, done: Callable[[Page], None]) -> None:
-        async def body(channel, metadata) -> None:  # noqa: ANN001
-            done(await query_page(channel, metadata, self.node_id, spec, cursor, limit))
-        self.client._start(self.node_id, "query", body,
-                           lambda msg: done(Page(self.node_id, (), True, msg)))
+        self.client.query(self.node_id, spec, cursor, limit, done)
 
 
 # -- the console's operator log ----------------------------------------------------------------
@@ -193,20 +186,9 @@ def console_actor() -> str:
         return "console"
 
 
-def log_detail(target: str, message: str = "", **params: Any) -> str:
-    """The operator log's detail text for a console action (what row_from_log reads back)."""
-    return json.dumps({"target": target, "message": message, **params}, sort_keys=True)
-
-
 def row_from_log(log_id: int, entry: Any, actor: str) -> AuditRow:
     outcome = entry.outcome if entry.outcome in OUTCOMES else "failed"
-    target, message = "", entry.detail
-    if entry.detail.startswith("{"):
-        try:
-            d = json.loads(entry.detail)
-            target, message = str(d.get("target", "")), str(d.get("message", ""))
-        except ValueError:
-            pass
+    target, message = parse_detail(entry.detail)
     params = entry.detail if entry.detail.startswith("{") else json.dumps({"detail": entry.detail})
     return AuditRow(CONSOLE_SOURCE, entry.node or "this console", log_id, int(entry.time * 1_000_000), actor,
                     "", "console", entry.action, target, params, outcome,

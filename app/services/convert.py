@@ -51,7 +51,8 @@ def node_info(r: node_pb2.GetInfoResponse) -> NodeInfo:
                             lim.default_max_batch, lim.default_kv_cache_fraction),
         torch_version=r.torch_version, python_version=r.python_version,
         started_unix_ms=r.started_unix_ms, host_memory_total_bytes=r.host_memory_total_bytes,
-        host_cpu_count=r.host_cpu_count, tls=r.tls, auth_required=r.auth_required)
+        host_cpu_count=r.host_cpu_count, tls=r.tls, auth_required=r.auth_required,
+        auto_dtype=tuple(sorted(r.auto_dtype.items())))
 
 
 def device_sample(d: common_pb2.DeviceSample) -> DeviceSample:

@@ -16,6 +16,11 @@ Listener methods (all optional; a missing one is skipped):
     on_generation_done(GenerationDone)             exactly one per generate()
     on_command_error(CommandError)                 a command failed before its result
     on_node_removed(node_id)
+    on_audit_page(op_id, audit_feed.Page)          answer to audit_query (errors as a value)
+    on_audit_verified(op_id, audit_feed.VerifyOutcome)  answer to audit_verify
+
+When an OperatorLog is given, the last word of each deploy, undeploy and Generate is also
+written to the console's operator log, here, where the operation is carried out.
 
 Every connection supervises itself: GetInfo, then Telemetry.Stream with a backfill of the
 history it missed; on failure it reports OFFLINE (or DEGRADED when the node answers but
@@ -46,6 +51,8 @@ from ..core.operations import (CommandError, DeployEvent, DeploySpec, GenerateSp
                                GenerationDone, ModelEntry, TokenChunk, UndeployResult)
 from ..core.samples import Snapshot
 from . import convert
+from .audit_feed import AuditFilterSpec, Page, VerifyOutcome, query_page, verify_node
+from .operator_log import OperatorLog
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,8 @@ class NodeHubListener(Protocol):  # documentation of the interface; listeners ma
     def on_generation_done(self, done: GenerationDone) -> None: ...
     def on_command_error(self, error: CommandError) -> None: ...
     def on_node_removed(self, node_id: str) -> None: ...
+    def on_audit_page(self, op_id: str, page: Page) -> None: ...
+    def on_audit_verified(self, op_id: str, outcome: VerifyOutcome) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -188,9 +197,11 @@ class _Node:
 
 
 class NodeHub:
-    def __init__(self, listener: Any, config: HubConfig | None = None) -> None:
+    def __init__(self, listener: Any, config: HubConfig | None = None,
+                 oplog: OperatorLog | None = None) -> None:
         self.listener = listener
         self.config = config or HubConfig()
+        self.oplog = oplog
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
@@ -323,12 +334,18 @@ class NodeHub:
         """Cancels a deploy or a generate stream (its RPC is cancelled; the daemon stops)."""
         self._post(self._cancel, op_id)
 
-    def run_on_node(self, node_id: str, op_id: str,
-                    fn: Callable[[grpc.aio.Channel, tuple, NodeAddress], Awaitable[None]]) -> None:
-        """Extension point for other services (e.g. audit): runs `await fn(channel, metadata,
-        address)` on the hub loop; cancellable with cancel(op_id). fn reports through the
-        listener itself; exceptions become on_command_error."""
-        self._post(self._start_op, op_id, node_id, self._run_custom, (op_id, fn))
+    def audit_query(self, node_id: str, spec: AuditFilterSpec, cursor: int, limit: int,
+                    op_id: str | None = None) -> str:
+        """One Audit.Query page, newest first, of records older than `cursor` (0 = newest).
+        A caller that registers the id before the answer can come passes its own."""
+        op_id = op_id or self.new_id("audit-query")
+        self._post(self._start_op, op_id, node_id, self._audit_query, (op_id, spec, cursor, limit))
+        return op_id
+
+    def audit_verify(self, node_id: str, op_id: str | None = None) -> str:
+        op_id = op_id or self.new_id("audit-verify")
+        self._post(self._start_op, op_id, node_id, self._audit_verify, (op_id,))
+        return op_id
 
     def emit(self, method: str, *args: Any) -> None:
         """Calls listener.method(*args) if it exists; listener errors never kill the hub."""
@@ -550,8 +567,8 @@ class NodeHub:
     async def _deploy(self, node_id: str, node: _Node | None, op_id: str, spec: DeploySpec, *,
                       unavailable: str) -> None:
         def fail(stage: str, message: str) -> None:
-            self.emit("on_deploy_event", DeployEvent(op_id, node_id, spec.model, stage,
-                                                     message=message, done=True, ok=False))
+            self._finish("on_deploy_event", DeployEvent(op_id, node_id, spec.model, stage,
+                                                        message=message, done=True, ok=False))
 
         if node is None:
             fail("failed", unavailable)
@@ -564,7 +581,7 @@ class NodeHub:
                 stage = convert.DEPLOY_STAGES.get(p.stage, "validating")
                 done = stage in ("ready", "failed")
                 finished |= done
-                self.emit("on_deploy_event", DeployEvent(
+                (self._finish if done else self.emit)("on_deploy_event", DeployEvent(
                     op_id, node_id, spec.model, stage, fraction=p.fraction, message=p.message,
                     done=done, ok=stage == "ready", done_bytes=p.done_bytes,
                     total_bytes=p.total_bytes, elapsed_seconds=p.elapsed_seconds,
@@ -582,7 +599,7 @@ class NodeHub:
     async def _undeploy(self, node_id: str, node: _Node | None, model: str,
                         cancel_inflight: bool, *, unavailable: str) -> None:
         if node is None:
-            self.emit("on_undeploy_done", UndeployResult(node_id, model, False, unavailable))
+            self._finish("on_undeploy_done", UndeployResult(node_id, model, False, unavailable))
             return
         mode = node_pb2.UNDEPLOY_MODE_CANCEL if cancel_inflight else node_pb2.UNDEPLOY_MODE_DRAIN
         try:
@@ -590,18 +607,18 @@ class NodeHub:
                 node_pb2.UndeployRequest(model=model, mode=mode),
                 timeout=self.config.undeploy_timeout_s, metadata=node.metadata)
         except grpc.RpcError as e:
-            self.emit("on_undeploy_done", UndeployResult(node_id, model, False,
-                                                         describe_rpc_error(e, node.address)))
+            self._finish("on_undeploy_done", UndeployResult(node_id, model, False,
+                                                            describe_rpc_error(e, node.address)))
             return
-        self.emit("on_undeploy_done", UndeployResult(
+        self._finish("on_undeploy_done", UndeployResult(
             node_id, model, True, f"{model} undeployed.", r.freed_bytes, r.cancelled_requests,
             r.drained_requests))
 
     async def _generate(self, node_id: str, node: _Node | None, stream_id: str,
                         spec: GenerateSpec, *, unavailable: str) -> None:
         if node is None:
-            self.emit("on_generation_done", GenerationDone(stream_id, "error", error=unavailable,
-                                                           node_id=node_id))
+            self._finish("on_generation_done", GenerationDone(stream_id, "error", error=unavailable,
+                                                              node_id=node_id))
             return
         loop = asyncio.get_running_loop()
         text: list[str] = []
@@ -651,23 +668,42 @@ class NodeHub:
             done = GenerationDone(stream_id, "error", error=describe_rpc_error(e, node.address),
                                   node_id=node_id, request_id=request_id)
         flush()
-        self.emit("on_generation_done", done)
+        self._finish("on_generation_done", done)
 
-    async def _run_custom(self, node_id: str, node: _Node | None, op_id: str,
-                          fn: Callable[..., Awaitable[None]], *, unavailable: str) -> None:
+    async def _audit_query(self, node_id: str, node: _Node | None, op_id: str,
+                           spec: AuditFilterSpec, cursor: int, limit: int, *,
+                           unavailable: str) -> None:
         if node is None:
-            self.emit("on_command_error", CommandError(node_id, op_id, unavailable))
-            return
-        try:
-            await fn(node.channel, node.metadata, node.address)
-        except asyncio.CancelledError:
-            pass
-        except grpc.RpcError as e:
-            self.emit("on_command_error",
-                      CommandError(node_id, op_id, describe_rpc_error(e, node.address)))
-        except Exception as e:
-            log.exception("operation %s on %s", op_id, node_id)
-            self.emit("on_command_error", CommandError(node_id, op_id, f"{type(e).__name__}: {e}"))
+            page = Page(node_id, (), True, unavailable)
+        else:
+            try:
+                page = await query_page(node.channel, node.metadata, node_id, spec, cursor, limit)
+            except Exception as e:  # an answer in every case: the view and exports wait for one
+                log.exception("audit query on %s", node_id)
+                page = Page(node_id, (), True, f"{type(e).__name__}: {e}")
+        self.emit("on_audit_page", op_id, page)
+
+    async def _audit_verify(self, node_id: str, node: _Node | None, op_id: str, *,
+                            unavailable: str) -> None:
+        if node is None:
+            outcome = VerifyOutcome(node_id, False, 0, "", error=unavailable)
+        else:
+            try:
+                outcome = await verify_node(node.channel, node.metadata, node_id)
+            except Exception as e:
+                log.exception("audit verify on %s", node_id)
+                outcome = VerifyOutcome(node_id, False, 0, "", error=f"{type(e).__name__}: {e}")
+        self.emit("on_audit_verified", op_id, outcome)
+
+    def _finish(self, method: str, result: DeployEvent | UndeployResult | GenerationDone) -> None:
+        """A command's last word: to the listener, and to the operator log."""
+        self.emit(method, result)
+        if self.oplog is not None:
+            node = self._nodes.get(result.node_id)
+            try:
+                self.oplog.record_result(result, node.address.label if node else result.node_id)
+            except Exception:  # the log must not take the connections down either
+                log.exception("operator log")
 
 
 def _is_unreachable(error: str) -> bool:

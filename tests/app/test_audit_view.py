@@ -12,8 +12,9 @@ from musaops.app.core.nodes import NodeAddress
 from musaops.app.qt.models.audit_model import COL_OUTCOME
 from musaops.app.qt.views.audit_view import AuditView
 from musaops.app.services.audit_feed import CONSOLE_SOURCE
+from musaops.app.services.operator_log import OperatorLog
 from musaops.app.services.store import Store, StoreWorker
-from musaops.daemon.auth import Caller
+from musaops.daemon.trust.caller import Caller
 from tests.app.conftest import load_all_audit_pages
 
 pytestmark = pytest.mark.timeout(120)
@@ -32,6 +33,7 @@ def setup(qtbot, qt_hub, make_daemon, tmp_path, monkeypatch):
                                     {"i": i}, "failed" if i % 4 == 3 else "ok",
                                     caller=Caller(f"op{k}", "operator", "ipv4:127.0.0.1:1"))
         store.submit("log", "deploy", f"node-{i}", f"detail {i}", "ok").result(10)
+    hub.oplog = OperatorLog(store)   # as musa-console wires it: the hub logs what it carries out
     view = AuditView(hub, bridge, store=store)
     qtbot.addWidget(view)
     view.model.page_size = 7

@@ -15,11 +15,10 @@ from PySide6.QtWidgets import QStyleOptionViewItem
 from musaops.app.core import NodeAddress
 from musaops.app.qt import theme
 from musaops.app.qt.models.audit_model import COL_ACTION
-from musaops.app.qt.models.fleet_model import DeviceTile
+from musaops.app.qt.models.fleet_model import DeviceTile, fmt_extras, fmt_memory
 from musaops.app.qt.views.audit_view import AuditView
-from musaops.app.qt.views.fleet_delegate import (BAR_COLORS, FleetDelegate, columns_for,
-                                                 fmt_extras, fmt_memory, row_height)
-from musaops.daemon.auth import Caller
+from musaops.app.qt.views.fleet_delegate import BAR_COLORS, FleetDelegate, columns_for, row_height
+from musaops.daemon.trust.caller import Caller
 
 pytestmark = pytest.mark.timeout(120)
 GIB = 1024 ** 3

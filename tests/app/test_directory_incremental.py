@@ -1,9 +1,9 @@
-"""Views follow the NodeDirectory one node at a time: a node joining queries that node's audit
+"""Views follow the FleetState one node at a time: a node joining queries that node's audit
 log only (its records slotted in among those shown), a hidden Audit view queries nothing
 until shown, and the Playground's pickers update in place.
 
 Real daemons and a real NodeHub; RPCs are counted where the Audit view hands them to the
-hub (`AuditClient._start`), nothing is stubbed.
+hub (`NodeHub.audit_query`), nothing is stubbed.
 """
 
 from __future__ import annotations
@@ -12,24 +12,24 @@ import pytest
 
 from musaops.app.core import ConnectionState, NodeAddress, NodeStatus
 from musaops.app.qt.bridge import HubBridge
+from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.views.audit_view import AuditView
-from musaops.app.qt.views.node_directory import NodeDirectory
 from musaops.app.qt.views.playground_parts import TargetPicker
 from musaops.app.services.audit_feed import AuditMerger, AuditRow, Page, merge_key
-from musaops.daemon.auth import Caller
+from musaops.daemon.trust.caller import Caller
 from tests.app.conftest import load_all_audit_pages
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _count_queries(monkeypatch, view: AuditView) -> list[tuple[str, str]]:
+def _count_queries(monkeypatch, hub) -> list[tuple[str, str]]:  # noqa: ANN001
     calls: list[tuple[str, str]] = []
-    start = view.client._start
+    query = hub.audit_query
 
-    def counting(node_id, kind, body, fail):  # noqa: ANN001
-        calls.append((node_id, kind))
-        return start(node_id, kind, body, fail)
-    monkeypatch.setattr(view.client, "_start", counting)
+    def counting(node_id, *args, **kwargs):  # noqa: ANN001
+        calls.append((node_id, "query"))
+        return query(node_id, *args, **kwargs)
+    monkeypatch.setattr(hub, "audit_query", counting)
     return calls
 
 
@@ -43,7 +43,7 @@ def test_a_joining_node_is_the_only_one_queried_and_slots_in(qtbot, qt_hub, make
     view = AuditView(hub, bridge)
     qtbot.addWidget(view)
     view.model.page_size = 4
-    calls = _count_queries(monkeypatch, view)
+    calls = _count_queries(monkeypatch, hub)
     view.show()
     qtbot.waitUntil(view.isVisible)
     a = hub.add_node(NodeAddress("127.0.0.1", daemons[0].port, name="a"))
@@ -103,8 +103,8 @@ def _status(node_id: str, name: str, state=ConnectionState.CONNECTING) -> NodeSt
 
 def test_target_picker_updates_the_one_node_in_place(qtbot):
     bridge = HubBridge()
-    directory = NodeDirectory(bridge)
-    picker = TargetPicker(directory)
+    state = FleetState(bridge)
+    picker = TargetPicker(state)
     qtbot.addWidget(picker)
     fills: list[str] = []
     picker.changed.connect(lambda: fills.append(picker.node_id()))
@@ -124,6 +124,7 @@ def test_target_picker_updates_the_one_node_in_place(qtbot):
     assert picker.node_id() == "n3" and picker.node_box.count() == 4
     bridge.node_removed.emit("n3")
     assert picker.node_id() == "n1" and picker.node_box.count() == 3
+    state.stop()
 
 
 def test_models_picker_updates_in_place_and_reads_only_the_chosen_repository(qtbot, qt_hub, monkeypatch):

@@ -17,7 +17,7 @@ import threading
 import pytest
 
 from musaops.app.core import ConnectionState, DeploySpec, GenerateSpec, NodeAddress, Sampling
-from musaops.app.services.audit_feed import AuditClient, AuditFilterSpec
+from musaops.app.services.audit_feed import AuditFilterSpec
 from musaops.app.services.node_hub import NodeHub
 
 from tests.app.conftest import FAST, Recorder
@@ -63,8 +63,8 @@ def _watch_hub_loops(monkeypatch) -> None:  # noqa: ANN001
 def _stop_busy_hub(live, other, deploy: bool) -> _WatchedLoop:
     """Starts a hub, gets every kind of call in flight, stops it twice; returns its loop.
 
-    In flight at stop(): two telemetry streams, a Generate stream mid-answer and an operation
-    waiting on the loop; a node was removed and an audit page (Audit.Query) read just before."""
+    In flight at stop(): two telemetry streams and a Generate stream mid-answer; a node was
+    removed and an audit page (Audit.Query) read just before."""
     rec = Recorder()
     hub = NodeHub(rec, FAST)
     hub.start()
@@ -84,24 +84,15 @@ def _stop_busy_hub(live, other, deploy: bool) -> _WatchedLoop:
                                                            temperature=0.0)))
     rec.wait_for(lambda n, a: n == "on_tokens" and a[0].stream_id == sid)
 
-    paged = threading.Event()
-    AuditClient(hub).fetcher(nid).fetch(AuditFilterSpec(), 0, 50, lambda page: paged.set())
-    assert paged.wait(20), "no audit page"
-    loops: list[_WatchedLoop] = []
-    parked = threading.Event()
-
-    async def park(channel, metadata, address) -> None:  # noqa: ANN001
-        loops.append(asyncio.get_running_loop())
-        parked.set()
-        await asyncio.Event().wait()   # until stop() cancels it
-    hub.run_on_node(nid, "park", park)
-    assert parked.wait(20), "the parked operation never ran"
+    op = hub.audit_query(nid, AuditFilterSpec(), 0, 50)
+    rec.wait_for(lambda n, a: n == "on_audit_page" and a[0] == op)
+    loop = hub._loop
     hub.remove_node(removed)
     rec.wait_for(lambda n, a: n == "on_node_removed" and a[0] == removed)
     hub.stop()
     hub.stop()
     assert not hub.running
-    return loops[0]
+    return loop
 
 
 def _mentions(record: logging.LogRecord, text: str) -> bool:

@@ -119,7 +119,7 @@ def test_stop_cancels_the_rpc_and_the_daemon_frees_the_request(qtbot, console, d
     qtbot.waitUntil(lambda: _running(daemons[0]) == 0, timeout=5_000)
     qtbot.waitUntil(lambda: daemons[0].engine_stats()[DEMO_MODEL_NAME].kv_blocks_used == 0, timeout=5_000)
     # ... and its telemetry says so to the console too.
-    qtbot.waitUntil(lambda: next(m for m in view.directory.latest(ids[0]).models
+    qtbot.waitUntil(lambda: next(m for m in view.directory.latest[ids[0]].models
                                  if m.model == DEMO_MODEL_NAME).running == 0, timeout=10_000)
     assert view.send_button.isEnabled()
 

@@ -21,12 +21,12 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDateTimeEdit, QFileDialog,
                                QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QProgressBar, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
 
+from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.models.audit_model import (COL_ACTION, COL_ACTOR, COL_CLIENT, COL_ERROR, COL_NODE,
                                               COL_OUTCOME, COL_ROLE, COL_SEQ, COL_TARGET, COL_TIME,
                                               AuditTableModel)
-from musaops.app.qt.views.node_directory import NodeDirectory
 from musaops.app.services.audit_feed import (CONSOLE_SOURCE, AuditClient, AuditFilterSpec,
-                                             ConsoleLogFetcher, VerifyOutcome, log_detail)
+                                             ConsoleLogFetcher, VerifyOutcome)
 from musaops.app.services.export import FORMATS, AuditExportJob
 
 ACTIONS = ("", "node.Deploy", "node.Undeploy", "inference.Generate", "token.create", "token.revoke",
@@ -68,21 +68,22 @@ class AuditView(QWidget):
     export_finished = Signal(int, str)    # rows, error ("" when ok)
 
     def __init__(self, hub: Any, bridge: Any, parent: QWidget | None = None,
-                 directory: NodeDirectory | None = None, store: Any = None) -> None:
+                 directory: FleetState | None = None, store: Any = None) -> None:
         super().__init__(parent)
         self.hub = hub
         self.client = AuditClient(hub)
-        self.directory = directory or NodeDirectory(bridge, self)
+        self.directory = directory or FleetState(bridge, parent=self)
         self.store = store
         self.console_fetcher = ConsoleLogFetcher(store) if store is not None else None
         self.export_job: AuditExportJob | None = None
         self.model = AuditTableModel(self)
-        bridge.command_error.connect(lambda err: self.client.command_failed(err.command, err.message))
+        bridge.audit_page.connect(self.client.deliver)
+        bridge.audit_verified.connect(self.client.deliver)
         self._build()
         self._stale = True   # the shown query predates a source: run it again when shown
         self.directory.node_added.connect(self._add_node_source)
         self.directory.node_updated.connect(self._relabel_source)
-        self.directory.node_gone.connect(self._remove_source)
+        self.directory.node_removed.connect(self._remove_source)
         self.verify_done.connect(self._show_verify)
         self.export_progress.connect(self._on_export_progress)
         self.export_finished.connect(self._on_export_finished)
@@ -91,33 +92,10 @@ class AuditView(QWidget):
         self.model.rowsInserted.connect(lambda *_: self._fit_columns())
         self.model.modelReset.connect(lambda: setattr(self, "_fitted", False))
         self.model.source_error.connect(lambda *_: self._update_status())
-        if store is not None:   # this console's own actions go to its operator log
-            bridge.deploy_event.connect(self._log_deploy)
-            bridge.undeploy_done.connect(self._log_undeploy)
-            bridge.generation_done.connect(self._log_generation)
         for node_id in self.directory.node_ids():
             self._add_source(node_id, self.directory.label(node_id), True)
         if self.console_fetcher is not None:
             self._add_source(CONSOLE_SOURCE, "This console (operator log)", False)
-
-    # -- the operator log ----------------------------------------------------------------------
-
-    def _log(self, action: str, node_id: str, detail: str, ok: bool) -> None:
-        self.store.submit("log", action, self.directory.label(node_id) if node_id else "", detail,
-                          "ok" if ok else "failed")
-
-    def _log_deploy(self, ev: Any) -> None:
-        if ev.done:
-            self._log("node.Deploy", ev.node_id, log_detail(ev.model, ev.message, stage=ev.stage), ev.ok)
-
-    def _log_undeploy(self, res: Any) -> None:
-        self._log("node.Undeploy", res.node_id, log_detail(res.model, res.message), res.ok)
-
-    def _log_generation(self, done: Any) -> None:
-        self._log("inference.Generate", done.node_id,
-                  log_detail("", done.error, finish_reason=done.finish_reason,
-                             completion_tokens=done.usage.completion_tokens),
-                  done.finish_reason != "error")
 
     # -- layout ------------------------------------------------------------------------------
 

@@ -17,13 +17,13 @@ from PySide6.QtWidgets import (
 )
 
 from musaops.app.core import CommandError, DeployEvent, DeploySpec, UndeployResult
+from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.models.models_model import (
     COL_DEPLOYMENT, COL_NAME, COL_REASON, EntryRole, ModelsTableModel, SortRole, human_bytes,
 )
 from musaops.app.qt.views.banner import Banner
 from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice
 from musaops.app.qt.views.deploy_progress import DeployProgressRow
-from musaops.app.qt.views.node_directory import NodeDirectory
 
 
 TRANSITIONAL_STATES = ("pending", "loading", "unloading")
@@ -33,11 +33,11 @@ class ModelsView(QWidget):
     """Repository table, deploy dialog, per-node deploy progress, undeploy."""
 
     def __init__(self, hub: Any, bridge: Any, parent: QWidget | None = None,
-                 directory: NodeDirectory | None = None) -> None:
+                 directory: FleetState | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("modelsView")
         self.hub = hub
-        self.directory = directory or NodeDirectory(bridge, self)
+        self.directory = directory or FleetState(bridge, parent=self)
         self.rows: dict[str, DeployProgressRow] = {}   # op_id -> row
         self.deploy_dialog: DeployDialog | None = None
         self.confirm_box: QMessageBox | None = None
@@ -150,7 +150,7 @@ class ModelsView(QWidget):
         self.table.doubleClicked.connect(lambda _i: self.open_deploy_dialog())
         self.directory.node_added.connect(self._node_added)
         self.directory.node_updated.connect(self._node_updated)
-        self.directory.node_gone.connect(self._node_gone)
+        self.directory.node_removed.connect(self._node_gone)
         self.directory.models_changed.connect(self._on_models)
         bridge.deploy_event.connect(self._on_deploy_event)
         bridge.undeploy_done.connect(self._on_undeploy_done)
@@ -309,7 +309,7 @@ class ModelsView(QWidget):
         for nid in self.directory.node_ids():
             status = self.directory.status(nid)
             out.append(NodeChoice(nid, self.directory.label(nid), self.directory.online(nid),
-                                  status.info if status else None, self.directory.latest(nid),
+                                  status.info if status else None, self.directory.latest.get(nid),
                                   self.directory.models(nid)))
         return out
 

@@ -11,7 +11,7 @@ from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QTextEdit, QVBoxLayout, QWidget
 
 from musaops.app.core import GenerationDone
-from musaops.app.qt.views.node_directory import NodeDirectory
+from musaops.app.qt.fleet_state import FleetState
 
 _ROLE_COLOURS = {"user": "#2f6fde", "assistant": "#2e9d5b", "system": "#8a5cd6"}
 _ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
@@ -47,7 +47,7 @@ def stats_text(done: GenerationDone) -> str:
 
 
 class TargetPicker(QWidget):
-    """Node and model combo boxes, filled from the NodeDirectory (ready models only).
+    """Node and model combo boxes, filled from the FleetState (ready models only).
 
     The node box is updated in place for the one node a directory signal names (at 200
     nodes, five pickers refilling every node on every change cost 1.35 s of GUI time while
@@ -55,7 +55,7 @@ class TargetPicker(QWidget):
 
     changed = Signal()
 
-    def __init__(self, directory: NodeDirectory, parent: QWidget | None = None, *, stacked: bool = False) -> None:
+    def __init__(self, directory: FleetState, parent: QWidget | None = None, *, stacked: bool = False) -> None:
         super().__init__(parent)
         self.directory = directory
         self.node_box = QComboBox()
@@ -72,7 +72,7 @@ class TargetPicker(QWidget):
         self.model_box.currentIndexChanged.connect(lambda _i: self.changed.emit())
         directory.node_added.connect(self._node_added)
         directory.node_updated.connect(self._node_updated)
-        directory.node_gone.connect(self._node_gone)
+        directory.node_removed.connect(self._node_gone)
         directory.models_changed.connect(lambda _n: self._fill_models())
         self.refill()
 
@@ -195,7 +195,7 @@ class Transcript(QTextEdit):
 class ComparePane(QFrame):
     """One target of compare mode: its picker, its streamed answer, its stats."""
 
-    def __init__(self, directory: NodeDirectory, index: int, parent: QWidget | None = None) -> None:
+    def __init__(self, directory: FleetState, index: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("comparePane")
         self.setFrameShape(QFrame.Shape.StyledPanel)

@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
 
 from musaops.app.core import ChatMessage, GenerateSpec, GenerationDone, Sampling, TokenChunk
 from musaops.app.qt.bridge import GuiInvoker
+from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.views.banner import Banner
-from musaops.app.qt.views.node_directory import NodeDirectory
 from musaops.app.qt.views.playground_parts import (  # noqa: F401 (parse/format_stops re-exported)
     ComparePane, TargetPicker, Transcript, format_stops, parse_stops, stats_text,
 )
@@ -36,12 +36,12 @@ class PlaygroundView(QWidget):
     """Chat and compare playground over the NodeHub's Generate streams."""
 
     def __init__(self, hub: Any, bridge: Any, parent: QWidget | None = None,
-                 directory: NodeDirectory | None = None, store: Any = None) -> None:
+                 directory: FleetState | None = None, store: Any = None) -> None:
         super().__init__(parent)
         self.setObjectName("playgroundView")
         self.hub = hub
         self.store = store
-        self.directory = directory or NodeDirectory(bridge, self)
+        self.directory = directory or FleetState(bridge, parent=self)
         self.history: list[ChatMessage] = []        # completed turns (user, assistant, ...)
         self.streams: dict[str, Any] = {}           # stream_id -> "chat" or a ComparePane
         self._answer = ""                           # the chat answer being streamed
