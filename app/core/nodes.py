@@ -111,6 +111,17 @@ class NodeInfo:
     host_cpu_count: int = 0
     tls: bool = False
     auth_required: bool = False
+    # What dtype "auto" deploys a checkpoint as, by the checkpoint's torch_dtype ("" = any
+    # other): the daemon's rule as GetInfo reports it; empty from a daemon that does not.
+    auto_dtype: tuple[tuple[str, str], ...] = ()
+
+    def resolve_dtype(self, dtype: str, checkpoint_dtype: str) -> str | None:
+        """The dtype a Deploy with `dtype` ("" or "auto" = the daemon's choice) loads a
+        `checkpoint_dtype` checkpoint as; None when the node did not say."""
+        if dtype and dtype != "auto":
+            return dtype
+        table = dict(self.auto_dtype)
+        return table.get(checkpoint_dtype, table.get(""))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 from musaops.app.core import (DeviceInfo, DeviceSample, DeploySpec, EngineLimits, MemoryEstimate,
                               ModelEntry, NodeInfo, Snapshot)
 from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice, check_memory
+from musaops.daemon.dtype_policy import auto_dtype_table
 
 GiB = 2**30
 
@@ -26,13 +27,14 @@ def _entry(state: str = "available") -> ModelEntry:
 
 def _node(node_id: str, used_gib: float, *, devices: int = 2, backend: str = "MUSA",
           state: str = "available", online: bool = True, telemetry: bool = True,
-          capability: str = "") -> NodeChoice:
+          capability: str = "", reports_auto: bool = True) -> NodeChoice:
     info = NodeInfo(
         hostname=node_id, backend=backend,
         devices=tuple(DeviceInfo(i, "MTT S4000", backend=backend, memory_total_bytes=48 * GiB,
                                  capability=capability)
                       for i in range(devices)),
-        limits=EngineLimits(default_kv_cache_fraction=0.5, default_max_batch=32))
+        limits=EngineLimits(default_kv_cache_fraction=0.5, default_max_batch=32),
+        auto_dtype=tuple(auto_dtype_table(backend.lower(), capability).items()) if reports_auto else ())
     snap = Snapshot(1, devices=tuple(DeviceSample(i, memory_used_bytes=int(used_gib * GiB),
                                                   memory_total_bytes=48 * GiB) for i in range(devices)))
     return NodeChoice(node_id, node_id, online, info, snap if telemetry else None, (_entry(state),))
@@ -51,8 +53,9 @@ def test_memory_check_compares_estimate_with_free_memory() -> None:
     assert check_memory(_node("c", used_gib=20), DeploySpec("llama-8b", dtype="float32", device_indices=(0, 1))).fits
 
 
-def test_auto_dtype_follows_the_daemon_rule() -> None:
-    """Half type on GPUs; on CPUs bf16 only where the daemon's native bf16 forward runs."""
+def test_auto_dtype_is_what_the_node_reports() -> None:
+    """The dialog has no copy of the rule: it checks "auto" at the dtype the node's GetInfo
+    says (here the daemon's own table), and at float32 when a node does not say."""
     spec = DeploySpec("llama-8b", device_indices=(0,))
     assert check_memory(_node("g", used_gib=0), spec).dtype == "bfloat16"
     assert check_memory(_node("c", used_gib=0, backend="CPU"), spec).dtype == "float32"
@@ -60,6 +63,29 @@ def test_auto_dtype_follows_the_daemon_rule() -> None:
     for capability in ("avx2 fma avx512f", "avx2 fma avx512f avx512_bf16"):
         native = _node("c", used_gib=0, backend="CPU", capability=capability)
         assert check_memory(native, spec).dtype == "bfloat16"
+    assert check_memory(_node("old", used_gib=0, reports_auto=False), spec).dtype == "float32"
+    assert check_memory(_node("old", used_gib=0, reports_auto=False),
+                        DeploySpec("llama-8b", dtype="bfloat16", device_indices=(0,))).dtype == "bfloat16"
+
+
+async def test_getinfo_reports_auto_dtype_and_the_memory_check_uses_it(make_daemon) -> None:
+    """A real daemon's GetInfo answers for every checkpoint dtype by the rule Deploy applies,
+    and the dialog's memory check on that NodeInfo picks the same dtype's estimate."""
+    from musaops.app.services.convert import node_info
+    from musaops.daemon.devices.cpu import engine_isa
+    from musaops.daemon.dtype_policy import CHECKPOINT_DTYPES, auto_dtype
+    from musaops.v1 import node_pb2, node_pb2_grpc
+
+    d = make_daemon()
+    async with d.channel() as ch:
+        reply = await node_pb2_grpc.NodeStub(ch).GetInfo(node_pb2.GetInfoRequest())
+    assert dict(reply.auto_dtype) == {ck: auto_dtype("cpu", ck, engine_isa()) for ck in CHECKPOINT_DTYPES}
+    info = node_info(reply)
+    node = NodeChoice("n", "n", True, info, None, (_entry(),))
+    verdict = check_memory(node, DeploySpec("llama-8b", device_indices=(0,)))
+    assert verdict.dtype == reply.auto_dtype["bfloat16"]
+    want = next(e for e in _entry().memory_estimates if e.dtype == verdict.dtype)
+    assert verdict.needed_bytes == want.weights_bytes + want.kv_bytes_per_token * 8192
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The deploy dialog: which model, on which nodes and devices, with which limits.
 
 It checks memory before it lets the operator submit: the model's estimate at the chosen
-dtype (weights plus the KV cache of one full context window) against the free memory of the
+dtype ("auto" as the node's GetInfo says it resolves) (weights plus the KV cache of one full context window) against the free memory of the
 chosen devices in each node's latest telemetry. One dialog serves one node or many: every
 checked node gets the same DeploySpec, and the Models view shows per-node progress.
 """
@@ -52,20 +52,6 @@ class MemoryCheck:
     warning: str = ""
 
 
-def resolve_dtype(dtype: str, entry: ModelEntry, backend: str, capability: str = "") -> str:
-    """The dtype "auto" stands for, as the daemon decides it (daemon/deployments.auto_dtype):
-    on GPUs the checkpoint's half type (bf16 by default); on CPUs bfloat16 for a half-type
-    checkpoint when the daemon's native bf16 forward runs there (the device capability
-    lists avx512f, avx512_bf16 or amx_bf16), else float32."""
-    if dtype and dtype != "auto":
-        return dtype
-    half = entry.torch_dtype in ("bfloat16", "float16")
-    if backend.upper() == "CPU":
-        native = {"avx512f", "avx512_bf16", "amx_bf16"} & set(capability.split())
-        return "bfloat16" if native and half else "float32"
-    return entry.torch_dtype if half else "bfloat16"
-
-
 def free_memory(node: NodeChoice, device_indices: Sequence[int]) -> tuple[int, bool]:
     """Free bytes on the devices from the latest telemetry; (total, False) if no sample yet."""
     samples = {d.index: d for d in node.snapshot.devices} if node.snapshot else {}
@@ -91,9 +77,10 @@ def check_memory(node: NodeChoice, spec: DeploySpec) -> MemoryCheck:
     if entry.state not in DEPLOYABLE_STATES:
         why = f": {entry.reason}" if entry.reason else ""
         return MemoryCheck(False, 0, 0, spec.dtype, f"{spec.model} is {entry.state}{why}")
-    backend = node.info.backend if node.info else "CPU"
-    capability = node.info.devices[0].capability if node.info and node.info.devices else ""
-    dtype = resolve_dtype(spec.dtype, entry, backend, capability)
+    # "auto" is what the node says it deploys this checkpoint as (GetInfo.auto_dtype, the
+    # daemon's rule); a node that does not say is checked at float32, the largest estimate.
+    resolved = node.info.resolve_dtype(spec.dtype, entry.torch_dtype) if node.info else None
+    dtype = resolved or spec.dtype or "float32"
     est = entry.estimate(dtype)
     devices = spec.device_indices or (0,)
     known = {d.index for d in node.info.devices} if node.info else set()
