@@ -8,7 +8,6 @@ frozen dataclass or an exception, safe to hand across threads.
 from __future__ import annotations
 
 import enum
-import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Protocol
@@ -121,15 +120,17 @@ class SamplingParams:
 
     def validate(self, max_tokens_limit: int, max_stop_strings: int) -> None:
         """Raises InvalidRequestError with a sentence for a value out of range."""
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise InvalidRequestError(f"temperature must be 0 (greedy) or more; got {self.temperature}.")
+        lo, hi = SAMPLING_SCALE_RANGE
+        if self.temperature != 0 and not lo <= self.temperature <= hi:   # also refuses NaN
+            raise InvalidRequestError(
+                f"temperature must be 0 (greedy) or between {lo:g} and {hi:g}; got {self.temperature:g}.")
         if not (0 < self.top_p <= 1):
             raise InvalidRequestError(f"top_p must be in (0, 1]; got {self.top_p}.")
         if self.top_k < 0:
             raise InvalidRequestError(f"top_k must be 0 (off) or more; got {self.top_k}.")
-        if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
+        if not lo <= self.repetition_penalty <= hi:
             raise InvalidRequestError(
-                f"repetition_penalty must be above 0 (1 = off); got {self.repetition_penalty}.")
+                f"repetition_penalty must be between {lo:g} and {hi:g} (1 = off); got {self.repetition_penalty:g}.")
         for name in ("frequency_penalty", "presence_penalty"):
             v = getattr(self, name)
             if not (-2 <= v <= 2):
@@ -149,6 +150,10 @@ class SamplingParams:
 
 
 MAX_STOP_CHARS = 256   # per stop string
+# Temperature (other than 0) and repetition_penalty divide or multiply fp32 logits: outside
+# this range they only say "greedy" or "never repeat" less precisely, and a tiny value (1e-45)
+# overflowed the logits to inf (the sampler is also safe per row: engine/sampling.py).
+SAMPLING_SCALE_RANGE = (1e-2, 100.0)
 SAMPLING_FIELDS = tuple(f.name for f in fields(SamplingParams))
 
 

@@ -6,7 +6,8 @@ the whole batch, samples, detokenises and pushes TextDelta / GenerationResult it
 into each request's asyncio.Queue: gathered per event loop and handed over with one
 `loop.call_soon_threadsafe` per loop per step (each call writes to the loop's self-pipe; at
 256 streams on the demo model, one call per token spent 0.29 s of a 2.3 s run in those
-writes). A step that raises fails only the requests in that step; the loop keeps serving.
+writes). A step that raises fails only the requests in that step, and a row the sampler
+cannot sample fails only its own request; the loop keeps serving.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .blocks import BlockAllocator
 from .kv_cache import KVCache
 from .model import CausalLM
 from .runner import ModelRunner
-from .sampling import StopMatcher, make_generator, sample
+from .sampling import RowFailure, StopMatcher, make_generator, sample
 from .scheduler import ScheduledChunk, Scheduler, Sequence, SeqStatus
 from .tokenizer import IncrementalDetokenizer, Tokenizer
 
@@ -302,7 +303,11 @@ class LLMEngine:
         for c in chunks:
             self.scheduler.computed(c.seq, c.start + c.length)
         for c, tok in zip(sampling, tokens):
-            if c.seq.status is not SeqStatus.FINISHED:
+            if c.seq.status is SeqStatus.FINISHED:
+                continue
+            if isinstance(tok, RowFailure):   # this request only; the rest of the step goes on
+                self._finish(c.seq, FinishReason.ERROR, error=tok.reason)
+            else:
                 self._on_token(c.seq, tok, now)
         self._update_gauges()
 

@@ -4,11 +4,18 @@ Greedy rows are decided with one batched argmax. Rows with penalties or temperat
 one by one, each with its own torch.Generator, so a seeded request draws the same numbers
 whatever else shares its batch. Stop strings are matched on text, across token
 boundaries: text that could still become a stop string is held back until it cannot.
+
+Each row is numerically safe for any finite parameters: penalised logits are clamped to
+fp32's finite range, and the row's maximum is subtracted before the temperature divides
+it (so a tiny temperature sends the other logits to -inf, never the maximum to +inf or
+NaN). A row that still yields no finite distribution fails alone: `sample` returns a
+`RowFailure` for it and the engine ends that request with FINISH_REASON_ERROR.
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 import torch
 
@@ -43,10 +50,22 @@ def apply_penalties(row: torch.Tensor, p: SamplingParams, prompt_ids: list[int],
     return row
 
 
+@dataclass(frozen=True)
+class RowFailure:
+    """A row that could not be sampled: the sentence its request fails with."""
+
+    reason: str
+
+
 def sample_row(row: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:
+    big = torch.finfo(row.dtype).max
+    row = torch.nan_to_num(row, nan=float("-inf"), posinf=big, neginf=float("-inf"))
+    top = row.max()
+    if not torch.isfinite(top):
+        raise ValueError("every logit is NaN or -inf")
     if p.temperature == 0 or gen is None:
         return int(row.argmax())
-    row = row / p.temperature
+    row = (row - top) / p.temperature   # <= 0 everywhere and exactly 0 at the maximum
     if p.top_k > 0 and p.top_k < row.shape[0]:
         kth = torch.topk(row, p.top_k).values[-1]
         row = row.masked_fill(row < kth, float("-inf"))
@@ -57,17 +76,23 @@ def sample_row(row: torch.Tensor, p: SamplingParams, gen: torch.Generator | None
         drop = (cum - sorted_p) > p.top_p   # keep the smallest prefix reaching top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(0, idx, sorted_p)
+    if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0:
+        raise ValueError(f"temperature {p.temperature:g} and top_p {p.top_p:g} give no finite distribution")
     return int(torch.multinomial(probs, 1, generator=gen))
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], prompts: list[list[int]],
-           outputs: list[list[int]], gens: list[torch.Generator | None]) -> list[int]:
-    """One token per row of float32 `logits` [rows, vocab]."""
-    tokens = logits.argmax(dim=-1).tolist()
+           outputs: list[list[int]], gens: list[torch.Generator | None]) -> list[int | RowFailure]:
+    """One token per row of float32 `logits` [rows, vocab], or a RowFailure for a row that
+    cannot be sampled (the other rows are unaffected)."""
+    tokens: list[int | RowFailure] = logits.argmax(dim=-1).tolist()
     for i, p in enumerate(params):
         if _needs_row_work(p):
-            row = apply_penalties(logits[i].clone(), p, prompts[i], outputs[i])
-            tokens[i] = sample_row(row, p, gens[i])
+            try:
+                row = apply_penalties(logits[i].clone(), p, prompts[i], outputs[i])
+                tokens[i] = sample_row(row, p, gens[i])
+            except (ValueError, RuntimeError) as exc:   # torch raises RuntimeError for bad probabilities
+                tokens[i] = RowFailure(f"sampling failed for this request: {exc}")
     return tokens
 
 

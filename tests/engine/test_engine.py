@@ -167,6 +167,24 @@ async def test_failed_step_fails_its_requests_and_engine_keeps_serving(engine, m
     assert result.finish_reason is FinishReason.LENGTH
 
 
+async def test_a_poisoned_request_fails_alone_among_running_ones(engine):
+    """Sampling values no validation would pass (a NaN temperature) fail that request only;
+    the smallest positive temperature and penalty run; the greedy requests sharing their
+    steps give what they give alone."""
+    alone = [(await _run(engine, p))[0] for p in PROMPTS[:4]]
+    long = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    tiny = SamplingParams(temperature=1.4e-45, repetition_penalty=1.4e-45, seed=5, max_tokens=24, ignore_eos=True)
+    nan = SamplingParams(temperature=float("nan"), seed=5, max_tokens=24, ignore_eos=True)
+    runs = await asyncio.gather(*[_run(engine, p, long) for p in PROMPTS[:4]],
+                                _run(engine, PROMPTS[5], tiny), _run(engine, PROMPTS[6], nan))
+    assert [r[0] for r in runs[:4]] == alone
+    assert all(r[1].finish_reason is FinishReason.LENGTH for r in runs[:5])
+    failed = runs[5][1]
+    assert failed.finish_reason is FinishReason.ERROR
+    assert failed.error.startswith("sampling failed for this request:") and "no finite distribution" in failed.error
+    assert engine.stats().requests_failed == 1 and engine.stats().kv_blocks_used == 0
+
+
 async def test_bad_requests_raise_before_streaming(llama_dir, engine):
     with pytest.raises(InvalidRequestError, match="empty"):
         await _run(engine, "")

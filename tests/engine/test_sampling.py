@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from musaops.daemon.engine.api import SamplingParams
-from musaops.daemon.engine.sampling import StopMatcher, apply_penalties, make_generator, sample
+from musaops.daemon.engine.sampling import RowFailure, StopMatcher, apply_penalties, make_generator, sample
 
 CPU = torch.device("cpu")
 
@@ -43,3 +43,26 @@ def test_same_seed_same_draws():
         g = make_generator(sp, CPU)
         runs.append([sample(logits.clone(), [sp], [[]], [[]], [g])[0] for _ in range(30)])
     assert runs[0] == runs[1] and len(set(runs[0])) > 1
+
+
+def test_tiny_temperature_and_penalty_stay_finite():
+    """1.4e-45 (the smallest fp32 subnormal) used to give inf/NaN probabilities: now a tiny
+    temperature samples the maximum and a tiny penalty keeps the logits finite."""
+    logits = torch.tensor([[1.0, 3.0, 2.5, -1.0]])
+    for sp in (SamplingParams(temperature=1.4e-45, seed=1),
+               SamplingParams(temperature=1.4e-45, repetition_penalty=1.4e-45, seed=1),
+               SamplingParams(temperature=1e-2, repetition_penalty=1.4e-45, seed=1)):
+        g = make_generator(sp, CPU)
+        got = sample(logits.clone(), [sp], [[0, 1]], [[]], [g])
+        assert got in ([1], [0]), (sp, got)   # penalised: 1.0 / 1.4e-45 is clamped, still finite
+
+
+def test_a_row_without_a_finite_distribution_fails_alone():
+    logits = torch.tensor([[1.0, 3.0, 2.5, -1.0], [0.5, 0.1, 2.0, 0.0], [float("nan")] * 4])
+    good = SamplingParams(temperature=0.7, seed=3)
+    nan_temp = SamplingParams(temperature=float("nan"), seed=3)
+    got = sample(logits, [good, nan_temp, good], [[], [], []], [[], [], []],
+                 [make_generator(p, CPU) for p in (good, nan_temp, good)])
+    assert isinstance(got[0], int)
+    assert isinstance(got[1], RowFailure) and "no finite distribution" in got[1].reason
+    assert isinstance(got[2], RowFailure) and "every logit is NaN" in got[2].reason
