@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .sampling import Sampling
+
 
 # --- models --------------------------------------------------------------------------------
 
@@ -64,6 +66,7 @@ class DeploySpec:
     max_batch: int = 0
     max_context: int = 0
     kv_cache_fraction: float = 0.0
+    force: bool = False                  # deploy even on a device the daemon reports unhealthy
 
 
 @dataclass(frozen=True)
@@ -101,22 +104,6 @@ class UndeployResult:
 class ChatMessage:
     role: str      # system, user, assistant
     content: str
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters; None = the daemon's default."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    seed: int | None = None
-    max_tokens: int = 0
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

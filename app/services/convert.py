@@ -107,18 +107,11 @@ def deploy_request(spec: DeploySpec) -> node_pb2.DeployRequest:
     return node_pb2.DeployRequest(
         model=spec.model, dtype=spec.dtype, device_indices=list(spec.device_indices),
         max_batch=spec.max_batch, max_context=spec.max_context,
-        kv_cache_fraction=spec.kv_cache_fraction)
+        kv_cache_fraction=spec.kv_cache_fraction, force=spec.force)
 
 
 def generate_request(spec: GenerateSpec) -> inference_pb2.GenerateRequest:
-    s = spec.sampling
-    sampling = inference_pb2.SamplingParams(max_tokens=s.max_tokens, stop=list(s.stop),
-                                            ignore_eos=s.ignore_eos)
-    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "frequency_penalty",
-                 "presence_penalty", "seed"):
-        value = getattr(s, name)
-        if value is not None:
-            setattr(sampling, name, value)
+    sampling = inference_pb2.SamplingParams(**spec.sampling)  # set fields only, by their proto names
     return inference_pb2.GenerateRequest(
         model=spec.model, prompt=spec.prompt,
         messages=[inference_pb2.ChatMessage(role=m.role, content=m.content)

@@ -15,22 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from ..core.sampling import SAMPLING_NAMES, SAMPLING_PARAMS
+
 TOKEN_ENV = "MUSA_OPS_TOKEN"
 
-# SamplingParams fields in proto order; the snippet writes only those that are set.
-SAMPLING_FIELDS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "seed",
-    "max_tokens",
-    "stop",
-    "ignore_eos",
-)
-_INT_FIELDS = {"top_k", "seed", "max_tokens"}
+# SamplingParams fields in proto order (app/core/sampling.py); the snippet writes those set.
+SAMPLING_FIELDS = SAMPLING_NAMES
+_INT_FIELDS = {p.name for p in SAMPLING_PARAMS if p.kind in ("int", "seed")}
 
 
 @dataclass(frozen=True)
@@ -68,9 +59,9 @@ def _sampling_lines(sampling: Mapping[str, object]) -> list[str]:
             if not stops:
                 continue
             lines.append(f"            stop={stops!r},")
-        elif name == "ignore_eos":
+        elif isinstance(value, bool):
             if value:
-                lines.append("            ignore_eos=True,")
+                lines.append(f"            {name}=True,")
         elif name in _INT_FIELDS:
             lines.append(f"            {name}={int(value)},")  # type: ignore[call-overload]
         else:

@@ -25,6 +25,7 @@ class ThreadDaemon:
         settings = {
             "server.listen": "127.0.0.1:0",
             "server.metrics_listen": "",
+            "server.http_listen": "",
             "server.grace_seconds": 2,
             "storage.state_dir": str(state_dir),
             "models.dir": str(models_dir),

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from musaops.app.core import ChatMessage, GenerateSpec, GenerationDone, Sampling, TokenChunk
+from musaops.app.core.sampling import PARAMS_BY_NAME, SAMPLING_PARAMS, SamplingParam
 from musaops.app.qt.bridge import GuiInvoker
 from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.views.banner import Banner
@@ -57,45 +58,11 @@ class PlaygroundView(QWidget):
         self.system_edit.setFixedHeight(72)
         self.raw_check = QCheckBox("Raw completion (no chat template, no history)")
 
-        self.temperature = self._dspin(0.0, 2.0, 0.05, 0.7)
-        self.top_p = self._dspin(0.0, 1.0, 0.05, 1.0)
-        self.top_k = QSpinBox()
-        self.top_k.setRange(0, 1000)
-        self.top_k.setSpecialValueText("off")
-        self.repetition_penalty = self._dspin(0.0, 2.0, 0.05, 1.0)
-        self.repetition_penalty.setSpecialValueText("default")
-        self.frequency_penalty = self._dspin(-2.0, 2.0, 0.1, 0.0)
-        self.presence_penalty = self._dspin(-2.0, 2.0, 0.1, 0.0)
-        self.seed_check = QCheckBox("fixed")
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.seed.setEnabled(False)
-        self.seed_check.toggled.connect(self.seed.setEnabled)
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed_check)
-        seed_row.addWidget(self.seed, 1)
-        self.max_tokens = QSpinBox()
-        self.max_tokens.setRange(1, 32768)
-        self.max_tokens.setValue(256)
-        self.ignore_eos = QCheckBox("Ignore EOS (run to max tokens)")
-        self.ignore_eos.setToolTip("Keep generating past the end-of-sequence token, as benchmarks do")
-        self.stop_edit = QPlainTextEdit()
-        self.stop_edit.setPlaceholderText("one per line; \\n for a newline")
-        self.stop_edit.setFixedHeight(52)
-
         sampling = QGroupBox("Sampling")
         form = QFormLayout(sampling)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        form.addRow("Temperature", self.temperature)
-        form.addRow("Top-p", self.top_p)
-        form.addRow("Top-k", self.top_k)
-        form.addRow("Repetition penalty", self.repetition_penalty)
-        form.addRow("Frequency penalty", self.frequency_penalty)
-        form.addRow("Presence penalty", self.presence_penalty)
-        form.addRow("Seed", seed_row)
-        form.addRow("Max tokens", self.max_tokens)
-        form.addRow("", self.ignore_eos)
-        form.addRow("Stop sequences", self.stop_edit)
+        for param in SAMPLING_PARAMS:  # one control per row of app/core/sampling.py
+            form.addRow(*self._sampling_control(param))
 
         self.preset_box = QComboBox()
         self.preset_box.setPlaceholderText("Presets")
@@ -230,14 +197,67 @@ class PlaygroundView(QWidget):
             return True
         return super().eventFilter(watched, event)
 
-    @staticmethod
-    def _dspin(lo: float, hi: float, step: float, value: float) -> QDoubleSpinBox:
-        box = QDoubleSpinBox()
-        box.setRange(lo, hi)
-        box.setSingleStep(step)
-        box.setDecimals(2)
-        box.setValue(value)
-        return box
+    def _sampling_control(self, p: SamplingParam) -> tuple[str, Any]:
+        """Builds the control of one sampling parameter (an attribute named like it) and
+        returns its form row (label, widget or layout)."""
+        if p.kind == "bool":
+            box = QCheckBox(p.label)
+            box.setToolTip(p.tooltip)
+            setattr(self, p.name, box)
+            return "", box
+        if p.kind == "stops":
+            self.stop_edit = QPlainTextEdit()
+            self.stop_edit.setPlaceholderText("one per line; \\n for a newline")
+            self.stop_edit.setFixedHeight(52)
+            return p.label, self.stop_edit
+        spin: QSpinBox | QDoubleSpinBox
+        if p.kind == "float":
+            spin = QDoubleSpinBox()
+            spin.setDecimals(2)
+        else:
+            spin = QSpinBox()
+        spin.setRange(p.lo, p.hi)
+        spin.setSingleStep(p.step)
+        spin.setValue(p.lo if p.default is None else p.default)
+        if p.special:
+            spin.setSpecialValueText(p.special)
+        setattr(self, p.name, spin)
+        if p.kind != "seed":
+            return p.label, spin
+        check = QCheckBox("fixed")            # an optional value: off = unset
+        spin.setEnabled(False)
+        check.toggled.connect(spin.setEnabled)
+        setattr(self, f"{p.name}_check", check)
+        row = QHBoxLayout()
+        row.addWidget(check)
+        row.addWidget(spin, 1)
+        return p.label, row
+
+    def _control_value(self, p: SamplingParam) -> Any:
+        """What the control of `p` holds (None: unset)."""
+        if p.kind == "stops":
+            return parse_stops(self.stop_edit.toPlainText())
+        w = getattr(self, p.name)
+        if p.kind == "bool":
+            return w.isChecked()
+        if p.kind == "seed":
+            return w.value() if getattr(self, f"{p.name}_check").isChecked() else None
+        if p.special and w.value() == w.minimum():
+            return None
+        return round(w.value(), 4) if p.kind == "float" else w.value()
+
+    def _set_control(self, p: SamplingParam, value: Any) -> None:
+        if p.kind == "stops":
+            self.stop_edit.setPlainText(format_stops(tuple(value or ())))
+        elif p.kind == "bool":
+            getattr(self, p.name).setChecked(bool(value))
+        elif p.kind == "seed":
+            getattr(self, f"{p.name}_check").setChecked(value is not None)
+            if value is not None:
+                getattr(self, p.name).setValue(int(value))
+        else:
+            w = getattr(self, p.name)
+            w.setValue(w.minimum() if value is None else (float(value) if p.kind == "float" else int(value)))
 
     def _apply_limits(self) -> None:
         """Bounds max tokens by what the chosen node allows (EngineLimits from GetInfo)."""
@@ -248,18 +268,9 @@ class PlaygroundView(QWidget):
 
     # -- request --------------------------------------------------------------------------------
     def sampling(self) -> Sampling:
-        return Sampling(
-            temperature=round(self.temperature.value(), 4),
-            top_p=round(self.top_p.value(), 4),
-            top_k=self.top_k.value() or None,
-            repetition_penalty=round(self.repetition_penalty.value(), 4) or None,
-            frequency_penalty=round(self.frequency_penalty.value(), 4) or None,
-            presence_penalty=round(self.presence_penalty.value(), 4) or None,
-            seed=self.seed.value() if self.seed_check.isChecked() else None,
-            max_tokens=self.max_tokens.value(),
-            stop=parse_stops(self.stop_edit.toPlainText()),
-            ignore_eos=self.ignore_eos.isChecked(),
-        )
+        """The controls' values; one equal to the daemon's default is left unset."""
+        values = {p.name: self._control_value(p) for p in SAMPLING_PARAMS}
+        return Sampling(**{n: v for n, v in values.items() if v != PARAMS_BY_NAME[n].default})
 
     def build_spec(self, model: str, prompt: str, with_history: bool = True) -> GenerateSpec:
         """The GenerateSpec for a prompt: chat messages (system, history, prompt) or raw text."""
@@ -431,18 +442,12 @@ class PlaygroundView(QWidget):
             raise ValueError("Connect a node first.")
         prompt = self.input.toPlainText().strip() or self._pending_user or "Hello!"
         spec = self.build_spec(model, prompt, with_history=not self.compare_check.isChecked())
-        s = spec.sampling
         addr = status.address
         tls = addr.tls
         return python_snippet(SnippetRequest(
             host=addr.host, port=addr.port, model=model, prompt=spec.prompt,
             messages=tuple((m.role, m.content) for m in spec.messages),
-            sampling={
-                "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
-                "repetition_penalty": s.repetition_penalty, "frequency_penalty": s.frequency_penalty,
-                "presence_penalty": s.presence_penalty, "seed": s.seed,
-                "max_tokens": s.max_tokens or None, "stop": list(s.stop), "ignore_eos": s.ignore_eos,
-            },
+            sampling=dict(spec.sampling),
             tls=tls is not None, tls_ca=(tls.ca or None) if tls else None,
             tls_cert=(tls.cert or None) if tls else None, tls_key=(tls.key or None) if tls else None,
             auth=bool(addr.token) or bool(status.info and status.info.auth_required),
@@ -464,34 +469,15 @@ class PlaygroundView(QWidget):
         return {
             "system": self.system_edit.toPlainText(),
             "raw": self.raw_check.isChecked(),
-            "temperature": self.temperature.value(),
-            "top_p": self.top_p.value(),
-            "top_k": self.top_k.value(),
-            "repetition_penalty": self.repetition_penalty.value(),
-            "frequency_penalty": self.frequency_penalty.value(),
-            "presence_penalty": self.presence_penalty.value(),
-            "seed": self.seed.value() if self.seed_check.isChecked() else None,
-            "max_tokens": self.max_tokens.value(),
-            "stop": list(self.sampling().stop),
-            "ignore_eos": self.ignore_eos.isChecked(),
+            **{p.name: self._control_value(p) for p in SAMPLING_PARAMS},
         }
 
     def apply_preset(self, values: dict) -> None:
         self.system_edit.setPlainText(str(values.get("system", "")))
         self.raw_check.setChecked(bool(values.get("raw", False)))
-        for name in ("temperature", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty"):
-            if name in values:
-                getattr(self, name).setValue(float(values[name]))
-        if "top_k" in values:
-            self.top_k.setValue(int(values["top_k"] or 0))
-        seed = values.get("seed")
-        self.seed_check.setChecked(seed is not None)
-        if seed is not None:
-            self.seed.setValue(int(seed))
-        if "max_tokens" in values:
-            self.max_tokens.setValue(int(values["max_tokens"]))
-        self.ignore_eos.setChecked(bool(values.get("ignore_eos", False)))
-        self.stop_edit.setPlainText(format_stops(tuple(values.get("stop", ()))))
+        for p in SAMPLING_PARAMS:
+            if p.name in values or p.kind in ("seed", "bool", "stops"):
+                self._set_control(p, values.get(p.name, p.default))
 
     def _store_submit(self, method: str, *args: Any, then: Callable[[Any], None] | None = None) -> None:
         """Runs a Store call on the store's worker thread; `then(result)` runs on the GUI thread."""
