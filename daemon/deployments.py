@@ -59,6 +59,7 @@ class DeployRequest:
     max_batch: int = 0
     max_context: int = 0
     kv_cache_fraction: float = 0.0
+    force: bool = False            # deploy even on a device reported unhealthy
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,12 @@ class DeploymentManager:
                                         f"{backend} device(s) (valid indices 0..{count - 1}).")
         if len(set(indices)) != len(indices):
             raise RequestError(bad, f"device_indices {list(indices)} names a device twice; list each device once.")
+        if not req.force:  # a fresh reading: an ECC error may have appeared since the last tick
+            for sample in self.devices.sample():
+                if sample.index in indices and sample.healthy is False:
+                    raise RequestError(Status.FAILED_PRECONDITION,
+                                       f"Device {sample.index} is unhealthy ({sample.health_reason}); deploy on "
+                                       "another device, or set force to deploy on it anyway.")
         fraction = req.kv_cache_fraction or self.limits.default_kv_cache_fraction
         if not 0 < fraction <= 0.95:  # also refuses NaN and infinities
             raise RequestError(bad, f"kv_cache_fraction {req.kv_cache_fraction} is outside (0, 0.95].")

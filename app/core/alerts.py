@@ -1,4 +1,5 @@
-"""Alert rules: node offline, device too hot or memory too full, deploy failed, error rate up.
+"""Alert rules: node offline, device unhealthy, too hot or memory too full, deploy failed,
+error rate up.
 
 Qt-free: the main window feeds it statuses, snapshots and deploy events and shows what it
 returns. An alert is keyed so that a condition that persists stays one alert, and it is
@@ -28,7 +29,7 @@ class Alert:
     key: str                # stable identity: (node, kind, subject)
     node_id: str
     node_label: str
-    kind: str               # offline, temperature, memory, deploy_failed, error_rate
+    kind: str               # offline, unhealthy, temperature, memory, deploy_failed, error_rate
     severity: str           # warning, critical
     message: str
     since: float            # Unix seconds
@@ -99,6 +100,14 @@ class AlertEngine:
                 changed |= self._raise(Alert(
                     key, node_id, label, "temperature", "critical",
                     f"{label} GPU {d.index} at {t:.0f} °C (threshold {th.temperature_celsius:.0f} °C)",
+                    now))
+            else:
+                changed |= self._clear(key)
+            key = f"{node_id}/unhealthy/{d.index}"
+            if d.unhealthy:
+                changed |= self._raise(Alert(
+                    key, node_id, label, "unhealthy", "critical",
+                    f"{label} GPU {d.index} is unhealthy: {d.health_reason or 'the daemon gave no reason'}",
                     now))
             else:
                 changed |= self._clear(key)

@@ -34,6 +34,21 @@ class DeviceSample:
     power_limit_watts: float | None = shown("Power limit", "{:.0f} W")
     sm_clock_mhz: int | None = shown("Graphics clock", "{} MHz")
     memory_clock_mhz: int | None = shown("Memory clock", "{} MHz")
+    fan_speed_percent: float | None = shown("Fan", "{:.0f} %")
+    pcie_generation: int | None = shown("PCIe generation", "Gen {}")
+    pcie_width: int | None = shown("PCIe width", "x{}")
+    ecc_enabled: bool | None = shown("ECC", "{!s}")
+    ecc_errors_uncorrected: int | None = shown("Uncorrected ECC errors", "{:,}")
+    links_up: int | None = shown("MTLink / NVLink up", "{}")
+    links_total: int | None = shown("MTLink / NVLink links", "{}")
+    mpc_enabled: bool | None = shown("MPC partitioning", "{!s}")
+    healthy: bool | None = shown("Healthy", "{!s}")       # None: the daemon predates the rule
+    health_reason: str | None = shown("Health", "{}")
+
+    @property
+    def unhealthy(self) -> bool:
+        """True only when the daemon says so (unknown is not unhealthy)."""
+        return self.healthy is False
 
     @property
     def memory_percent(self) -> float | None:
@@ -50,6 +65,8 @@ def device_details(sample: DeviceSample | None) -> list[tuple[str, str]]:
         if "label" not in f.metadata:
             continue
         v = getattr(sample, f.name) if sample is not None else None
+        if isinstance(v, bool):
+            v = ("on" if v else "off") if f.name != "healthy" else ("yes" if v else "no")
         out.append((f.metadata["label"], NOT_REPORTED if v is None else f.metadata["fmt"].format(v)))
     return out
 

@@ -58,7 +58,7 @@ class DeviceSample:
     This class is the device field table (nvitop-style): the telemetry encoder
     (services/telemetry_encode.py) and the /metrics gauges (metrics.py) iterate
     SAMPLE_FIELDS, built from it below. A new field is one line here plus its reader(s)
-    and its line in common.proto.
+    and its line in common.proto. `healthy` and `health_reason` are derived, not read.
     """
 
     index: int
@@ -71,6 +71,35 @@ class DeviceSample:
     power_limit_watts: float | None = reading("W", "Enforced power limit, watts.")
     sm_clock_mhz: int | None = reading("MHz", "Graphics/SM clock, MHz.")
     memory_clock_mhz: int | None = reading("MHz", "Memory clock, MHz.")
+    fan_speed_percent: float | None = reading("%", "Fan speed, percent of maximum (mean over the fans).")
+    pcie_generation: int | None = reading("", "PCIe link generation in use.")
+    pcie_width: int | None = reading("lanes", "PCIe link width in use, lanes.")
+    ecc_enabled: bool | None = reading("", "ECC on device memory: 1 on, 0 off.")
+    ecc_errors_uncorrected: int | None = reading("", "Uncorrected ECC errors since the driver loaded.")
+    links_up: int | None = reading("", "MTLink / NVLink links up.")
+    links_total: int | None = reading("", "MTLink / NVLink links the device has.")
+    mpc_enabled: bool | None = reading("", "MUSA MPC partitioning: 1 on, 0 off.")
+    # Derived, not read: `health` below decides them from the fields above.
+    healthy: bool | None = field(init=False, default=None, metadata={
+        "unit": "", "help": "1 when the device passes the health rule (no uncorrected ECC errors), else 0.",
+        "metric": True})
+    health_reason: str | None = field(init=False, default=None, metadata={
+        "unit": "", "help": "Why the device is unhealthy.", "metric": False})
+
+    def __post_init__(self) -> None:
+        healthy, reason = health(self)
+        object.__setattr__(self, "healthy", healthy)
+        object.__setattr__(self, "health_reason", reason)
+
+
+def health(sample: DeviceSample) -> tuple[bool, str | None]:
+    """The health rule, in one place: a device is unhealthy when it reports uncorrected ECC
+    errors since the driver loaded (the rule GPUStack applies to MTT GPUs). Returns
+    (healthy, the reason as a phrase, or None)."""
+    errors = sample.ecc_errors_uncorrected
+    if errors:
+        return False, f"{errors} uncorrected ECC error{'s' if errors != 1 else ''} since the driver loaded"
+    return True, None
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ class CudaAccelerator:
                 )
             self._handles = [handles[i] for i in keep]
             self._info = self._read_info()
+            self._nvlinks = [self._count_nvlinks(h) for h in self._handles]
             _prefer_pci_bus_order()
         except n.NVMLError as exc:
             self._shutdown()
@@ -153,9 +154,40 @@ class CudaAccelerator:
                         power_limit_watts=limit_mw / 1000.0 if limit_mw is not None else None,
                         sm_clock_mhz=r.read(i, "sm_clock", n.nvmlDeviceGetClockInfo, h, n.NVML_CLOCK_SM),
                         memory_clock_mhz=r.read(i, "mem_clock", n.nvmlDeviceGetClockInfo, h, n.NVML_CLOCK_MEM),
+                        **self._health(i, h),
                     )
                 )
         return out
+
+    def _health(self, i: int, h: Any) -> dict[str, Any]:
+        """Fan, PCIe link, ECC and NVLink of device i (lock held); None = not reported."""
+        n, r = self._n, self._reader
+        ecc = r.read(i, "ecc_mode", n.nvmlDeviceGetEccMode, h)
+        links = self._nvlinks[i]
+        states = [r.read(i, f"nvlink{k}", n.nvmlDeviceGetNvLinkState, h, k) for k in range(links)]
+        fan = r.read(i, "fan", n.nvmlDeviceGetFanSpeed, h)
+        return dict(
+            fan_speed_percent=pct(fan) if fan is not None else None,
+            pcie_generation=r.read(i, "pcie_gen", n.nvmlDeviceGetCurrPcieLinkGeneration, h),
+            pcie_width=r.read(i, "pcie_width", n.nvmlDeviceGetCurrPcieLinkWidth, h),
+            ecc_enabled=ecc[0] == n.NVML_FEATURE_ENABLED if ecc is not None else None,
+            ecc_errors_uncorrected=r.read(i, "ecc_uncorrected", n.nvmlDeviceGetTotalEccErrors, h,
+                                          n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, n.NVML_VOLATILE_ECC),
+            links_up=sum(s == n.NVML_FEATURE_ENABLED for s in states) if links else None,
+            links_total=links or None,
+        )
+
+    def _count_nvlinks(self, h: Any) -> int:
+        """NVLinks the GPU has: the link indices that answer, counted once at start."""
+        n = self._n
+        count = 0
+        for k in range(n.NVML_NVLINK_MAX_LINKS):
+            try:
+                n.nvmlDeviceGetNvLinkState(h, k)
+            except n.NVMLError:
+                break
+            count += 1
+        return count
 
     def memory_free_bytes(self, index: int = 0) -> int:
         check_index(index, len(self._info), "cuda")

@@ -177,9 +177,38 @@ class MusaAccelerator:
                         power_limit_watts=None,  # MTML has no power-limit query
                         sm_clock_mhz=r.read(i, "sm_clock", m.mtmlGpuGetClock, d.gpu),
                         memory_clock_mhz=r.read(i, "mem_clock", m.mtmlMemoryGetClock, d.memory),
+                        **self._health(i, d),
                     )
                 )
         return out
+
+    def _health(self, i: int, d: _Device) -> dict[str, Any]:
+        """Fans, PCIe link, ECC, MTLink and MPC of device i (lock held); None = not reported."""
+        m, r = self._m, self._reader
+        fans = r.read(i, "fan_count", m.mtmlDeviceCountFan, d.device) or 0
+        speeds = [r.read(i, f"fan{f}", m.mtmlDeviceGetFanSpeed, d.device, f) for f in range(fans)]
+        speeds = [s for s in speeds if s is not None]
+        pci = r.read(i, "pci", m.mtmlDeviceGetPciInfo, d.device)  # current gen/width change with link power state
+        ecc = r.read(i, "ecc_mode", m.mtmlMemoryGetEccMode, d.memory)
+        links_total = r.read(i, "mtlink_spec", m.mtmlDeviceGetMtLinkSpec, d.device)
+        links_total = int(links_total.linkNum) if links_total is not None else None
+        links_up = None
+        if links_total:
+            states = [r.read(i, f"mtlink{k}", m.mtmlDeviceGetMtLinkState, d.device, k) for k in range(links_total)]
+            links_up = sum(s == m.MTML_MTLINK_STATE_UP for s in states)
+        mpc = r.read(i, "mpc_mode", m.mtmlDeviceGetMpcMode, d.device)
+        return dict(
+            fan_speed_percent=pct(sum(speeds) / len(speeds)) if speeds else None,
+            pcie_generation=int(pci.pciCurGen) or None if pci is not None else None,
+            pcie_width=int(pci.pciCurWidth) or None if pci is not None else None,
+            ecc_enabled=ecc[0] == m.MTML_MEMORY_ECC_ENABLE if ecc is not None else None,
+            ecc_errors_uncorrected=r.read(
+                i, "ecc_uncorrected", m.mtmlMemoryGetEccErrorCounter, d.memory,
+                m.MTML_MEMORY_ERROR_TYPE_UNCORRECTED, m.MTML_VOLATILE_ECC, m.MTML_MEMORY_LOCATION_DRAM),
+            links_up=links_up,
+            links_total=links_total,
+            mpc_enabled=mpc == m.MTML_DEVICE_MPC_ENABLE if mpc is not None else None,
+        )
 
     def memory_free_bytes(self, index: int = 0) -> int:
         check_index(index, len(self._info), "musa")

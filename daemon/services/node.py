@@ -136,9 +136,10 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         req = DeployRequest(
             model=request.model, dtype=request.dtype, device_indices=tuple(request.device_indices),
             max_batch=request.max_batch, max_context=request.max_context,
-            kv_cache_fraction=request.kv_cache_fraction)
+            kv_cache_fraction=request.kv_cache_fraction, force=request.force)
         params = {"dtype": req.dtype, "device_indices": list(req.device_indices), "max_batch": req.max_batch,
-                  "max_context": req.max_context, "kv_cache_fraction": round(req.kv_cache_fraction, 4)}
+                  "max_context": req.max_context, "kv_cache_fraction": round(req.kv_cache_fraction, 4),
+                  "force": req.force}
         stream = self.ctx.deployments.deploy(req)
         recorded = False
         try:

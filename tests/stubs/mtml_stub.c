@@ -6,7 +6,10 @@
  * "MTT S5000" with 80 GiB each. Utilisation, memory use, temperature, power and the GPU
  * clock follow smooth curves of CLOCK_MONOTONIC, so successive samples differ.
  * MTML_STUB_UNSUPPORTED="fnA,fnB" makes those functions answer MTML_ERROR_NOT_SUPPORTED,
- * like a board that lacks the sensor.
+ * like a board that lacks the sensor. Health fields: two fans, PCIe Gen5 x16, ECC on, four
+ * MTLink links (link 3 down on odd boards), MPC off unless MTML_STUB_MPC=1. Uncorrected ECC
+ * errors come from the file MTML_STUB_ECC_FILE, read on every call: lines "<board> <count>",
+ * so a test makes an error appear while a daemon runs by writing that file.
  *
  * Build: gcc -shared -fPIC -O2 -Wl,-soname,libmtml.so.2 -o libmtml.so mtml_stub.c -lm
  */
@@ -90,6 +93,21 @@ static unsigned int utilization(unsigned int index) {
 }
 
 static int valid(unsigned int index) { return g_initialised && index < device_count(); }
+
+/* Uncorrected ECC errors of board `index` from the file named by `env` ("<board> <count>"
+ * lines, read on every call); 0 when unset, missing or not listed. */
+static unsigned long long ecc_errors_from_file(const char *env, unsigned int index) {
+    const char *path = getenv(env);
+    unsigned long long count = 0, n;
+    unsigned int board;
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f) return 0;
+    while (fscanf(f, "%u %llu", &board, &n) == 2) {
+        if (board == index) count = n;
+    }
+    fclose(f);
+    return count;
+}
 
 static MtmlReturn copy_string(char *dst, unsigned int length, const char *src) {
     if (!dst) return MTML_ERROR_INVALID_ARGUMENT;
@@ -284,5 +302,65 @@ API MtmlReturn mtmlMemoryGetClock(const MtmlMemory *mem, unsigned int *clockMhz)
 API MtmlReturn mtmlMemoryGetMaxClock(const MtmlMemory *mem, unsigned int *clockMhz) {
     if (!mem || !clockMhz || !valid(mem->index)) return MTML_ERROR_INVALID_ARGUMENT;
     *clockMhz = 1600;
+    return MTML_SUCCESS;
+}
+
+/* ---- health: fans, ECC, MTLink, MPC ---------------------------------------------------- */
+
+typedef struct { unsigned int version, bandWidth, linkNum; unsigned int rsvd[4]; } MtmlMtLinkSpec;
+
+API MtmlReturn mtmlDeviceCountFan(const MtmlDevice *dev, unsigned int *count) {
+    if (!dev || !count || !valid(dev->index)) return MTML_ERROR_INVALID_ARGUMENT;
+    CHECK_SUPPORTED();
+    *count = 2;
+    return MTML_SUCCESS;
+}
+
+API MtmlReturn mtmlDeviceGetFanSpeed(const MtmlDevice *dev, unsigned int fan, unsigned int *speed) {
+    if (!dev || !speed || !valid(dev->index) || fan >= 2) return MTML_ERROR_INVALID_ARGUMENT;
+    CHECK_SUPPORTED();
+    *speed = 30 + utilization(dev->index) / 2 + 2 * fan; /* percent */
+    return MTML_SUCCESS;
+}
+
+API MtmlReturn mtmlMemoryGetEccMode(const MtmlMemory *mem, unsigned int *current, unsigned int *pending) {
+    if (!mem || !current || !pending || !valid(mem->index)) return MTML_ERROR_INVALID_ARGUMENT;
+    CHECK_SUPPORTED();
+    *current = *pending = 1; /* MTML_MEMORY_ECC_ENABLE */
+    return MTML_SUCCESS;
+}
+
+API MtmlReturn mtmlMemoryGetEccErrorCounter(const MtmlMemory *mem, unsigned int errorType,
+                                            unsigned int counterType, unsigned int location,
+                                            unsigned long long *count) {
+    if (!mem || !count || !valid(mem->index) || errorType > 1 || counterType > 1 || location != 1)
+        return MTML_ERROR_INVALID_ARGUMENT;
+    CHECK_SUPPORTED();
+    *count = errorType == 1 ? ecc_errors_from_file("MTML_STUB_ECC_FILE", mem->index) : 0;
+    return MTML_SUCCESS;
+}
+
+API MtmlReturn mtmlDeviceGetMtLinkSpec(const MtmlDevice *dev, MtmlMtLinkSpec *spec) {
+    if (!dev || !spec || !valid(dev->index)) return MTML_ERROR_INVALID_ARGUMENT;
+    CHECK_SUPPORTED();
+    memset(spec, 0, sizeof *spec);
+    spec->version = 1;
+    spec->bandWidth = 100;
+    spec->linkNum = 4;
+    return MTML_SUCCESS;
+}
+
+API MtmlReturn mtmlDeviceGetMtLinkState(const MtmlDevice *dev, unsigned int link, unsigned int *state) {
+    if (!dev || !state || !valid(dev->index) || link >= 4) return MTML_ERROR_INVALID_ARGUMENT;
+    CHECK_SUPPORTED();
+    *state = (link == 3 && dev->index % 2 == 1) ? 0 : 1; /* MTML_MTLINK_STATE_DOWN / _UP */
+    return MTML_SUCCESS;
+}
+
+API MtmlReturn mtmlDeviceGetMpcMode(const MtmlDevice *dev, unsigned int *mode) {
+    const char *env = getenv("MTML_STUB_MPC");
+    if (!dev || !mode || !valid(dev->index)) return MTML_ERROR_INVALID_ARGUMENT;
+    CHECK_SUPPORTED();
+    *mode = env && strcmp(env, "1") == 0; /* MTML_DEVICE_MPC_ENABLE / _DISABLE */
     return MTML_SUCCESS;
 }

@@ -6,7 +6,9 @@
  * NVML_STUB_DEVICES boards (default 4) of an "NVIDIA H100 80GB HBM3", compute capability
  * 9.0, 700 W limit. Utilisation, memory use, temperature, power and the SM clock follow
  * smooth curves of CLOCK_MONOTONIC. NVML_STUB_UNSUPPORTED="fnA,fnB" makes those functions
- * answer NVML_ERROR_NOT_SUPPORTED.
+ * answer NVML_ERROR_NOT_SUPPORTED. Health fields: fan, PCIe Gen5 x16, ECC on, 18 NVLinks up;
+ * uncorrected ECC errors come from the file NVML_STUB_ECC_FILE, read on every call ("<board>
+ * <count>" lines).
  *
  * Build: gcc -shared -fPIC -O2 -Wl,-soname,libnvidia-ml.so.1 -o libnvidia-ml.so nvml_stub.c -lm
  */
@@ -76,6 +78,19 @@ static double wave(unsigned int index, double speed) {
 static unsigned int utilization(unsigned int index) { return (unsigned int)lround(100.0 * wave(index, 3.0)); }
 
 static int valid(nvmlDevice_t d) { return g_init_count > 0 && d && d->index < device_count(); }
+
+static unsigned long long ecc_errors_from_file(const char *env, unsigned int index) {
+    const char *path = getenv(env);
+    unsigned long long count = 0, n;
+    unsigned int board;
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f) return 0;
+    while (fscanf(f, "%u %llu", &board, &n) == 2) {
+        if (board == index) count = n;
+    }
+    fclose(f);
+    return count;
+}
 
 static nvmlReturn_t copy_string(char *dst, unsigned int length, const char *src) {
     if (!dst) return NVML_ERROR_INVALID_ARGUMENT;
@@ -205,5 +220,46 @@ API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, unsigned int type, unsig
     else if (type == 2) *clock = 2619;                        /* memory */
     else if (type == 0) *clock = 345 + 15 * utilization(d->index);
     else return NVML_ERROR_INVALID_ARGUMENT;
+    return NVML_SUCCESS;
+}
+
+#define NVLINKS 18
+
+API nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t d, unsigned int *speed) {
+    CHECK(d, speed);
+    *speed = 35 + utilization(d->index) / 2; /* percent */
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetCurrPcieLinkGeneration(nvmlDevice_t d, unsigned int *gen) {
+    CHECK(d, gen);
+    *gen = 5;
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetCurrPcieLinkWidth(nvmlDevice_t d, unsigned int *width) {
+    CHECK(d, width);
+    *width = 16;
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t d, unsigned int *current, unsigned int *pending) {
+    CHECK(d, current && pending);
+    *current = *pending = 1; /* NVML_FEATURE_ENABLED */
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, unsigned int errorType,
+                                             unsigned int counterType, unsigned long long *count) {
+    CHECK(d, count);
+    if (errorType > 1 || counterType > 1) return NVML_ERROR_INVALID_ARGUMENT;
+    *count = errorType == 1 ? ecc_errors_from_file("NVML_STUB_ECC_FILE", d->index) : 0;
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t d, unsigned int link, unsigned int *active) {
+    CHECK(d, active);
+    if (link >= NVLINKS) return NVML_ERROR_INVALID_ARGUMENT;
+    *active = 1; /* NVML_FEATURE_ENABLED */
     return NVML_SUCCESS;
 }

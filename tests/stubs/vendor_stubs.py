@@ -58,3 +58,54 @@ def stub_env(folder: pathlib.Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+class StubMusad:
+    """A real `musad serve` subprocess on a stub vendor library (LD_LIBRARY_PATH = `folder`),
+    auth off, gRPC and /metrics on free ports. `stop()` ends it with SIGTERM and checks exit 0."""
+
+    def __init__(self, folder: pathlib.Path, tmp: pathlib.Path, models: pathlib.Path | None = None,
+                 **env: str) -> None:
+        import re
+        import sys
+        import threading
+
+        from musaops.daemon.config import ServerConfig
+
+        server = "grace_seconds = 5\n"
+        if "http_listen" in ServerConfig.__dataclass_fields__:  # no HTTP front door: port 8000 may be taken
+            server += 'http_listen = ""\n'
+        (tmp / "musad.toml").write_text(f"[auth]\nrequired = false\n[server]\n{server}")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "musaops.daemon.cli", "serve", "--config", str(tmp / "musad.toml"),
+             "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--state-dir", str(tmp / "state"),
+             "--models", str(models or tmp / "models")],
+            stderr=subprocess.PIPE, text=True, env=stub_env(folder, **env))
+        self.lines: list[str] = []
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            m = re.search(r"listening on .* \(port (\d+)\); metrics on port (\d+)", line)
+            if m:
+                self.port, self.metrics_port = int(m[1]), int(m[2])
+                break
+        else:
+            self.proc.wait(30)
+            raise RuntimeError("musad did not start:\n" + "".join(self.lines))
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
+        self._reader.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        import urllib.request
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30).read().decode()
+
+    def stop(self) -> None:
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(60)
+        self._reader.join(5)
+        assert code == 0, "".join(self.lines)

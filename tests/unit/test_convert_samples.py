@@ -19,6 +19,8 @@ def _distinct_values(descriptor) -> dict:
             out[f.name] = n + 0.5
         elif f.type == f.TYPE_STRING:
             out[f.name] = f"s{n}"
+        elif f.type == f.TYPE_BOOL:
+            out[f.name] = True  # set and not the default, so ListFields reports it
         else:
             out[f.name] = n
     return out

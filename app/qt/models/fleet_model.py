@@ -49,6 +49,7 @@ class DeviceTile:
     spark: np.ndarray          # recent utilisation, NaN for gaps
     mem_used: int | None = None   # bytes
     mem_total: int | None = None  # bytes
+    health_reason: str | None = None  # set only when the daemon reports the device unhealthy
 
 
 # The text of a device: the delegate paints it, the model gives the tooltip.
@@ -62,7 +63,7 @@ def fmt_memory(t: DeviceTile) -> str:
 
 
 def fmt_extras(t: DeviceTile) -> str:
-    parts = []
+    parts = ["unhealthy"] if t.health_reason is not None else []
     if t.temp is not None:
         parts.append(f"{t.temp:.0f} °C")
     if t.power is not None:
@@ -77,8 +78,10 @@ def tooltip(tiles: tuple[DeviceTile, ...]) -> str:
         f"<tr><td>#{t.index}</td><td>{t.name}</td><td align=right>{f(t.util, '{:.0f}%')}</td>"
         f"<td align=right>{fmt_memory(t)}</td><td align=right>{f(t.temp, '{:.0f} °C')}</td>"
         f"<td align=right>{f(t.power, '{:.0f} W')}</td></tr>" for t in tiles)
+    health = "".join(f"<br><b>#{t.index} is unhealthy: {t.health_reason}</b>"
+                     for t in tiles if t.health_reason is not None)
     return ("<table cellspacing=4><tr><th></th><th align=left>Device</th><th>Util</th>"
-            f"<th>Memory</th><th>Temp</th><th>Power</th></tr>{rows}</table>")
+            f"<th>Memory</th><th>Temp</th><th>Power</th></tr>{rows}</table>{health}")
 
 
 def _fmt_ago(seconds: float) -> str:
@@ -298,7 +301,8 @@ class FleetModel(QAbstractTableModel):
                 s.temperature_celsius if s else None, s.power_watts if s else None,
                 s.power_limit_watts if s else None, spark,
                 s.memory_used_bytes if s else None,
-                (s.memory_total_bytes if s else None) or dev_total(dev)))
+                (s.memory_total_bytes if s else None) or dev_total(dev),
+                (s.health_reason or "no reason given") if s is not None and s.unhealthy else None))
         return tuple(tiles)
 
 

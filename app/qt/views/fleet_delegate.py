@@ -21,6 +21,7 @@ from ..models.fleet_model import (COL_DEVICES, DEVICES_ROLE, NODE_ID_ROLE, STAMP
                                   fmt_extras, fmt_memory)
 
 LINE_H, GAP, PAD = 20, 3, 6
+UNHEALTHY = QColor("#d0473c")
 MIN_LINE_W, MAX_LINE_W = 300, 560      # a column of lines needs at least / uses at most this
 SPARK_W = 56                           # sparkline width at the minimum line width
 BAR_COLORS = (QColor("#3b82f6"), QColor("#8b5cf6"), QColor("#f59e0b"), QColor("#ef4444"))
@@ -127,7 +128,7 @@ class FleetDelegate(QStyledItemDelegate):
             col, line = divmod(i, lines)       # fill column by column: #0 #1 under each other
             x = PAD + col * (col_w + PAD)
             y = top + line * (LINE_H + GAP)
-            idx_texts.append((QRectF(x, y, idx_w, LINE_H), f"#{t.index}"))
+            idx_texts.append((QRectF(x, y, idx_w, LINE_H), f"#{t.index}", t.health_reason is not None))
             x += idx_w
             by = y + 2
             for w, frac, out, label in (
@@ -158,13 +159,14 @@ class FleetDelegate(QStyledItemDelegate):
         painter.setBrush(Qt.BrushStyle.NoBrush)
         left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
         right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-        painter.setPen(muted)
-        for r, s in idx_texts:
+        for r, s, unhealthy in idx_texts:   # an unhealthy device's number and extras in red
+            painter.setPen(UNHEALTHY if unhealthy else muted)
             painter.drawText(r, left, s)
         painter.setPen(text)
         for r, s in labels:
             painter.drawText(r, left, s)
         for r, s in extra_texts:
+            painter.setPen(UNHEALTHY if s.startswith("unhealthy") else text)
             painter.drawText(r, right, s)
         if spark_rects:
             for r, _v in spark_rects:

@@ -7,11 +7,14 @@ runs only while this view is visible.
 
 from __future__ import annotations
 
+from html import escape
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton,
                                QStackedWidget, QVBoxLayout, QWidget)
 
 from ...core.nodes import ConnectionState
+from ...core.samples import device_details
 from ..charts.live_panel import LivePanel
 from ..fleet_state import FleetState
 
@@ -48,6 +51,10 @@ class NodeView(QWidget):
         self.facts.setObjectName("nodeFacts")
         self.facts.setWordWrap(True)
         self.facts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.device_health = QLabel()   # one line; every field of every device in its tooltip
+        self.device_health.setObjectName("deviceHealth")
+        self.device_health.setWordWrap(True)
+        self._details_of = None          # the snapshot the device text was built from
         self.readout = QLabel(" ")
         self.readout.setObjectName("readout")
 
@@ -76,6 +83,7 @@ class NodeView(QWidget):
         il = QVBoxLayout(info)
         il.setContentsMargins(12, 8, 12, 8)
         il.addWidget(self.facts)
+        il.addWidget(self.device_health)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(16, 12, 16, 12)
         lay.setSpacing(8)
@@ -87,6 +95,7 @@ class NodeView(QWidget):
         state.node_added.connect(self._node_added)
         state.node_removed.connect(self._node_gone)
         state.status_changed.connect(self._status_changed)
+        state.data_changed.connect(self._data_changed)
         self._fill_nodes()
 
     # --- node selection --------------------------------------------------------------------
@@ -152,6 +161,7 @@ class NodeView(QWidget):
             self.panel.set_history(self.state.history.get(node_id) if node_id else None)
         self.stack.setCurrentIndex(1 if node_id else 0)
         self._update_facts()
+        self._update_devices()
 
     def _status_changed(self, node_id: str) -> None:
         status = self.state.statuses.get(node_id)
@@ -190,6 +200,32 @@ class NodeView(QWidget):
                              for d in info.devices)
             lines.append(f"Devices: {devs or 'none'}")
         self.facts.setText("<br>".join(lines))
+
+    def _data_changed(self, node_id: str) -> None:
+        if node_id == self.node_id:
+            self._update_devices()
+
+    def _update_devices(self) -> None:
+        """The device line (health) and its tooltip (every field; "not reported by this
+        device" for a field the device's library does not give)."""
+        snap = self.state.latest.get(self.node_id) if self.node_id else None
+        if snap is self._details_of:
+            return
+        self._details_of = snap
+        devices = snap.devices if snap is not None else ()
+        if not devices:
+            self.device_health.setText("")
+            self.device_health.setToolTip("")
+            return
+        bad = [d for d in devices if d.unhealthy]
+        self.device_health.setText(
+            "; ".join(f"<b style='color:#d0473c'>Device #{d.index} is unhealthy: {escape(d.health_reason or '')}</b>"
+                      for d in bad) or f"Devices: {len(devices)} reporting, none unhealthy (hover for details)")
+        columns = [device_details(d) for d in devices]
+        head = "".join(f"<th>#{d.index}</th>" for d in devices)
+        rows = "".join(f"<tr><td>{label}</td>" + "".join(f"<td>{col[i][1]}</td>" for col in columns) + "</tr>"
+                       for i, (label, _) in enumerate(columns[0]))
+        self.device_health.setToolTip(f"<table cellspacing=4><tr><th></th>{head}</tr>{rows}</table>")
 
     # --- timers ----------------------------------------------------------------------------
 

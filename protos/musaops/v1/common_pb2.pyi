@@ -56,7 +56,7 @@ class DeviceInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., uuid: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., memory_total_bytes: _Optional[int] = ..., capability: _Optional[str] = ..., driver_version: _Optional[str] = ..., pci_bus_id: _Optional[str] = ...) -> None: ...
 
 class DeviceSample(_message.Message):
-    __slots__ = ("index", "memory_used_bytes", "memory_total_bytes", "utilization_percent", "memory_utilization_percent", "temperature_celsius", "power_watts", "power_limit_watts", "sm_clock_mhz", "memory_clock_mhz")
+    __slots__ = ("index", "memory_used_bytes", "memory_total_bytes", "utilization_percent", "memory_utilization_percent", "temperature_celsius", "power_watts", "power_limit_watts", "sm_clock_mhz", "memory_clock_mhz", "fan_speed_percent", "pcie_generation", "pcie_width", "ecc_enabled", "ecc_errors_uncorrected", "links_up", "links_total", "mpc_enabled", "healthy", "health_reason")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,16 @@ class DeviceSample(_message.Message):
     POWER_LIMIT_WATTS_FIELD_NUMBER: _ClassVar[int]
     SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
     MEMORY_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    FAN_SPEED_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    PCIE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    PCIE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    ECC_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ECC_ERRORS_UNCORRECTED_FIELD_NUMBER: _ClassVar[int]
+    LINKS_UP_FIELD_NUMBER: _ClassVar[int]
+    LINKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MPC_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_REASON_FIELD_NUMBER: _ClassVar[int]
     index: int
     memory_used_bytes: int
     memory_total_bytes: int
@@ -77,4 +87,14 @@ class DeviceSample(_message.Message):
     power_limit_watts: float
     sm_clock_mhz: int
     memory_clock_mhz: int
-    def __init__(self, index: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ..., memory_utilization_percent: _Optional[float] = ..., temperature_celsius: _Optional[float] = ..., power_watts: _Optional[float] = ..., power_limit_watts: _Optional[float] = ..., sm_clock_mhz: _Optional[int] = ..., memory_clock_mhz: _Optional[int] = ...) -> None: ...
+    fan_speed_percent: float
+    pcie_generation: int
+    pcie_width: int
+    ecc_enabled: bool
+    ecc_errors_uncorrected: int
+    links_up: int
+    links_total: int
+    mpc_enabled: bool
+    healthy: bool
+    health_reason: str
+    def __init__(self, index: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ..., memory_utilization_percent: _Optional[float] = ..., temperature_celsius: _Optional[float] = ..., power_watts: _Optional[float] = ..., power_limit_watts: _Optional[float] = ..., sm_clock_mhz: _Optional[int] = ..., memory_clock_mhz: _Optional[int] = ..., fan_speed_percent: _Optional[float] = ..., pcie_generation: _Optional[int] = ..., pcie_width: _Optional[int] = ..., ecc_enabled: _Optional[bool] = ..., ecc_errors_uncorrected: _Optional[int] = ..., links_up: _Optional[int] = ..., links_total: _Optional[int] = ..., mpc_enabled: _Optional[bool] = ..., healthy: _Optional[bool] = ..., health_reason: _Optional[str] = ...) -> None: ...
