@@ -51,7 +51,8 @@ def _fail(message: str, code: int = 2) -> int:
 # -- musad serve ----------------------------------------------------------------------------
 
 _FLAG_KEYS = {  # flag dest -> config key
-    "listen": "server.listen", "metrics_listen": "server.metrics_listen", "models": "models.dir",
+    "listen": "server.listen", "metrics_listen": "server.metrics_listen", "http_listen": "server.http_listen",
+    "models": "models.dir",
     "device": "models.device", "db": "storage.db_url", "state_dir": "storage.state_dir",
     "tls_cert": "tls.cert", "tls_key": "tls.key", "client_ca": "tls.client_ca",
 }
@@ -63,6 +64,8 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (default 127.0.0.1:50051)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help='Prometheus /metrics address (default 127.0.0.1:9400; "" disables)')
+    p.add_argument("--http-listen", metavar="HOST:PORT",
+                   help='OpenAI-compatible HTTP address (default 127.0.0.1:8000; "" disables)')
     p.add_argument("--models", metavar="DIR", help="model repository folder")
     p.add_argument("--device", choices=DEVICES, help="accelerator backend (default auto: MUSA, CUDA, CPU)")
     p.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the daemon database (default SQLite in the state folder)")
@@ -154,11 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     register_serve(sub)
     register_demo_model(sub)
     # Other parts add their subcommands here, one register(sub) call each (token, certs, audit).
-    from . import cli_security
+    from .trust import cli_security
 
     cli_security.register_token(sub)
     cli_security.register_certs(sub)
     cli_security.register_audit(sub)
+    from .cli_usage import register_usage
+
+    register_usage(sub)
     return parser
 
 

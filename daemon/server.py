@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from musaops.v1 import audit_pb2_grpc, inference_pb2_grpc, node_pb2_grpc
+from musaops.v1 import audit_pb2_grpc, inference_pb2_grpc, keys_pb2_grpc, node_pb2_grpc
 
 from .config import Config, parse_hostport
 from .context import DaemonContext
@@ -30,6 +30,7 @@ from .repository import ModelRepository
 from .services import telemetry as telemetry_service
 from .services.audit import AuditServicer
 from .services.inference import InferenceServicer
+from .services.keys import KeysServicer, KeyUsageServicer
 from .services.node import NodeServicer
 from .services.telemetry_encode import encode_snapshot
 from .telemetry import TelemetrySampler
@@ -47,6 +48,8 @@ _SERVICES: tuple[tuple[Callable[[Any, grpc.aio.Server], None], Callable[[DaemonC
     (telemetry_service.add_to_server, telemetry_service.TelemetryServicer, "musaops.v1.Telemetry"),
     (inference_pb2_grpc.add_InferenceServicer_to_server, InferenceServicer, "musaops.v1.Inference"),
     (audit_pb2_grpc.add_AuditServicer_to_server, lambda ctx: AuditServicer(ctx.audit), "musaops.v1.Audit"),
+    (keys_pb2_grpc.add_KeysServicer_to_server, KeysServicer, "musaops.v1.Keys"),
+    (keys_pb2_grpc.add_KeyUsageServicer_to_server, KeyUsageServicer, "musaops.v1.KeyUsage"),
 )
 SERVICE_NAMES = tuple(name for _, _, name in _SERVICES)
 _MAX_MESSAGE = 64 * 1024 * 1024

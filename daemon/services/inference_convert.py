@@ -1,10 +1,10 @@
-"""Inference wire <-> domain: GenerateRequest -> GenerationRequest, results -> protobuf.
+"""Inference wire <-> domain: GenerateRequest -> InferenceRequest, results -> protobuf.
 
 The sampling fields are read by the names of `engine.api.SamplingParams` (its dataclass
 fields are the list): a proto field with presence counts when set, any other when non-zero
 or non-empty (the proto documents 0 / empty as "the default"); `sampling_from_fields` fills
-the defaults and validates, the same function another transport calls. Bad input raises
-`InvalidRequestError` with a sentence (INVALID_ARGUMENT).
+the defaults and validates, the same function another transport calls (through the inference core, which checks the
+rest of the request).
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ from typing import Any
 from musaops.v1 import inference_pb2
 
 from ..config import EngineConfig
-from ..engine.api import (SAMPLING_FIELDS, FinishReason, GenerationRequest, GenerationResult,
-                          InvalidRequestError, SamplingParams, TextDelta, sampling_from_fields)
-from ..errors import shown
+from ..engine.api import (SAMPLING_FIELDS, FinishReason, GenerationResult, SamplingParams, TextDelta,
+                          sampling_from_fields)
+from ..inference_core import InferenceRequest
 
-MAX_REQUEST_ID_CHARS = 128   # echoed in every delta and audited
-MAX_CHAT_MESSAGES = 4096     # per request
-CHAT_ROLES = ("system", "user", "assistant", "tool")
 _FINISH_PB = {
     FinishReason.STOP: inference_pb2.FINISH_REASON_STOP,
     FinishReason.LENGTH: inference_pb2.FINISH_REASON_LENGTH,
@@ -48,32 +45,12 @@ def sampling_from_pb(sp: inference_pb2.SamplingParams, limits: EngineConfig) -> 
                                 max_stop_strings=limits.max_stop_strings)
 
 
-def generation_request(request: inference_pb2.GenerateRequest, request_id: str, limits: EngineConfig,
-                       cache_scope: str) -> GenerationRequest:
-    """A Generate request -> the engine's GenerationRequest (InvalidRequestError)."""
-    if not request.model:
-        raise InvalidRequestError("Say which model to use: `model` is empty.")
-    if request.prompt and request.messages:
-        raise InvalidRequestError("Send either `prompt` or `messages`, not both.")
-    if not request.prompt and not request.messages:
-        raise InvalidRequestError("The prompt is empty: send a prompt or chat messages.")
-    if len(request.request_id) > MAX_REQUEST_ID_CHARS:
-        raise InvalidRequestError(f"request_id is {len(request.request_id):,} characters; "
-                                  f"at most {MAX_REQUEST_ID_CHARS} are allowed.")
-    if len(request.messages) > MAX_CHAT_MESSAGES:
-        raise InvalidRequestError(f"{len(request.messages):,} chat messages given; "
-                                  f"at most {MAX_CHAT_MESSAGES} are allowed.")
-    for m in request.messages:
-        if m.role not in CHAT_ROLES:
-            raise InvalidRequestError(f"Chat role {m.role!r} is not one of {', '.join(CHAT_ROLES)}.")
-    return GenerationRequest(request_id=request_id, prompt=request.prompt or None,
-                             messages=tuple((m.role, m.content) for m in request.messages),
-                             sampling=sampling_from_pb(request.sampling, limits), cache_scope=cache_scope)
-
-
-def audit_name(name: str) -> str:
-    """A name or id for the audit log: as sent, or cut short by shown() when huge."""
-    return name if len(name) <= MAX_REQUEST_ID_CHARS else shown(name)
+def inference_request(request: inference_pb2.GenerateRequest) -> InferenceRequest:
+    """A Generate request -> the inference core's request (the core checks it)."""
+    return InferenceRequest(model=request.model, prompt=request.prompt or None,
+                            messages=tuple((m.role, m.content) for m in request.messages),
+                            sampling=sampling_values(request.sampling), request_id=request.request_id,
+                            transport="grpc")
 
 
 def delta_pb(request_id: str, delta: TextDelta) -> inference_pb2.GenerateResponse:
