@@ -15,6 +15,8 @@ import pathlib
 import numpy as np
 
 DEMO_MODEL_NAME = "tiny-llama"
+# Said wherever the demo model is shown (config.json "musaops_notice" -> ModelInfo.notice).
+RANDOM_WEIGHTS_NOTICE = "this demo model has random weights: it answers with noise, not language"
 
 # Special tokens: ids 0..3 in this order.
 BOS, IM_START, IM_END, PAD = "<|begin_of_text|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -115,6 +117,7 @@ def write_demo_model(directory: str | pathlib.Path, seed: int = 0) -> pathlib.Pa
         "pad_token_id": pad_id,
         "torch_dtype": "float32",
         "initializer_range": 0.02,
+        "musaops_notice": RANDOM_WEIGHTS_NOTICE,
     }
     _write_json(out / "config.json", config)
     save_file(_weights(vocab, seed), str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -1,8 +1,11 @@
-"""`make run` / `make run-daemon`: a daemon with the demo model deployed, optionally the console.
+"""`make run` / `make run-daemon`: a daemon with a model deployed, optionally the console.
 
     python -m musaops.daemon.devrun --demo-dir DIR --state-dir DIR --listen HOST:PORT \
-        [--metrics-listen HOST:PORT] [--device auto] [--console]
+        [--metrics-listen HOST:PORT] [--device auto] [--console] [--random-model]
 
+Fetches SmolLM2-135M-Instruct (starter_model.py: once, digest checked, cached outside git)
+and links it into --demo-dir; when that is impossible (offline, or --random-model) it
+deploys the random-weights demo model instead and says loudly that its answers are noise.
 Writes the demo model into --demo-dir if it is missing, creates an admin token in
 --state-dir (reused on later runs), starts `musad serve` as a child process, waits until
 its health service says SERVING, deploys the demo model through Node.Deploy, and then
@@ -21,7 +24,8 @@ import time
 
 import grpc
 
-from .demo_model import DEMO_MODEL_NAME, write_demo_model
+from . import starter_model
+from .demo_model import DEMO_MODEL_NAME, RANDOM_WEIGHTS_NOTICE, write_demo_model
 
 TOKEN_FILE = "devrun-admin.token"
 
@@ -72,20 +76,37 @@ def wait_healthy(address: str, proc: subprocess.Popen, timeout_s: float = 120.0)
     raise SystemExit(f"devrun: musad at {address} was not healthy after {timeout_s:.0f} s")
 
 
-def deploy_demo(address: str, token: str | None) -> None:
+def ensure_starter_model(demo_dir: pathlib.Path) -> str | None:
+    """The starter model's name in the repository (linked to the cache), or None with the
+    reason logged when it cannot be fetched."""
+    path, why = starter_model.fetch(log=_log)
+    if path is None:
+        _log(f"the real model could not be fetched: {why}")
+        return None
+    link = demo_dir / starter_model.FILE_NAME
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    if not (link.is_symlink() and link.resolve() == path.resolve()):
+        link.unlink(missing_ok=True)
+        link.symlink_to(path)
+    return link.name
+
+
+def deploy_demo(address: str, token: str | None, model: str = DEMO_MODEL_NAME,
+                max_batch: int = 0, max_context: int = 0) -> None:
     from musaops.v1 import node_pb2, node_pb2_grpc
 
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     with grpc.insecure_channel(address) as ch:
         stub = node_pb2_grpc.NodeStub(ch)
         models = {m.name: m for m in stub.ListModels(node_pb2.ListModelsRequest(), metadata=metadata).models}
-        if models.get(DEMO_MODEL_NAME) and models[DEMO_MODEL_NAME].deployment.ready_unix_ms:
+        if models.get(model) and models[model].deployment.ready_unix_ms:
             return
-        for p in stub.Deploy(node_pb2.DeployRequest(model=DEMO_MODEL_NAME), metadata=metadata):
+        req = node_pb2.DeployRequest(model=model, max_batch=max_batch, max_context=max_context)
+        for p in stub.Deploy(req, metadata=metadata):
             stage = node_pb2.DeployStage.Name(p.stage).removeprefix("DEPLOY_STAGE_").lower()
-            _log(f"deploy {DEMO_MODEL_NAME}: {stage} {p.fraction:.0%} {p.message}")
+            _log(f"deploy {model}: {stage} {p.fraction:.0%} {p.message}")
             if p.stage == node_pb2.DEPLOY_STAGE_FAILED:
-                raise SystemExit(f"devrun: deploying the demo model failed: {p.message}")
+                raise SystemExit(f"devrun: deploying {model} failed: {p.message}")
 
 
 def stop(proc: subprocess.Popen, timeout_s: float = 40.0) -> int:
@@ -111,9 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics-listen", default="127.0.0.1:9400")
     ap.add_argument("--device", default="auto", choices=("auto", "musa", "cuda", "cpu"))
     ap.add_argument("--console", action="store_true", help="also start musa-console connected to the daemon")
+    ap.add_argument("--random-model", action="store_true",
+                    help="deploy the random-weights demo model instead of fetching SmolLM2")
     args = ap.parse_args(argv)
 
     ensure_demo_model(args.demo_dir)
+    model = None if args.random_model else ensure_starter_model(args.demo_dir)
+    if model is None:
+        _log("=" * 72)
+        _log(f"DEPLOYING {DEMO_MODEL_NAME}: {RANDOM_WEIGHTS_NOTICE}")
+        _log("=" * 72)
     token_file = ensure_token(args.state_dir)
     token = token_file.read_text().strip() if token_file else None
     cmd = [sys.executable, "-m", "musaops.daemon.cli", "serve", "--listen", args.listen,
@@ -124,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         wait_healthy(args.listen, daemon)
-        deploy_demo(args.listen, token)
-        _log(f"musad is serving {DEMO_MODEL_NAME} on {args.listen}"
+        if model:
+            deploy_demo(args.listen, token, model, starter_model.DEPLOY_MAX_BATCH, starter_model.DEPLOY_MAX_CONTEXT)
+        else:
+            deploy_demo(args.listen, token)
+        _log(f"musad is serving {model or DEMO_MODEL_NAME} on {args.listen}"
              + (f" (metrics on {args.metrics_listen})" if args.metrics_listen else "")
              + (f"; admin token in {token_file}" if token_file else ""))
         if args.console:

@@ -17,7 +17,7 @@ import struct
 import threading
 from dataclasses import dataclass
 
-from .engine import models
+from .engine import gguf_meta, models
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 # safetensors dtype tags -> bytes per element
@@ -62,6 +62,8 @@ class ModelEntry:
     head_dim: int = 0
     max_position_embeddings: int = 0
     estimates: tuple[MemoryEstimate, ...] = ()
+    quantization: str = ""   # GGUF files: e.g. "Q4_1" (engine/gguf_meta); "" for safetensors
+    notice: str = ""         # config.json "musaops_notice": shown beside the model (demo_model.py)
 
     @property
     def ok(self) -> bool:
@@ -91,13 +93,22 @@ class ModelRepository:
             return f"it cannot be read: {exc.strerror or exc}"
         return ""
 
+    def free_bytes(self) -> int:
+        """Free bytes of the repository's file system for an unprivileged writer (0 when unknown)."""
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
+
     def scan(self) -> list[ModelEntry]:
         """Every model folder, sorted by name. A missing or unreadable root gives an empty
         list (see `problem()`); plain files in the root are not models and are skipped.
         Symbolic links to folders are followed; a dangling one is listed as ERROR."""
         try:
             folders = sorted(p for p in self.root.iterdir()
-                             if not p.name.startswith(".") and (p.is_dir() or p.is_symlink()))
+                             if not p.name.startswith(".") and (p.is_dir() or p.is_symlink()
+                                                                or p.name.endswith(gguf_meta.SUFFIX)))
         except OSError:
             folders = []
         entries = []
@@ -124,7 +135,8 @@ class ModelRepository:
             return next((e for e in self.scan() if e.name == name), None)
         folder = self.root / name
         try:
-            if not (folder.is_dir() or folder.is_symlink()) or folder.parent != self.root:
+            if not (folder.is_dir() or folder.is_symlink() or name.endswith(gguf_meta.SUFFIX)) \
+                    or not folder.exists() or folder.parent != self.root:
                 return None
         except (OSError, ValueError):  # e.g. a name too long for the file system
             return None
@@ -139,6 +151,12 @@ class ModelRepository:
 
 def _signature(folder: pathlib.Path) -> tuple:
     items = []
+    if not folder.is_dir():   # a model that is one file (.gguf)
+        try:
+            st = folder.stat()
+            return ((folder.name, st.st_size, st.st_mtime_ns),)
+        except OSError:
+            return ()
     try:
         for f in os.scandir(folder):
             try:
@@ -152,6 +170,11 @@ def _signature(folder: pathlib.Path) -> tuple:
 
 
 def _folder_bytes(folder: pathlib.Path) -> int:
+    if not folder.is_dir():
+        try:
+            return folder.stat().st_size
+        except OSError:
+            return 0
     total = 0
     for dirpath, _dirs, files in os.walk(folder):
         for name in files:
@@ -196,6 +219,12 @@ def _printable(entry: ModelEntry) -> ModelEntry:
 
 
 def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
+    try:
+        gguf = gguf_meta.gguf_file(folder)
+        if gguf is not None:
+            return _describe_gguf(folder, gguf_meta.inspect_gguf(gguf), size)
+    except gguf_meta.GGUFError as exc:
+        raise ModelFolderError(str(exc)) from None
     if folder.is_symlink() and not folder.is_dir():
         raise ModelFolderError(f"the symbolic link points to {os.readlink(folder)}, which is not a folder")
     cfg = _read_json(folder / "config.json")
@@ -222,13 +251,14 @@ def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
     max_pos = field("max_position_embeddings", required=False)
     arch = _architecture(cfg)
     dtype = cfg.get("torch_dtype") or cfg.get("dtype") or ""
+    notice = cfg.get("musaops_notice") if isinstance(cfg.get("musaops_notice"), str) else ""
 
     params = sum(safetensors_parameters(f) for f in _weight_files(folder))
     entry = ModelEntry(
         name=folder.name, path=folder, size_bytes=size, architecture=arch, parameters=params,
         torch_dtype=str(dtype), num_layers=layers, hidden_size=hidden, vocab_size=vocab,
         num_attention_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
-        max_position_embeddings=max_pos,
+        max_position_embeddings=max_pos, notice=notice[:500],
     )
     estimates = []
     for dt, nbytes in DTYPE_BYTES.items():
@@ -238,6 +268,21 @@ def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
             raise ModelFolderError("config.json sizes give a memory estimate beyond 2^64 bytes; they cannot be right")
         estimates.append(MemoryEstimate(dt, weights, kv, weights + kv * max_pos))
     _check_weights_match_config(cfg, params)
+    return _replace(entry, estimates=tuple(estimates))
+
+
+def _describe_gguf(path: pathlib.Path, g: gguf_meta.GGUFModel, size: int) -> ModelEntry:
+    """A GGUF model: facts from its metadata; estimates for the dtypes it dequantizes to."""
+    c = g.config
+    entry = ModelEntry(
+        name=path.name, path=path, size_bytes=size, architecture=g.hf_name, parameters=g.parameters,
+        torch_dtype=g.checkpoint_dtype, num_layers=c.num_layers, hidden_size=c.hidden_size,
+        vocab_size=c.vocab_size, num_attention_heads=c.num_heads, num_kv_heads=c.num_kv_heads,
+        head_dim=c.head_dim, max_position_embeddings=c.max_position_embeddings, quantization=g.quantization)
+    estimates = []
+    for dt, nbytes in DTYPE_BYTES.items():
+        kv, weights = entry.kv_bytes_per_token(dt), g.parameters * nbytes
+        estimates.append(MemoryEstimate(dt, weights, kv, weights + kv * c.max_position_embeddings))
     return _replace(entry, estimates=tuple(estimates))
 
 
