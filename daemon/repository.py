@@ -104,7 +104,8 @@ class ModelRepository:
     def scan(self) -> list[ModelEntry]:
         """Every model folder, sorted by name. A missing or unreadable root gives an empty
         list (see `problem()`); plain files in the root are not models and are skipped.
-        Symbolic links to folders are followed; a dangling one is listed as ERROR."""
+        Symbolic links to folders are followed (out of the repository only to a model
+        folder: see `_link_out`); a dangling one is listed as ERROR."""
         try:
             folders = sorted(p for p in self.root.iterdir()
                              if not p.name.startswith(".") and (p.is_dir() or p.is_symlink()
@@ -176,7 +177,7 @@ def _folder_bytes(folder: pathlib.Path) -> int:
         except OSError:
             return 0
     total = 0
-    for dirpath, _dirs, files in os.walk(folder):
+    for dirpath, _dirs, files in os.walk(folder):   # links to folders below are not entered
         for name in files:
             try:
                 total += os.stat(os.path.join(dirpath, name)).st_size
@@ -185,8 +186,30 @@ def _folder_bytes(folder: pathlib.Path) -> int:
     return total
 
 
+def _link_out(folder: pathlib.Path) -> str:
+    """Why a symbolic link in the repository is not followed (a sentence), or "". A link may
+    lead out of the repository only to a model: a folder holding config.json, or a .gguf
+    file; a link to anything else (/, /etc) is neither walked nor measured."""
+    if not folder.is_symlink():
+        return ""
+    try:
+        target = folder.resolve(strict=True)
+        root = folder.parent.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return ""   # dangling or looping: _describe says so
+    if target == root or root in target.parents:
+        return ""
+    if (target.is_dir() and (target / "config.json").is_file()) or (
+            target.is_file() and target.name.endswith(gguf_meta.SUFFIX)):
+        return ""
+    return (f"the symbolic link leads out of the repository to {target}, which is not a model folder "
+            "(none holds config.json); link the model's own folder instead")
+
+
 def describe_folder(folder: pathlib.Path) -> ModelEntry:
     """Reads one folder into a ModelEntry; a problem becomes `error`, never an exception."""
+    if why := _link_out(folder):
+        return _printable(ModelEntry(name=folder.name, path=folder, size_bytes=0, error=why))
     size = _folder_bytes(folder)
     try:
         entry = _describe(folder, size)
