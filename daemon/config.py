@@ -56,6 +56,8 @@ class StorageConfig:
 class ModelsConfig:
     dir: str = ""         # "" = <state_dir>/models
     device: str = "auto"  # auto | musa | cuda | cpu
+    reserve_bytes: int = 1 << 30          # free disk an import or pull must leave (model_transfer)
+    max_model_bytes: int = 1 << 40        # largest model an import or pull accepts
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ class Status(enum.Enum):
     FAILED_PRECONDITION = "failed_precondition"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     UNAVAILABLE = "unavailable"
+    ABORTED = "aborted"            # e.g. another transfer of the same model is running
+    DATA_LOSS = "data_loss"        # e.g. a transferred file does not match its digest
 
 
 class RequestError(Exception):

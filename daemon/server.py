@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from musaops.v1 import audit_pb2_grpc, inference_pb2_grpc, keys_pb2_grpc, node_pb2_grpc
+from musaops.v1 import audit_pb2_grpc, inference_pb2_grpc, keys_pb2_grpc, models_pb2_grpc, node_pb2_grpc
 
 from .config import Config, parse_hostport
 from .context import DaemonContext
@@ -31,6 +31,7 @@ from .services import telemetry as telemetry_service
 from .services.audit import AuditServicer
 from .services.inference import InferenceServicer
 from .services.keys import KeysServicer, KeyUsageServicer
+from .services.models import ModelsServicer
 from .services.node import NodeServicer
 from .services.telemetry_encode import encode_snapshot
 from .telemetry import TelemetrySampler
@@ -50,6 +51,7 @@ _SERVICES: tuple[tuple[Callable[[Any, grpc.aio.Server], None], Callable[[DaemonC
     (audit_pb2_grpc.add_AuditServicer_to_server, lambda ctx: AuditServicer(ctx.audit), "musaops.v1.Audit"),
     (keys_pb2_grpc.add_KeysServicer_to_server, KeysServicer, "musaops.v1.Keys"),
     (keys_pb2_grpc.add_KeyUsageServicer_to_server, KeyUsageServicer, "musaops.v1.KeyUsage"),
+    (models_pb2_grpc.add_ModelsServicer_to_server, ModelsServicer, "musaops.v1.Models"),
 )
 SERVICE_NAMES = tuple(name for _, _, name in _SERVICES)
 _MAX_MESSAGE = 64 * 1024 * 1024

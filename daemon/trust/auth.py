@@ -75,6 +75,12 @@ _OPERATE = frozenset({
     "/musaops.v1.Inference/Generate",
     "/musaops.v1.Node/Deploy",
     "/musaops.v1.Node/Undeploy",
+    # the repository (services/models.py)
+    "/musaops.v1.Models/ImportModel",
+    "/musaops.v1.Models/ImportStatus",
+    "/musaops.v1.Models/ExportModel",
+    "/musaops.v1.Models/PullModel",
+    "/musaops.v1.Models/DeleteModel",
 })
 _AUDIT = frozenset({
     "/musaops.v1.Audit/Query",

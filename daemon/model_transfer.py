@@ -1,0 +1,301 @@
+"""Moving models into and out of the repository: staging, digests, resume, atomic install.
+
+Transport-free (services/models.py speaks gRPC). An upload or pull writes into
+`<repository>/.staging/<name>-<manifest digest>/` (hidden: scans skip dot-names), one file at
+a time and in order; each file is hashed as it is written (a resumed file's staged prefix
+is hashed from disk first), so memory stays flat whatever the model's size. When every
+file has its size and digest the staged model is renamed into the repository in one step;
+a digest mismatch deletes that file's staged bytes. The staging folder of an interrupted
+transfer stays, so the same manifest resumes where it stopped (`staged_offsets`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from .errors import RequestError, Status, shown
+
+STAGING = ".staging"
+MAX_FILES = 10_000
+MAX_DEPTH = 8
+CHUNK = 1 << 20
+_active: set[tuple[str, str]] = set()     # (repository, name) of transfers running now
+_active_lock = threading.Lock()
+_install_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    path: str
+    size: int
+    sha256: str
+
+
+def check_name(name: str) -> None:
+    if (not name or len(name) > 255 or "/" in name or "\\" in name or "\x00" in name
+            or name.startswith(".") or name in ("..", ".")):
+        raise RequestError(Status.INVALID_ARGUMENT, f"model name {shown(name)} is not allowed: use one folder "
+                           "or .gguf file name without '/', '\\' or a leading '.'")
+
+
+def check_manifest(name: str, files: list[FileSpec], max_bytes: int) -> None:
+    check_name(name)
+    if not files or len(files) > MAX_FILES:
+        raise RequestError(Status.INVALID_ARGUMENT, f"a model must have 1 to {MAX_FILES} files, got {len(files)}")
+    seen = set()
+    for f in files:
+        parts = f.path.split("/")
+        if (not f.path or f.path.startswith("/") or "\\" in f.path or "\x00" in f.path or len(parts) > MAX_DEPTH
+                or any(p in ("", ".", "..") or len(p) > 255 for p in parts)):
+            raise RequestError(Status.INVALID_ARGUMENT, f"file name {shown(f.path)} is not allowed: relative "
+                               "'/'-separated paths without '..' or empty parts only")
+        if f.path in seen:
+            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(f.path)} is listed twice")
+        seen.add(f.path)
+        if len(f.sha256) != 64 or any(c not in "0123456789abcdef" for c in f.sha256):
+            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(f.path)}: sha256 must be 64 lowercase hex digits")
+    total = sum(f.size for f in files)
+    if total > max_bytes:
+        raise RequestError(Status.INVALID_ARGUMENT, f"the model is {total:,} bytes; this node accepts at most "
+                           f"{max_bytes:,} (models.max_model_bytes)")
+    if name.endswith(".gguf") and (len(files) != 1 or files[0].path != name):
+        raise RequestError(Status.INVALID_ARGUMENT, f"a model named {shown(name)} must be that one .gguf file")
+
+
+def manifest_key(name: str, files: list[FileSpec]) -> str:
+    blob = json.dumps([name, [(f.path, f.size, f.sha256) for f in files]], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def staging_dir(root: pathlib.Path, name: str, files: list[FileSpec]) -> pathlib.Path:
+    return root / STAGING / f"{name}-{manifest_key(name, files)}"
+
+
+def staged_offsets(root: pathlib.Path, name: str, files: list[FileSpec]) -> dict[str, int]:
+    """Bytes already staged of each file (a file longer than its size counts as 0)."""
+    stage = staging_dir(root, name, files)
+    out = {}
+    for f in files:
+        try:
+            st = os.lstat(stage / f.path)
+            out[f.path] = st.st_size if st.st_size <= f.size and not os.path.islink(stage / f.path) else 0
+        except OSError:
+            out[f.path] = 0
+    return out
+
+
+class Transfer:
+    """One running upload or pull into `root` (blocking file work; call from a thread)."""
+
+    def __init__(self, root: pathlib.Path, name: str, files: list[FileSpec], *, reserve_bytes: int,
+                 max_bytes: int):
+        check_manifest(name, files, max_bytes)
+        self.root, self.name, self.files = root, name, files
+        self.by_path = {f.path: f for f in files}
+        self.total = sum(f.size for f in files)
+        if (root / name).exists() or (root / name).is_symlink():
+            raise RequestError(Status.ALREADY_EXISTS, f"the repository already holds {shown(name)}; delete it first")
+        key = (str(root), name)
+        with _active_lock:
+            if key in _active:
+                raise RequestError(Status.ABORTED,
+                                   f"another transfer of {shown(name)} into this node is running")
+            _active.add(key)
+        self._key = key
+        try:
+            self.stage = staging_dir(root, name, files)
+            self.stage.mkdir(parents=True, exist_ok=True)
+            self.offsets = staged_offsets(root, name, files)
+            need = self.total - sum(self.offsets.values())
+            st = os.statvfs(root)
+            free = st.f_bavail * st.f_frsize
+            if free - need < reserve_bytes:
+                raise RequestError(Status.RESOURCE_EXHAUSTED,
+                                   f"not enough disk space: {need:,} more bytes are needed and {free:,} are free, "
+                                   f"of which this node keeps {reserve_bytes:,} in reserve (models.reserve_bytes)")
+        except BaseException:
+            self.close()
+            raise
+        self.done = sum(self.offsets.values())
+        self._fh = None
+        self._path = ""
+        self._hash = None
+
+    def close(self) -> None:
+        if getattr(self, "_fh", None) is not None:
+            self._fh.close()
+            self._fh = None
+        with _active_lock:
+            _active.discard(self._key)
+
+    def _open(self, path: str):
+        if self._fh is not None:
+            self._fh.close()
+        target = self.stage / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.resolve().is_relative_to(self.stage.resolve()):
+            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(path)} would leave the staging folder")
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        self._fh = os.fdopen(fd, "r+b")
+        h = hashlib.sha256()
+        have = self.offsets[path]
+        while self._fh.tell() < have:   # hash the prefix staged by an earlier attempt
+            block = self._fh.read(min(CHUNK * 8, have - self._fh.tell()))
+            if not block:
+                break
+            h.update(block)
+        self._fh.truncate(have)
+        self._fh.seek(have)
+        self._path, self._hash = path, h
+
+    def write(self, path: str, offset: int, data: bytes) -> None:
+        spec = self.by_path.get(path)
+        if spec is None:
+            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(path)} is not in the manifest")
+        if path != self._path:
+            self._open(path)
+        have = self.offsets[path]
+        if offset != have:
+            raise RequestError(Status.FAILED_PRECONDITION, f"file {shown(path)}: data at offset {offset:,} but the "
+                               f"node holds {have:,} bytes of it; ask ImportStatus and resume from there")
+        if have + len(data) > spec.size:
+            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(path)} is longer than its declared "
+                               f"{spec.size:,} bytes")
+        self._fh.write(data)
+        self._hash.update(data)
+        self.offsets[path] = have + len(data)
+        self.done += len(data)
+        if self.offsets[path] == spec.size:
+            self._finish_file(spec)
+
+    def _finish_file(self, spec: FileSpec) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self._fh, self._path = None, ""
+        digest = self._hash.hexdigest()
+        if digest != spec.sha256:
+            (self.stage / spec.path).unlink(missing_ok=True)
+            self.done -= spec.size
+            self.offsets[spec.path] = 0
+            raise RequestError(Status.DATA_LOSS,
+                               f"file {shown(spec.path)} arrived with SHA-256 {digest[:16]}..., not the declared "
+                               f"{spec.sha256[:16]}... (changed during the upload, or corrupted); its bytes were "
+                               "discarded")
+
+    def complete(self) -> bool:
+        return all(self.offsets[f.path] == f.size for f in self.files)
+
+    def install(self) -> pathlib.Path:
+        """Every file staged and verified: one rename puts the model into the repository."""
+        for f in self.files:
+            if f.size == 0 and self.offsets[f.path] == 0:
+                (self.stage / f.path).parent.mkdir(parents=True, exist_ok=True)
+                (self.stage / f.path).touch()
+                if f.sha256 != hashlib.sha256(b"").hexdigest():
+                    raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(f.path)} is empty but its "
+                                       "declared SHA-256 is not that of no bytes")
+        if not self.complete():
+            missing = next(f.path for f in self.files if self.offsets[f.path] != f.size)
+            raise RequestError(Status.FAILED_PRECONDITION, f"the transfer ended before file {shown(missing)} "
+                               "was complete; resume it")
+        dest = self.root / self.name
+        src = self.stage / self.name if self.name.endswith(".gguf") else self.stage
+        with _install_lock:
+            if dest.exists() or dest.is_symlink():
+                raise RequestError(Status.ALREADY_EXISTS, f"the repository already holds {shown(self.name)}")
+            os.rename(src, dest)
+        shutil.rmtree(self.stage, ignore_errors=True)
+        _fsync_dir(self.root)
+        return dest
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+# -- the source side ---------------------------------------------------------------------
+
+_digests: dict[tuple, str] = {}
+_digests_lock = threading.Lock()
+
+
+def file_sha256(path: pathlib.Path) -> str:
+    """SHA-256 of a file, cached per (path, size, mtime, inode)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _digests_lock:
+        if key in _digests:
+            return _digests[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK * 8):
+            h.update(block)
+    with _digests_lock:
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def model_files(root: pathlib.Path, name: str) -> tuple[pathlib.Path, list[FileSpec]]:
+    """The files of repository entry `name` with sizes and digests (symbolic links inside a
+    model are not followed out of it)."""
+    check_name(name)
+    path = root / name
+    if not path.exists():
+        raise RequestError(Status.NOT_FOUND, f"there is no model named {shown(name)} in the repository")
+    if not path.is_dir():
+        return path.parent, [FileSpec(name, path.stat().st_size, file_sha256(path))]
+    base = path.resolve()
+    specs = []
+    for dirpath, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for n in sorted(names):
+            p = pathlib.Path(dirpath) / n
+            if n.startswith(".") or not p.resolve().is_relative_to(base) or not p.is_file():
+                continue
+            specs.append(FileSpec(str(p.relative_to(path)).replace(os.sep, "/"), p.stat().st_size, file_sha256(p)))
+    return path, specs
+
+
+def delete_model(root: pathlib.Path, name: str) -> int:
+    """Removes entry `name`: renamed away first (it vanishes from scans at once), then deleted."""
+    check_name(name)
+    path = root / name
+    if not (path.exists() or path.is_symlink()):
+        raise RequestError(Status.NOT_FOUND, f"there is no model named {shown(name)} in the repository")
+    size = path.stat().st_size if not path.is_dir() else sum(
+        f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    trash = root / STAGING / f"deleted-{uuid.uuid4().hex}"
+    trash.parent.mkdir(exist_ok=True)
+    os.rename(path, trash)
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        trash.unlink(missing_ok=True)
+    return size
+
+
+class Rate:
+    """Bytes per second over the whole transfer so far."""
+
+    def __init__(self, start_bytes: int = 0):
+        self.t0, self.b0 = time.monotonic(), start_bytes
+
+    def __call__(self, done: int) -> float:
+        dt = time.monotonic() - self.t0
+        return (done - self.b0) / dt if dt > 0 else 0.0

@@ -1,0 +1,230 @@
+"""Models service: ImportModel, ImportStatus, ExportModel, PullModel, DeleteModel over gRPC.
+
+The file work (staging, digests, resume, atomic install) is daemon/model_transfer.py; this
+module turns messages into its calls, streams progress at most every 0.25 s, and audits
+each operation on this node ("models.<Method>", outcome ok / failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import time
+
+import grpc
+
+from musaops.v1 import models_pb2, models_pb2_grpc
+
+from .. import model_transfer as mt
+from ..errors import RequestError, Status, shown
+from .status import abort
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 0.25
+P = models_pb2.TransferProgress
+
+
+def _specs(m: models_pb2.ModelManifest) -> list[mt.FileSpec]:
+    return [mt.FileSpec(f.path, f.size, f.sha256.lower()) for f in m.files]
+
+
+def _manifest(name: str, specs: list[mt.FileSpec]) -> models_pb2.ModelManifest:
+    return models_pb2.ModelManifest(name=name, files=[models_pb2.FileEntry(path=f.path, size=f.size, sha256=f.sha256)
+                                                      for f in specs])
+
+
+class ModelsServicer(models_pb2_grpc.ModelsServicer):
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    @property
+    def root(self) -> pathlib.Path:
+        return pathlib.Path(self.ctx.repository.root)
+
+    def _open(self, name: str, specs: list[mt.FileSpec]) -> mt.Transfer:
+        cfg = self.ctx.config.models
+        return mt.Transfer(self.root, name, specs, reserve_bytes=cfg.reserve_bytes, max_bytes=cfg.max_model_bytes)
+
+    async def _audited(self, action: str, state: dict, params: dict, gen, context):
+        """Streams `gen`'s messages; audits the end (ok, or failed with the sentence);
+        a RequestError ends the RPC with its status."""
+        outcome, error = "failed", "the caller went away before it finished"
+        try:
+            async for msg in gen:
+                yield msg
+            outcome, error = "ok", ""
+        except RequestError as exc:
+            error = exc.message
+            await abort(context, exc)
+        finally:
+            try:
+                await asyncio.shield(self.ctx.record(action, state["name"], params, outcome, error))
+            except Exception:  # noqa: BLE001 - never mask the RPC's own end
+                log.exception("auditing %s of %s failed", action, state["name"])
+
+    # -- import from the client ----------------------------------------------------------
+
+    async def ImportStatus(self, request, context):
+        specs = _specs(request)
+        try:
+            mt.check_manifest(request.name, specs, self.ctx.config.models.max_model_bytes)
+        except RequestError as exc:
+            await abort(context, exc)
+        offsets = await asyncio.to_thread(mt.staged_offsets, self.root, request.name, specs)
+        return models_pb2.ImportStatusResponse(
+            present=[models_pb2.FileOffset(path=p, offset=o) for p, o in offsets.items()],
+            free_bytes=self.ctx.repository.free_bytes(), reserve_bytes=self.ctx.config.models.reserve_bytes,
+            exists=(self.root / request.name).exists())
+
+    def ImportModel(self, request_iterator, context):
+        state = {"name": ""}
+
+        async def body():
+            first = await anext(aiter(request_iterator), None)
+            if first is None or not first.HasField("header"):
+                raise RequestError(Status.INVALID_ARGUMENT, "ImportModel must start with the header (the manifest)")
+            state["name"] = first.header.name
+            specs = _specs(first.header)
+            tr = await asyncio.to_thread(self._open, first.header.name, specs)
+            try:
+                async for msg in self._receive(tr, _data_chunks(request_iterator)):
+                    yield msg
+            finally:
+                await asyncio.to_thread(tr.close)
+
+        return self._audited("models.ImportModel", state, {}, body(), context)
+
+    async def _receive(self, tr: mt.Transfer, chunks):
+        """Writes chunks into the transfer; yields progress; installs when complete."""
+        rate, last = mt.Rate(tr.done), 0.0
+        yield P(stage=models_pb2.TRANSFER_STAGE_RECEIVING, bytes_done=tr.done, bytes_total=tr.total,
+                message=f"resuming at {tr.done:,} of {tr.total:,} bytes" if tr.done else "receiving")
+        async for path, offset, data in chunks:
+            await asyncio.to_thread(tr.write, path, offset, data)
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY_S:
+                last = now
+                yield P(stage=models_pb2.TRANSFER_STAGE_RECEIVING, bytes_done=tr.done, bytes_total=tr.total,
+                        rate_bytes_per_s=rate(tr.done), file=path)
+        yield P(stage=models_pb2.TRANSFER_STAGE_VERIFYING, bytes_done=tr.done, bytes_total=tr.total,
+                rate_bytes_per_s=rate(tr.done))
+        dest = await asyncio.to_thread(tr.install)
+        yield P(stage=models_pb2.TRANSFER_STAGE_DONE, bytes_done=tr.done, bytes_total=tr.total,
+                rate_bytes_per_s=rate(tr.done), message=f"{dest.name} is in the repository")
+
+    # -- export and pull -----------------------------------------------------------------
+
+    async def ExportModel(self, request, context):
+        try:
+            path, specs = await asyncio.to_thread(mt.model_files, self.root, request.model)
+        except RequestError as exc:
+            await abort(context, exc)
+        yield models_pb2.ExportChunk(manifest=_manifest(request.model, specs))
+        if request.manifest_only:
+            return
+        offsets = {o.path: o.offset for o in request.offsets}
+        base = path if path.is_dir() else path.parent
+        for f in specs:
+            off = offsets.get(f.path, 0)
+            if off >= f.size:
+                continue
+            fh = await asyncio.to_thread(open, base / f.path, "rb")
+            try:
+                fh.seek(off)
+                while off < f.size:
+                    data = await asyncio.to_thread(fh.read, mt.CHUNK)
+                    if not data:
+                        await context.abort(grpc.StatusCode.DATA_LOSS, f"{f.path} shrank while it was sent")
+                    yield models_pb2.ExportChunk(data=models_pb2.FileData(path=f.path, offset=off, data=data))
+                    off += len(data)
+            finally:
+                fh.close()
+        await self.ctx.record("models.ExportModel", request.model, {"files": len(specs)}, "ok")
+
+    def PullModel(self, request, context):
+        state = {"name": request.model}
+        params = {"source": request.source, "tls": request.tls}
+
+        async def body():
+            mt.check_name(request.model)
+            async with self._source_channel(request) as ch:
+                stub = models_pb2_grpc.ModelsStub(ch)
+                md = (("authorization", f"Bearer {request.token}"),) if request.token else None
+                try:
+                    head = await anext(aiter(stub.ExportModel(
+                        models_pb2.ExportRequest(model=request.model, manifest_only=True), metadata=md)))
+                except grpc.aio.AioRpcError as exc:
+                    raise _source_error(request, exc) from None
+                specs = _specs(head.manifest)
+                tr = await asyncio.to_thread(self._open, request.model, specs)
+                try:
+                    offsets = [models_pb2.FileOffset(path=p, offset=o) for p, o in tr.offsets.items()]
+                    call = stub.ExportModel(models_pb2.ExportRequest(model=request.model, offsets=offsets), metadata=md)
+                    try:
+                        async for msg in self._receive(tr, _export_chunks(call, specs, request)):
+                            yield msg
+                    finally:
+                        call.cancel()
+                finally:
+                    await asyncio.to_thread(tr.close)
+
+        return self._audited("models.PullModel", state, params, body(), context)
+
+    def _source_channel(self, request):
+        if not request.source:
+            raise RequestError(Status.INVALID_ARGUMENT, "PullModel needs the source node's address (host:port)")
+        opts = [("grpc.max_receive_message_length", 8 * mt.CHUNK)]
+        if not request.tls:
+            return grpc.aio.insecure_channel(request.source, options=opts)
+        tls = self.ctx.config.tls
+
+        def read(p):
+            return pathlib.Path(p).read_bytes() if p else None
+        creds = grpc.ssl_channel_credentials(root_certificates=read(tls.client_ca), private_key=read(tls.key),
+                                             certificate_chain=read(tls.cert))
+        return grpc.aio.secure_channel(request.source, creds, options=opts)
+
+    async def DeleteModel(self, request, context):
+        name = request.model
+        try:
+            mt.check_name(name)
+            dep = self.ctx.deployments.get(name)
+            if dep is not None and getattr(dep, "active", True):
+                raise RequestError(Status.FAILED_PRECONDITION,
+                                   f"{shown(name)} is deployed; undeploy it before deleting it")
+            freed = await asyncio.to_thread(mt.delete_model, self.root, name)
+        except RequestError as exc:
+            await self.ctx.record("models.DeleteModel", name, {}, "failed", exc.message)
+            await abort(context, exc)
+        await self.ctx.record("models.DeleteModel", name, {"freed_bytes": freed}, "ok")
+        return models_pb2.DeleteModelResponse(freed_bytes=freed)
+
+
+async def _data_chunks(request_iterator):
+    async for msg in request_iterator:
+        if not msg.HasField("data"):
+            raise RequestError(Status.INVALID_ARGUMENT, "only the first ImportModel message may be a header")
+        yield msg.data.path, msg.data.offset, msg.data.data
+
+
+async def _export_chunks(call, specs, request):
+    try:
+        async for msg in call:
+            if msg.HasField("manifest"):
+                if _specs(msg.manifest) != specs:
+                    raise RequestError(Status.ABORTED, f"{shown(request.model)} changed on {request.source} during "
+                                       "the pull; pull it again")
+                continue
+            yield msg.data.path, msg.data.offset, msg.data.data
+    except grpc.aio.AioRpcError as exc:
+        raise _source_error(request, exc) from None
+
+
+def _source_error(request, exc: grpc.aio.AioRpcError) -> RequestError:
+    code = exc.code()
+    status = {grpc.StatusCode.NOT_FOUND: Status.NOT_FOUND,
+              grpc.StatusCode.UNAUTHENTICATED: Status.FAILED_PRECONDITION,
+              grpc.StatusCode.PERMISSION_DENIED: Status.FAILED_PRECONDITION}.get(code, Status.UNAVAILABLE)
+    return RequestError(status, f"the source node {request.source} refused or failed the export "
+                        f"({code.name}): {exc.details()}; what arrived stays staged for a retry")
