@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-dir", required=True, type=pathlib.Path, help="daemon state folder (SQLite, token)")
     ap.add_argument("--listen", default="127.0.0.1:50051")
     ap.add_argument("--metrics-listen", default="127.0.0.1:9400")
+    ap.add_argument("--http-listen", default="127.0.0.1:8000", help='OpenAI-compatible HTTP ("" disables)')
     ap.add_argument("--device", default="auto", choices=("auto", "musa", "cuda", "cpu"))
     ap.add_argument("--console", action="store_true", help="also start musa-console connected to the daemon")
     ap.add_argument("--random-model", action="store_true",
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     token_file = ensure_token(args.state_dir)
     token = token_file.read_text().strip() if token_file else None
     cmd = [sys.executable, "-m", "musaops.daemon.cli", "serve", "--listen", args.listen,
-           "--metrics-listen", args.metrics_listen, "--models", str(args.demo_dir),
+           "--metrics-listen", args.metrics_listen, "--http-listen", args.http_listen, "--models", str(args.demo_dir),
            "--state-dir", str(args.state_dir), "--device", args.device]
     # The daemon ignores the terminal's Ctrl-C (own process group); we stop it with SIGTERM.
     daemon = subprocess.Popen(cmd, start_new_session=True)

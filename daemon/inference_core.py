@@ -123,9 +123,10 @@ class InferenceCore:
     async def open(self, req: InferenceRequest, caller: Caller) -> "Generation":
         """Checks, admits and starts `req` for `caller`; raises RequestError before anything
         reaches the engine when it is refused (audited either way)."""
-        req = req if req.request_id else InferenceRequest(req.model, req.prompt, req.messages, req.sampling,
-                                                          uuid.uuid4().hex, req.transport)
-        gen = Generation(self, req, caller)
+        generated = not req.request_id
+        if generated:
+            req = InferenceRequest(req.model, req.prompt, req.messages, req.sampling, uuid.uuid4().hex, req.transport)
+        gen = Generation(self, req, caller, generated)
         ticket: Ticket | None = None
         stream = None
         try:
@@ -181,12 +182,14 @@ class InferenceCore:
 class Generation:
     """One admitted request: iterate `events()`; `id` is the id the client sees."""
 
-    def __init__(self, core: InferenceCore, req: InferenceRequest, caller: Caller) -> None:
+    def __init__(self, core: InferenceCore, req: InferenceRequest, caller: Caller, generated: bool) -> None:
         self.core = core
         self.req = req
         self.caller = caller
         self.id = req.request_id
-        self.usage_id = uuid.uuid4().hex       # unique per request even when a client reuses an id
+        # The usage row's key: the request id when the server made it, else a fresh one (a
+        # gRPC client may send the same id twice; each request is counted).
+        self.usage_id = req.request_id if req.transport == "http" or generated else uuid.uuid4().hex
         self.counted = False
         self.outcome_usage = "error"
         self.ticket: Ticket | None = None

@@ -32,7 +32,7 @@ class Serve:
         (tmp_path / "musad.toml").write_text("[auth]\nrequired = false\n[server]\ngrace_seconds = 20\n")
         self.proc = subprocess.Popen(
             [*MUSAD, "serve", "--config", str(tmp_path / "musad.toml"), "--listen", "127.0.0.1:0",
-             "--metrics-listen", "", "--device", "cpu", "--state-dir", str(tmp_path / "state"),
+             "--metrics-listen", "", "--http-listen", "", "--device", "cpu", "--state-dir", str(tmp_path / "state"),
              "--models", str(tmp_path / "models"), *extra],
             stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -88,7 +88,7 @@ def test_port_in_use_exits_2_with_a_sentence(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        out = _run("serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "", "--device", "cpu",
+        out = _run("serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "", "--http-listen", "", "--device", "cpu",
                    "--state-dir", str(tmp_path / "state"))
     assert out.returncode == 2
     assert f"Cannot listen on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
@@ -99,7 +99,7 @@ def test_metrics_port_in_use_exits_2(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        out = _run("serve", "--listen", "127.0.0.1:0", "--metrics-listen", f"127.0.0.1:{port}",
+        out = _run("serve", "--listen", "127.0.0.1:0", "--metrics-listen", f"127.0.0.1:{port}", "--http-listen", "",
                    "--device", "cpu", "--state-dir", str(tmp_path / "state"))
     assert out.returncode == 2
     assert "Cannot serve /metrics" in out.stderr and "Traceback" not in out.stderr
@@ -140,7 +140,7 @@ def test_no_command_prints_help_and_exits_2():
 def test_unusable_state_folder_exits_2(tmp_path):
     (tmp_path / "a-file").write_text("x")
     out = _run("serve", "--state-dir", str(tmp_path / "a-file" / "state"), "--device", "cpu",
-               "--listen", "127.0.0.1:0", "--metrics-listen", "")
+               "--listen", "127.0.0.1:0", "--metrics-listen", "", "--http-listen", "")
     assert out.returncode == 2 and "Cannot create the state folder" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -155,6 +155,6 @@ def test_absent_backend_exits_2_with_a_sentence(tmp_path, backend):
     else:
         pytest.skip(f"this machine has a {backend} device")
     out = _run("serve", "--device", backend, "--state-dir", str(tmp_path), "--listen", "127.0.0.1:0",
-               "--metrics-listen", "")
+               "--metrics-listen", "", "--http-listen", "")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("musad: ") and backend.upper() in out.stderr.upper()

@@ -29,7 +29,7 @@ def test_devrun_serves_the_deployed_demo_model(tmp_path):
     address = f"127.0.0.1:{_free_port()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "musaops.daemon.devrun", "--demo-dir", str(tmp_path / "models"),
-         "--state-dir", str(tmp_path / "state"), "--listen", address, "--metrics-listen", "", "--device", "cpu"],
+         "--state-dir", str(tmp_path / "state"), "--listen", address, "--metrics-listen", "", "--http-listen", "", "--device", "cpu"],
         stderr=subprocess.PIPE, text=True)
     lines = []
     try:

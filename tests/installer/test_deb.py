@@ -212,7 +212,7 @@ def test_packaged_daemon_serves_with_the_packaged_config(extracted, tmp_path):
     proc = subprocess.Popen(
         [str(venv / "bin/python"), str(venv / "bin/musad"), "serve",
          "--config", str(extracted / "etc/musad/musad.toml"), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "", "--state-dir", str(tmp_path / "state"), "--device", "cpu"],
+         "--metrics-listen", "", "--http-listen", "", "--state-dir", str(tmp_path / "state"), "--device", "cpu"],
         stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )
     lines, port = [], None
