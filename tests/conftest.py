@@ -83,7 +83,7 @@ class DaemonHandle:
         off the RPC's path); whatever is there after `timeout_s` otherwise."""
         import asyncio
 
-        from musaops.daemon.audit import AuditFilter
+        from musaops.daemon.trust.audit import AuditFilter
 
         records: list = []
         for _ in range(int(timeout_s / 0.02)):

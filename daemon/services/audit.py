@@ -11,7 +11,7 @@ import grpc
 
 from musaops.v1 import audit_pb2, audit_pb2_grpc
 
-from ..audit import AuditEntry, AuditFilter, AuditLog
+from ..trust.audit import AuditEntry, AuditFilter, AuditLog
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000

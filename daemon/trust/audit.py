@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from .auth import Caller, current_caller
+from .caller import Caller, current_caller, local_caller
 
 log = logging.getLogger(__name__)
 
@@ -424,13 +424,6 @@ class AuditLog:
                                 f"the head pointer (record {head_seq}) does not match the last record ({last_seq})")
         return VerifyResult(True, n, head_hash)
 
-    def export(self, out: str | Path, fmt: str = "jsonl", f: AuditFilter = AuditFilter(),
-               sign_key: Any = None, progress: Any = None) -> Any:
-        """Streams matching records to `out`; see daemon/audit_export.py."""
-        from .audit_export import export_log
-
-        return export_log(self, out, fmt, f, sign_key=sign_key, progress=progress)
-
     def close(self) -> None:
         """Flushes pending records, stops the writer, releases the database."""
         if self._closed:
@@ -472,7 +465,5 @@ def record_config_if_changed(log_: AuditLog, config: Any) -> AuditEntry | None:
     changed = sorted(f"{s}.{k}" for s in set(params) | set(before)
                      for k in set(params.get(s, {})) | set(before.get(s, {}))
                      if params.get(s, {}).get(k) != before.get(s, {}).get(k))
-    from .auth import local_caller
-
     return log_.record_sync("config.change", "musad", {"changed": changed, "config": params},
                             caller=local_caller())

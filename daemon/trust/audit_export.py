@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
-from .audit import FIELDS, GENESIS_HASH, AuditFilter, entry_hash
+from .audit import FIELDS, GENESIS_HASH, AuditFilter, AuditLog, audit_log, entry_hash
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from .audit import AuditLog
 
 FORMATS = ("csv", "jsonl", "json")
 MAGIC = "musaops-audit-export/1"
@@ -133,7 +132,7 @@ def _json_line(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def export_log(log: "AuditLog", out: str | os.PathLike[str], fmt: str = "jsonl",
+def export_log(log: AuditLog, out: str | os.PathLike[str], fmt: str = "jsonl",
                f: AuditFilter = AuditFilter(), *, sign_key: "Ed25519PrivateKey | None" = None,
                progress: Callable[[int, int], None] | None = None) -> ExportSummary:
     """Writes the records matching `f` (up to the head at start) to `out` as `fmt`."""
@@ -153,7 +152,7 @@ def export_log(log: "AuditLog", out: str | os.PathLike[str], fmt: str = "jsonl",
         tmp.unlink(missing_ok=True)   # gone after the rename; a failed export leaves nothing
 
 
-def _write_export(log: "AuditLog", out: Path, tmp: Path, fmt: str, f: AuditFilter,
+def _write_export(log: AuditLog, out: Path, tmp: Path, fmt: str, f: AuditFilter,
                   header: dict[str, Any], head_seq: int, head_hash: str,
                   sign_key: "Ed25519PrivateKey | None", progress: Callable[[int, int], None] | None,
                   total: int) -> ExportSummary:
@@ -214,10 +213,8 @@ def _write_export(log: "AuditLog", out: Path, tmp: Path, fmt: str, f: AuditFilte
     return ExportSummary(str(out), fmt, n, first, last, head_seq, head_hash, sign_key is not None)
 
 
-def _count(log: "AuditLog", f: AuditFilter, max_seq: int) -> int:
+def _count(log: AuditLog, f: AuditFilter, max_seq: int) -> int:
     import sqlalchemy as sa
-
-    from .audit import audit_log
 
     q = log._where(sa.select(sa.func.count()).select_from(audit_log), f)
     q = q.where(audit_log.c.seq <= max_seq)

@@ -1,4 +1,5 @@
-"""Who is calling: callers, roles and the gRPC auth interceptor (tokens: daemon/tokens.py).
+"""What a caller may do: the role table and the gRPC auth interceptor (the Caller type:
+trust/caller.py; tokens: trust/tokens.py).
 
 Every RPC but health and reflection passes the interceptor, which resolves the caller
 (token name or client-certificate CN, role, peer address), checks the role against the
@@ -10,58 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import getpass
 import inspect
 import logging
-from dataclasses import dataclass
 
 import grpc
 
-from .rpc_streams import relay
+from ..rpc_streams import relay
+from .audit import record_config_if_changed
+from .caller import Caller, reset_current_caller, set_current_caller
+from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
-
-ROLES = ("viewer", "operator", "auditor", "admin")
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The resolved identity behind one call."""
-
-    actor: str          # token name, client-certificate CN, "anonymous" or "local:<user>"
-    role: str           # one of ROLES, or "" when auth is off
-    client: str         # peer address, e.g. "ipv4:127.0.0.1:50312"; "local" for the CLI
-
-
-ANONYMOUS = Caller(actor="anonymous", role="", client="")
-
-_current: contextvars.ContextVar[Caller] = contextvars.ContextVar("musad_caller", default=ANONYMOUS)
-
-
-def current_caller() -> Caller:
-    """The caller of the RPC being handled (anonymous outside an RPC or when auth is off)."""
-    return _current.get()
-
-
-def set_current_caller(caller: Caller) -> contextvars.Token:
-    """Binds `caller` for the running task; returns the token for `reset_current_caller`."""
-    return _current.set(caller)
-
-
-def reset_current_caller(token: contextvars.Token) -> None:
-    try:
-        _current.reset(token)
-    except ValueError:  # a stream closed from another context: nothing left to undo there
-        pass
-
-
-def local_caller() -> Caller:
-    """The operator at this machine's shell (CLI commands act as admin: they hold the DB)."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry (containers)
-        user = "unknown"
-    return Caller(actor=f"local:{user}", role="admin", client="local")
 
 
 # -- roles and the methods they may call ---------------------------------------------------
@@ -151,7 +111,7 @@ def _peer_cn(context) -> str:  # noqa: ANN001
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """grpc.aio server interceptor: resolves, checks and audits the caller of every RPC.
 
-    `tokens` is a `musaops.daemon.tokens.TokenStore`, `audit` an `AuditLog` (denials are
+    `tokens` is a `musaops.daemon.trust.tokens.TokenStore`, `audit` an `AuditLog` (denials are
     recorded before the call is refused). With `required=False` every caller is allowed
     and recorded as its certificate CN, its token's name when it sends a valid one, or
     "anonymous".
@@ -263,9 +223,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 def security_interceptors(ctx) -> list[grpc.aio.ServerInterceptor]:  # noqa: ANN001 (DaemonContext)
     """Creates the token store on the audit database (ctx.auth), audits a changed config,
     and returns the auth interceptor. Called once by server.py before the port opens."""
-    from .audit import record_config_if_changed
-    from .tokens import TokenStore
-
     if ctx.audit is not None:
         if ctx.auth is None:
             ctx.auth = TokenStore(ctx.audit.engine, audit=ctx.audit)

@@ -16,6 +16,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .caller import ROLES
+
 SIGNING_KEY_FILE = "node_ed25519.pem"
 
 
@@ -31,7 +33,7 @@ def _add_db_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202
-    from .config import load_config
+    from ..config import load_config
 
     overrides = {}
     if args.db:
@@ -61,7 +63,7 @@ def register_token(sub: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     c = tsub.add_parser("create", help="create a token and print it once")
     c.add_argument("--name", required=True, help="who or what holds it (also a client-certificate CN)")
-    c.add_argument("--role", required=True, choices=("viewer", "operator", "auditor", "admin"))
+    c.add_argument("--role", required=True, choices=ROLES)
     c.add_argument("--expires", type=float, metavar="DAYS", help="lifetime in days (default: never)")
     c.add_argument("--out", metavar="FILE", help="write the token to FILE (mode 0600) instead of stdout")
     _add_db_args(c)
@@ -226,7 +228,7 @@ def _signing_key_path(args: argparse.Namespace) -> Path:
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from .audit import AuditFilter
-    from .audit_export import ExportError, load_or_create_signing_key
+    from .audit_export import ExportError, export_log, load_or_create_signing_key
 
     if args.since and args.until and args.until <= args.since:
         return _fail("--until must be later than --since")
@@ -235,7 +237,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     try:
         key = load_or_create_signing_key(_signing_key_path(args)) if args.sign else None
         with _open_log(args) as log:
-            s = log.export(args.out, args.format, f, sign_key=key)
+            s = export_log(log, args.out, args.format, f, sign_key=key)
     except ExportError as exc:
         return _fail(str(exc), 1)
     except OSError as exc:

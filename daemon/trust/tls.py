@@ -148,7 +148,7 @@ def _read(path: str, what: str) -> bytes:
 
 def server_credentials(config) -> grpc.ServerCredentials | None:  # noqa: ANN001 (daemon Config)
     """TLS (mTLS with tls.client_ca) credentials, or None for plaintext where allowed."""
-    from .config import parse_hostport
+    from ..config import parse_hostport
 
     host, _ = parse_hostport(config.server.listen)
     tls = config.tls

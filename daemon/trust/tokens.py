@@ -15,15 +15,21 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .auth import ROLES, Caller, local_caller
+from .caller import ROLES, Caller, local_caller
 
-if TYPE_CHECKING:
-    from .audit import AuditLog
+
+class Recorder(Protocol):
+    """What the store records its changes with: an AuditLog (trust/audit.py), which is
+    not imported here so that the token store stays below the audit log."""
+
+    def record_sync(self, action: str, target: str = "", params: dict[str, Any] | None = None,
+                    outcome: Any = "ok", error: str = "", caller: Caller | None = None) -> Any: ...
+
 
 TOKEN_PREFIX = "musa_"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")
@@ -75,7 +81,7 @@ def _now_us() -> int:
 class TokenStore:
     """Tokens in the daemon database (table auth_tokens, created by the migrations)."""
 
-    def __init__(self, engine: Engine, audit: "AuditLog | None" = None) -> None:
+    def __init__(self, engine: Engine, audit: Recorder | None = None) -> None:
         self.engine = engine
         self.audit = audit
         self._lock = threading.Lock()
@@ -137,7 +143,7 @@ class TokenStore:
     def _audit(self, action: str, target: str, params: dict, caller: Caller | None,
                outcome: str = "ok", error: str = "") -> None:
         if self.audit is not None:
-            self.audit.record_sync(action, target, params, outcome, error,  # type: ignore[arg-type]
+            self.audit.record_sync(action, target, params, outcome, error,
                                    caller=caller or local_caller())
 
     # -- reads ---------------------------------------------------------------------------

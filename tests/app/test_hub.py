@@ -170,7 +170,7 @@ def _self_signed_pem() -> bytes:
 
 def test_tls_node_connects_with_its_ca_and_mismatches_are_explained(recorder_hub, make_daemon,
                                                                     tmp_path) -> None:
-    from musaops.daemon.tls import issue, make_ca
+    from musaops.daemon.trust.tls import issue, make_ca
     hub, rec = recorder_hub
     ca, other = make_ca("test CA"), make_ca("someone else's CA")
     server = issue(ca, "musad", hosts=("127.0.0.1", "localhost"))

@@ -6,7 +6,7 @@ Figures and their baselines, all measured in this run:
   vs sqlite_sequential_appends_s: one caller awaiting each record (one fsync per record).
 - postgres_appends_s vs postgres_sequential_appends_s, the same on the PostgreSQL in
   MUSA_OPS_TEST_POSTGRES_URL (a scratch schema, dropped after); null when unset.
-- export_seconds and export_peak_rss_mb: `AuditLog.export(..., "csv")` of N records in a
+- export_seconds and export_peak_rss_mb: `export_log(log, ..., "csv")` of N records in a
   fresh process (peak RSS of that whole process), vs raw_dump_seconds: sqlite3 `SELECT *`
   into csv.writer with no paging, hashing-free and header-free (the floor).
 - verify_seconds: `verify()` over the same N records.
@@ -30,8 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-from musaops.daemon.audit import AuditLog, _Pending
-from musaops.daemon.auth import Caller
+from musaops.daemon.trust.audit import AuditLog, _Pending
+from musaops.daemon.trust.audit_export import export_log
+from musaops.daemon.trust.caller import Caller
 
 
 def log(*a) -> None:
@@ -73,7 +74,7 @@ def export_child(db: str, out: str) -> None:
     """Runs in a fresh process so its peak RSS is the export's own."""
     with AuditLog.open(db, node="bench") as lg:
         t = time.perf_counter()
-        s = lg.export(out, "csv")
+        s = export_log(lg, out, "csv")
         secs = time.perf_counter() - t
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": secs, "records": s.records, "peak_rss_mb": peak_kb / 1024}))

@@ -115,7 +115,7 @@ async def test_cancelling_deploy_returns_the_model_to_available(daemon):
         call.cancel()
         await _wait_state(stub, common_pb2.MODEL_STATE_AVAILABLE)
         assert daemon.ctx.deployments.get(DEMO_MODEL_NAME) is None
-        from musaops.daemon.audit import AuditFilter
+        from musaops.daemon.trust.audit import AuditFilter
 
         for _ in range(200):  # the record is written as the cancelled handler unwinds
             cancelled = daemon.ctx.audit.query(AuditFilter(action="node.Deploy", outcome="failed"))
@@ -130,7 +130,7 @@ async def test_cancelling_deploy_returns_the_model_to_available(daemon):
 async def test_undeploy_drains_in_flight_generate_and_everything_is_audited(daemon):
     import asyncio
 
-    from musaops.daemon.audit import AuditFilter
+    from musaops.daemon.trust.audit import AuditFilter
     from musaops.v1 import inference_pb2, inference_pb2_grpc
 
     async with daemon.channel() as ch:

@@ -67,7 +67,7 @@ async def test_undeploy_whose_caller_goes_away_still_unloads(daemon):
         gen.cancel()  # the drain now has nothing left to wait for
         await daemon.until(lambda: _state(daemon) is None, "the model is unloaded")
         assert not engine._thread.is_alive()
-        from musaops.daemon.audit import AuditFilter
+        from musaops.daemon.trust.audit import AuditFilter
 
         await daemon.until(lambda: daemon.ctx.audit.query(AuditFilter(action="node.Undeploy")), "the unload is audited")
         (record,) = daemon.ctx.audit.query(AuditFilter(action="node.Undeploy"))

@@ -16,10 +16,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
-from musaops.daemon.audit import AuditLog
-from musaops.daemon.auth import ROLES, AuthInterceptor, current_caller
 from musaops.daemon.services.audit import add_audit_service
-from musaops.daemon.tokens import TokenStore
+from musaops.daemon.trust.audit import AuditLog
+from musaops.daemon.trust.auth import AuthInterceptor
+from musaops.daemon.trust.caller import ROLES, current_caller
+from musaops.daemon.trust.tokens import TokenStore
 from musaops.v1 import (inference_pb2, inference_pb2_grpc, node_pb2, node_pb2_grpc,
                         telemetry_pb2, telemetry_pb2_grpc)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from musaops.daemon.audit import AuditFilter, AuditLog, record_config_if_changed
+from musaops.daemon.trust.audit import AuditFilter, AuditLog, record_config_if_changed
 from musaops.daemon.config import load_config
 
 

@@ -15,7 +15,7 @@ import threading
 import grpc
 import pytest
 
-from musaops.daemon.audit import AuditLog
+from musaops.daemon.trust.audit import AuditLog
 from musaops.v1 import audit_pb2, audit_pb2_grpc, node_pb2, node_pb2_grpc
 
 MUSAD = [sys.executable, "-m", "musaops.daemon.cli"]

@@ -51,7 +51,7 @@ async def test_real_daemon_enforces_roles_and_audits(make_daemon):
 
 @pytest.mark.timeout(120)
 async def test_real_daemon_over_mtls_names_the_certificate(make_daemon, tmp_path):
-    from musaops.daemon.tls import init_certs
+    from musaops.daemon.trust.tls import init_certs
 
     f = init_certs(tmp_path / "pki", ["127.0.0.1"], client_cn="desk-7")
     d = make_daemon(**{"auth.required": True, "tls.cert": str(f["server"]), "tls.key": str(f["server_key"]),

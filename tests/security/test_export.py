@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from musaops.daemon.audit import AuditFilter, AuditLog
-from musaops.daemon.audit_export import (ExportError, load_or_create_signing_key, public_key_bytes,
-                                         read_export, verify_export)
-from musaops.daemon.auth import Caller
+from musaops.daemon.trust.audit import AuditFilter, AuditLog
+from musaops.daemon.trust.audit_export import (ExportError, export_log, load_or_create_signing_key,
+                                               public_key_bytes, read_export, verify_export)
+from musaops.daemon.trust.caller import Caller
 
 FORMATS = ("csv", "jsonl", "json")
 
@@ -28,7 +28,7 @@ def filled_log(tmp_path):
 def test_round_trip_same_records_and_signed_verify(filled_log, tmp_path, fmt):
     key = load_or_create_signing_key(tmp_path / "keys" / "node.pem")
     out = tmp_path / f"export.{fmt}"
-    summary = filled_log.export(out, fmt, sign_key=key)
+    summary = export_log(filled_log, out, fmt, sign_key=key)
     assert (summary.records, summary.first_seq, summary.last_seq, summary.head_seq) == (25, 1, 25, 25)
     assert [r for r in read_export(out)] == [e.as_dict() for e in filled_log.iter_records()]
     check = verify_export(out, public_key=public_key_bytes(key))
@@ -41,7 +41,7 @@ def test_round_trip_same_records_and_signed_verify(filled_log, tmp_path, fmt):
 def test_every_single_changed_byte_fails(filled_log, tmp_path, fmt):
     key = load_or_create_signing_key(tmp_path / "node.pem")
     out = tmp_path / f"export.{fmt}"
-    filled_log.export(out, fmt, sign_key=key)
+    export_log(filled_log, out, fmt, sign_key=key)
     data = out.read_bytes()
     # every 13th byte position (and the first and last): flip one bit, verification fails
     positions = sorted(set(range(0, len(data), 13)) | {0, len(data) - 2})
@@ -57,7 +57,7 @@ def test_every_single_changed_byte_fails(filled_log, tmp_path, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_filtered_unsigned_export_verifies_records_but_pinned_key_needs_signature(filled_log, tmp_path, fmt):
     out = tmp_path / f"f.{fmt}"
-    s = filled_log.export(out, fmt, AuditFilter(actor="user1", outcome="ok"))
+    s = export_log(filled_log, out, fmt, AuditFilter(actor="user1", outcome="ok"))
     want = [e.as_dict() for e in filled_log.iter_records() if e.actor == "user1" and e.outcome == "ok"]
     assert list(read_export(out)) == want and s.records == len(want) > 0
     check = verify_export(out)
@@ -70,7 +70,7 @@ def test_other_key_and_truncation_fail(filled_log, tmp_path):
     key = load_or_create_signing_key(tmp_path / "a.pem")
     other = load_or_create_signing_key(tmp_path / "b.pem")
     out = tmp_path / "e.jsonl"
-    filled_log.export(out, "jsonl", sign_key=key)
+    export_log(filled_log, out, "jsonl", sign_key=key)
     r = verify_export(out, public_key=public_key_bytes(other))
     assert not r.ok and "different key" in r.reason
     lines = out.read_bytes().splitlines(keepends=True)
@@ -82,4 +82,4 @@ def test_other_key_and_truncation_fail(filled_log, tmp_path):
 
 def test_bad_format_is_refused(filled_log, tmp_path):
     with pytest.raises(ExportError):
-        filled_log.export(tmp_path / "x", "xml")
+        export_log(filled_log, tmp_path / "x", "xml")

@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from musaops.daemon import migrations
-from musaops.daemon.audit import create_db_engine, open_database
+from musaops.daemon.trust import migrations
+from musaops.daemon.trust.audit import create_db_engine, open_database
 
 
 def test_head_constant_matches_the_revision_scripts():

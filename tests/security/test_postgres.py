@@ -8,10 +8,10 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from musaops.daemon.audit import AuditLog, AuditFilter
-from musaops.daemon.audit_export import read_export, verify_export
-from musaops.daemon.auth import Caller
-from musaops.daemon.tokens import TokenStore
+from musaops.daemon.trust.audit import AuditLog, AuditFilter
+from musaops.daemon.trust.audit_export import export_log, read_export, verify_export
+from musaops.daemon.trust.caller import Caller
+from musaops.daemon.trust.tokens import TokenStore
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ async def test_postgres_chain_two_writers_tamper_and_export(pg_schema_url, tmp_p
         assert tokens.authenticate(t).role == "viewer"
 
         out = tmp_path / "pg.jsonl"
-        a.export(out, "jsonl")
+        export_log(a, out, "jsonl")
         assert verify_export(out).complete_chain
         assert len(list(read_export(out))) == 401
 

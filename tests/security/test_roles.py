@@ -6,7 +6,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from musaops.daemon.auth import ROLES
+from musaops.daemon.trust.caller import ROLES
 from musaops.v1 import (audit_pb2, audit_pb2_grpc, inference_pb2, inference_pb2_grpc,
                         node_pb2, node_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc)
 
@@ -119,8 +119,8 @@ async def test_handler_sees_the_caller_and_control_records_name_it(secure_node):
 
 
 def test_tokens_are_stored_only_as_hashes(tmp_path):
-    from musaops.daemon.audit import AuditLog
-    from musaops.daemon.tokens import TokenError, TokenStore
+    from musaops.daemon.trust.audit import AuditLog
+    from musaops.daemon.trust.tokens import TokenError, TokenStore
 
     db = tmp_path / "t.db"
     with AuditLog.open(str(db), node="n") as log:

@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from musaops.daemon.audit import AuditLog, AuditError
-from musaops.daemon.auth import Caller
+from musaops.daemon.trust.audit import AuditLog, AuditError
+from musaops.daemon.trust.caller import Caller
 
 N = 10
 
@@ -60,7 +60,7 @@ def test_edited_row_is_caught(tmp_path):
 
 
 def test_edited_row_with_recomputed_hash_is_caught_at_the_next_link(tmp_path):
-    from musaops.daemon.audit import entry_hash
+    from musaops.daemon.trust.audit import entry_hash
 
     db = _filled(tmp_path)
     with AuditLog.open(db, node="n1") as log:

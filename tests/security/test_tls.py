@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from musaops.daemon.config import load_config
-from musaops.daemon.tls import (InsecureBindError, init_certs, issue, make_ca, server_credentials)
+from musaops.daemon.trust.tls import (InsecureBindError, init_certs, issue, make_ca, server_credentials)
 from musaops.v1 import node_pb2, node_pb2_grpc
 
 from .conftest import serve_secure_node
@@ -22,7 +22,7 @@ def pki(tmp_path_factory):
     files = init_certs(d, ["localhost", "127.0.0.1"], client_cn="ops-console")
     ca_cert = files["ca"].read_bytes()
     from cryptography.hazmat.primitives import serialization
-    from musaops.daemon.tls import Issued
+    from musaops.daemon.trust.tls import Issued
     from cryptography import x509
 
     ca = Issued(x509.load_pem_x509_certificate(ca_cert),

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from musaops.daemon.migrations import VERSION_TABLE
+from musaops.daemon.trust.migrations import VERSION_TABLE
 
 connection = context.config.attributes["connection"]
 context.configure(
