@@ -60,6 +60,12 @@ class DeployRequest:
     max_context: int = 0
     kv_cache_fraction: float = 0.0
     force: bool = False            # deploy even on a device reported unhealthy
+    engine: str = ""               # "builtin" ("" too) or "vllm" (daemon/supervised/)
+    tensor_parallel_size: int = 0  # vllm: ranks; 0 = one per device given (1 on CPU)
+    max_num_batched_tokens: int = 0             # vllm options (supervised/options.py)
+    enable_prefix_caching: bool | None = None
+    quantization: str = ""
+    gpu_memory_utilization: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,9 @@ class Deployment:
     ready_unix_ms: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     window: ModelStatsWindow = field(default_factory=ModelStatsWindow)
+    engine_kind: str = "builtin"   # which engine serves it: "builtin" or "vllm"
+    options: Any = None            # supervised.options.VllmOptions for vllm
+    restarts_left: int = 0         # restarts after a crash while READY (supervised engines)
 
     @property
     def active(self) -> bool:
@@ -112,13 +121,39 @@ def _default_loader(*args, **kwargs):
     return load_engine(*args, **kwargs)
 
 
+def load_outcome(work: asyncio.Future, name: str) -> tuple[Any, str]:
+    """A finished load: (engine, "") or (None, why it failed, a sentence).
+
+    The error is read, not re-raised, and its tracebacks are dropped: re-raising it here
+    would add the Deploy coroutine's frame to the traceback the future keeps, and that frame
+    holds the future (a reference cycle), while the traceback's loader frames hold the
+    half-loaded model in their locals. Gigabytes then waited for the garbage collector;
+    now the model is freed when the loader returns."""
+    exc = work.exception()
+    if exc is None:
+        return work.result(), ""
+    if isinstance(exc, LoadError):
+        reason = str(exc)
+    else:
+        log.error("loading %s failed", name, exc_info=exc)
+        reason = f"loading failed unexpectedly: {type(exc).__name__}: {exc}"
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:   # the error, its cause, their causes
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+    return None, reason
+
+
 class DeploymentManager:
     """Validates, loads, tracks and unloads models. Call its coroutines on the event loop."""
 
     def __init__(self, repository: ModelRepository, devices, limits: EngineConfig,
                  loader: Callable[..., Any] = _default_loader,
-                 on_request: Callable[[str, RequestMetrics], None] | None = None):
+                 on_request: Callable[[str, RequestMetrics], None] | None = None,
+                 supervisor: Any = None):
         self.repository = repository
+        self.supervisor = supervisor   # supervised.supervisor.Supervisor: engines other than the built-in one
         self.devices = devices
         self.limits = limits
         self._loader = loader
@@ -259,9 +294,16 @@ class DeploymentManager:
         if req.model and not self._closed:  # read the folder's headers off the loop; validate hits the cache
             await asyncio.to_thread(self.repository.get, req.model)
         entry, spec, target = self.validate(req)
-        dep = Deployment(entry.name, entry, spec, target)
+        kind, options = await self._engine_choice(req, target)
+        entry, spec, target = self.validate(req)  # again: another Deploy may have begun meanwhile
+        dep = Deployment(entry.name, entry, spec, target, engine_kind=kind, options=options)
         self._deployments[entry.name] = dep
         loop = asyncio.get_running_loop()
+        loader = self._loader
+        if options is not None:
+            dep.restarts_left = self.supervisor.cfg.restarts
+            loader = self.supervisor.loader(entry.name, options, on_crash=lambda reason: loop.call_soon_threadsafe(
+                self._crashed, dep, reason))
         events: asyncio.Queue[DeployEvent] = asyncio.Queue()
 
         def progress(stage: str, done: int, total: int, message: str = "") -> None:
@@ -284,7 +326,7 @@ class DeploymentManager:
             yield DeployEvent(Stage.VALIDATING, 1, 1, f"{entry.name}: {spec.dtype} on {target.backend}"
                                                       f"{list(target.indices)}", time.monotonic() - start)
             dep.state = State.LOADING
-            work = loop.run_in_executor(self._load_pool, lambda: self._loader(
+            work = loop.run_in_executor(self._load_pool, lambda: loader(
                 entry.path, spec, target, progress=progress, observer=observe, cancel=dep.cancel))
             while True:
                 getter = asyncio.ensure_future(events.get())
@@ -297,13 +339,10 @@ class DeploymentManager:
                     yield events.get_nowait()
                 break
             finished = True  # from here on the loader has stopped; nothing is left to reap
-            try:
-                dep.engine = work.result()
-            except LoadError as exc:
-                dep.state, dep.reason = State.FAILED, self._abandoned_reason(str(exc))
-            except Exception as exc:  # noqa: BLE001 - report, never crash the daemon
-                log.exception("loading %s failed", entry.name)
-                dep.state, dep.reason = State.FAILED, f"loading failed unexpectedly: {type(exc).__name__}: {exc}"
+            dep.engine, failure = load_outcome(work, entry.name)
+            work = None
+            if failure:
+                dep.state, dep.reason = State.FAILED, self._abandoned_reason(failure)
             else:
                 if dep.cancel.is_set() or self._closed:
                     engine, dep.engine = dep.engine, None
@@ -322,6 +361,47 @@ class DeploymentManager:
                 dep.cancel.set()
                 self.track(self._reap_cancelled(dep, work))
 
+    async def _engine_choice(self, req: DeployRequest, target: DeviceTarget) -> tuple[str, Any]:
+        """("builtin", None) or ("vllm", VllmOptions); RequestError when the choice is refused
+        (the built-in engine on several devices, an engine not installed, an option out of range)."""
+        if self.supervisor is None:
+            if (req.engine or "builtin") != "builtin":
+                raise RequestError(Status.INVALID_ARGUMENT, f"engine {shown(req.engine)} is not available on this "
+                                                            "node; it serves the built-in engine only.")
+            if len(target.indices) > 1:
+                raise RequestError(Status.INVALID_ARGUMENT, "The built-in engine runs a model on one device; deploy "
+                                                            "with engine \"vllm\" for tensor parallelism.")
+            return "builtin", None
+        if (req.engine or "builtin") == "builtin":
+            return self.supervisor.choose(req, self.devices.backend, target.indices)
+        # the first vllm Deploy runs the configured interpreter once (package metadata)
+        return await asyncio.to_thread(self.supervisor.choose, req, self.devices.backend, target.indices)
+
+    def _crashed(self, dep: Deployment, reason: str) -> None:
+        """A supervised engine's child exited while READY (on the loop): FAILED with the
+        reason, then restarted while the deployment has restarts left."""
+        if self._deployments.get(dep.name) is not dep or dep.state != State.READY:
+            return
+        dep.state, dep.reason = State.FAILED, reason
+        if dep.restarts_left > 0 and not self._closed:
+            dep.restarts_left -= 1
+            self.track(self._restart(dep))
+
+    async def _restart(self, dep: Deployment) -> None:
+        engine = dep.engine
+        dep.state = State.LOADING
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._load_pool, lambda: engine.restart(cancel=dep.cancel))
+        except LoadError as exc:
+            dep.state, dep.reason = State.FAILED, f"{dep.reason}\nThe restart failed too: {exc}"
+            return
+        if self._closed or self._deployments.get(dep.name) is not dep:
+            await asyncio.to_thread(engine.close)
+            return
+        dep.state, dep.reason, dep.ready_unix_ms = State.READY, "", int(time.time() * 1000)
+        log.warning("%s: the engine was restarted after a crash", dep.name)
+
     def _abandoned_reason(self, reason: str) -> str:
         return "the daemon is shutting down; the deploy was abandoned" if self._closed else reason
 
@@ -334,11 +414,10 @@ class DeploymentManager:
 
     async def _reap_cancelled(self, dep: Deployment, work: asyncio.Future | None) -> None:
         engine = None
-        if work is not None:
-            try:
-                engine = await work
-            except Exception:  # noqa: BLE001 - a cancelled load may fail in any way
-                engine = None
+        if work is not None:   # a cancelled load may end in any way
+            await asyncio.wait([work])
+            engine, _failure = load_outcome(work, dep.name)
+            work = None
         if engine is not None:
             await asyncio.to_thread(engine.close)
         if self._deployments.get(dep.name) is dep:
@@ -363,6 +442,9 @@ class DeploymentManager:
             raise RequestError(Status.FAILED_PRECONDITION, f"Model {shown(name)} is not deployed.")
         if dep.state == State.FAILED:
             del self._deployments[name]
+            engine, dep.engine = dep.engine, None
+            if engine is not None:  # a supervised engine whose child crashed: stop its scraper
+                await asyncio.to_thread(engine.close)
             return UndeployResult(0, 0, 0)
         if dep.state != State.READY:
             raise RequestError(Status.FAILED_PRECONDITION,
@@ -392,6 +474,10 @@ class DeploymentManager:
         self.abort_loads()
         for dep in list(self._deployments.values()):
             dep.cancel.set()
+        for d in self._deployments.values():
+            if d.state == State.FAILED and d.engine is not None:  # a crashed child's engine
+                engine, d.engine = d.engine, None
+                self.track(asyncio.to_thread(engine.close))
         ready = [d for d in self._deployments.values() if d.state == State.READY]
         for d in ready:
             d.state = State.UNLOADING

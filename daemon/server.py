@@ -25,6 +25,7 @@ from musaops.v1 import audit_pb2_grpc, inference_pb2_grpc, keys_pb2_grpc, models
 from .config import Config, parse_hostport
 from .context import DaemonContext
 from .deployments import DeploymentManager
+from .supervised.supervisor import Supervisor
 from .metrics import DaemonMetrics
 from .repository import ModelRepository
 from .services import telemetry as telemetry_service
@@ -119,8 +120,10 @@ def _build_context(config: Config, devices: Any, loader: Callable[..., Any] | No
         engine_stats=lambda: holder["deployments"].engine_stats(),
     )
     kwargs = {"loader": loader} if loader is not None else {}
+    supervisor = Supervisor(config.engines.vllm, config.storage.state_dir)
+    supervisor.reap()  # children an earlier musad (killed -9) left behind
     deployments = DeploymentManager(repository, devices, config.engine,
-                                    on_request=metrics.observe_request, **kwargs)
+                                    on_request=metrics.observe_request, supervisor=supervisor, **kwargs)
     telemetry = TelemetrySampler(devices, deployments.stats, encode_snapshot,
                                  history_seconds=config.telemetry.history_seconds)
     holder.update(telemetry=telemetry, deployments=deployments)
@@ -189,6 +192,7 @@ async def run_server(config: Config, *, devices: Any = None,
         await server.start()
         if ctx.http is not None:
             await ctx.http.started()
+            log.info("OpenAI-compatible HTTP serving on port %d (%s)", ctx.http.port, "TLS" if ctx.http.tls else "plaintext")
         ctx.telemetry.start()
         for name in ("", *names):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -77,12 +77,23 @@ def model_info_pb(entry: ModelEntry, dep: Deployment | None) -> node_pb2.ModelIn
             d.dtype, d.max_batch, d.max_context = dep.spec.dtype, dep.spec.max_batch, dep.spec.max_context
             d.device_indices.extend(dep.target.indices)
             d.kv_block_size, d.ready_unix_ms = dep.spec.kv_block_size, dep.ready_unix_ms
+            d.engine = dep.engine_kind
+            d.tensor_parallel_size = dep.options.tensor_parallel_size if dep.options is not None else 1
+            d.restarts, d.pid = getattr(dep.engine, "restarts", 0), getattr(dep.engine, "pid", 0)
             info = getattr(dep.engine, "info", None)
             if info is not None:
                 d.max_batch, d.max_context = info.max_batch, info.max_context
                 d.weights_bytes, d.kv_cache_bytes = info.weights_bytes, info.kv_cache_bytes
                 d.kv_block_size, d.kv_blocks_total = info.kv_block_size, info.kv_blocks_total
     return msg
+
+
+def engine_options(request: node_pb2.DeployRequest) -> dict:
+    """DeployRequest.engine_options -> deployments.DeployRequest's keyword arguments."""
+    o = request.engine_options
+    return {"max_num_batched_tokens": o.max_num_batched_tokens, "quantization": o.quantization,
+            "gpu_memory_utilization": round(o.gpu_memory_utilization, 4),
+            "enable_prefix_caching": o.enable_prefix_caching if o.HasField("enable_prefix_caching") else None}
 
 
 class NodeServicer(node_pb2_grpc.NodeServicer):
@@ -117,7 +128,15 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         return auto_dtype_table(self.ctx.devices.backend, infos[0].capability if infos else "")
 
     async def GetInfo(self, request, context):
-        return self._info()
+        info = self._info()
+        sup = self.ctx.deployments.supervisor
+        if sup is not None and not info.engines:  # package metadata of engines.vllm.python, read once
+            engines, plugins = await asyncio.to_thread(lambda: (sup.engines(), sup.plugin_versions()))
+            if not info.engines:  # a concurrent GetInfo may have filled them meanwhile
+                info.engines.extend(node_pb2.EngineAvailability(name=n, version=v,
+                                                                plugins=plugins if n != "builtin" else {})
+                                    for n, v in engines.items())
+        return info
 
     async def ListModels(self, request, context):
         entries = await asyncio.to_thread(self.ctx.repository.scan)  # disk reads stay off the loop
@@ -136,10 +155,12 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         req = DeployRequest(
             model=request.model, dtype=request.dtype, device_indices=tuple(request.device_indices),
             max_batch=request.max_batch, max_context=request.max_context,
-            kv_cache_fraction=request.kv_cache_fraction, force=request.force)
+            kv_cache_fraction=request.kv_cache_fraction, force=request.force, engine=request.engine,
+            tensor_parallel_size=request.tensor_parallel_size, **engine_options(request))
         params = {"dtype": req.dtype, "device_indices": list(req.device_indices), "max_batch": req.max_batch,
                   "max_context": req.max_context, "kv_cache_fraction": round(req.kv_cache_fraction, 4),
-                  "force": req.force}
+                  "force": req.force, "engine": req.engine or "builtin",
+                  "tensor_parallel_size": req.tensor_parallel_size, **engine_options(request)}
         stream = self.ctx.deployments.deploy(req)
         recorded = False
         try:

@@ -194,12 +194,12 @@ class VllmEngine:
             self._scraper = threading.Thread(target=self._scrape_loop, name=f"musad-scrape-{self.name}", daemon=True)
             self._scraper.start()
 
-    def restart(self, progress: Callable[..., None] | None = None) -> None:
+    def restart(self, progress: Callable[..., None] | None = None, cancel: threading.Event | None = None) -> None:
         """After a crash: the same child again (blocking); LoadError when it fails again."""
         if self._child is not None:
             self._child.stop(self.cfg.stop_timeout_s)
         self.restarts += 1
-        self.start(progress)
+        self.start(progress, cancel)
 
     def _failure(self, headline: str) -> str:
         said = self._tracker.error

@@ -55,7 +55,7 @@ class EngineLimits(_message.Message):
     def __init__(self, max_models: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., default_max_batch: _Optional[int] = ..., default_kv_cache_fraction: _Optional[float] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("hostname", "version", "api_version", "backend", "devices", "limits", "torch_version", "python_version", "started_unix_ms", "host_memory_total_bytes", "host_cpu_count", "tls", "auth_required", "auto_dtype")
+    __slots__ = ("hostname", "version", "api_version", "backend", "devices", "limits", "torch_version", "python_version", "started_unix_ms", "host_memory_total_bytes", "host_cpu_count", "tls", "auth_required", "auto_dtype", "engines")
     class AutoDtypeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class GetInfoResponse(_message.Message):
     TLS_FIELD_NUMBER: _ClassVar[int]
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     AUTO_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ENGINES_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     version: str
     api_version: str
@@ -91,7 +92,25 @@ class GetInfoResponse(_message.Message):
     tls: bool
     auth_required: bool
     auto_dtype: _containers.ScalarMap[str, str]
-    def __init__(self, hostname: _Optional[str] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., backend: _Optional[_Union[_common_pb2.Backend, str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.DeviceInfo, _Mapping]]] = ..., limits: _Optional[_Union[EngineLimits, _Mapping]] = ..., torch_version: _Optional[str] = ..., python_version: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., host_memory_total_bytes: _Optional[int] = ..., host_cpu_count: _Optional[int] = ..., tls: _Optional[bool] = ..., auth_required: _Optional[bool] = ..., auto_dtype: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    engines: _containers.RepeatedCompositeFieldContainer[EngineAvailability]
+    def __init__(self, hostname: _Optional[str] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., backend: _Optional[_Union[_common_pb2.Backend, str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.DeviceInfo, _Mapping]]] = ..., limits: _Optional[_Union[EngineLimits, _Mapping]] = ..., torch_version: _Optional[str] = ..., python_version: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., host_memory_total_bytes: _Optional[int] = ..., host_cpu_count: _Optional[int] = ..., tls: _Optional[bool] = ..., auth_required: _Optional[bool] = ..., auto_dtype: _Optional[_Mapping[str, str]] = ..., engines: _Optional[_Iterable[_Union[EngineAvailability, _Mapping]]] = ...) -> None: ...
+
+class EngineAvailability(_message.Message):
+    __slots__ = ("name", "version", "plugins")
+    class PluginsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLUGINS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    plugins: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., plugins: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -110,7 +129,7 @@ class MemoryEstimate(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., weights_bytes: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
 
 class DeploymentInfo(_message.Message):
-    __slots__ = ("dtype", "device_indices", "max_batch", "max_context", "weights_bytes", "kv_cache_bytes", "kv_block_size", "kv_blocks_total", "ready_unix_ms")
+    __slots__ = ("dtype", "device_indices", "max_batch", "max_context", "weights_bytes", "kv_cache_bytes", "kv_block_size", "kv_blocks_total", "ready_unix_ms", "engine", "tensor_parallel_size", "restarts", "pid")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_INDICES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +139,10 @@ class DeploymentInfo(_message.Message):
     KV_BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
     KV_BLOCKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     READY_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_PARALLEL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
     dtype: str
     device_indices: _containers.RepeatedScalarFieldContainer[int]
     max_batch: int
@@ -129,10 +152,14 @@ class DeploymentInfo(_message.Message):
     kv_block_size: int
     kv_blocks_total: int
     ready_unix_ms: int
-    def __init__(self, dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_cache_bytes: _Optional[int] = ..., kv_block_size: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., ready_unix_ms: _Optional[int] = ...) -> None: ...
+    engine: str
+    tensor_parallel_size: int
+    restarts: int
+    pid: int
+    def __init__(self, dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_cache_bytes: _Optional[int] = ..., kv_block_size: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., ready_unix_ms: _Optional[int] = ..., engine: _Optional[str] = ..., tensor_parallel_size: _Optional[int] = ..., restarts: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "architecture", "parameters", "size_bytes", "memory_estimates", "state", "reason", "max_position_embeddings", "torch_dtype", "deployment", "num_layers", "hidden_size", "vocab_size")
+    __slots__ = ("name", "architecture", "parameters", "size_bytes", "memory_estimates", "state", "reason", "max_position_embeddings", "torch_dtype", "deployment", "num_layers", "hidden_size", "vocab_size", "quantization", "notice")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +173,8 @@ class ModelInfo(_message.Message):
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
     name: str
     architecture: str
     parameters: int
@@ -159,18 +188,22 @@ class ModelInfo(_message.Message):
     num_layers: int
     hidden_size: int
     vocab_size: int
-    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., parameters: _Optional[int] = ..., size_bytes: _Optional[int] = ..., memory_estimates: _Optional[_Iterable[_Union[MemoryEstimate, _Mapping]]] = ..., state: _Optional[_Union[_common_pb2.ModelState, str]] = ..., reason: _Optional[str] = ..., max_position_embeddings: _Optional[int] = ..., torch_dtype: _Optional[str] = ..., deployment: _Optional[_Union[DeploymentInfo, _Mapping]] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ...) -> None: ...
+    quantization: str
+    notice: str
+    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., parameters: _Optional[int] = ..., size_bytes: _Optional[int] = ..., memory_estimates: _Optional[_Iterable[_Union[MemoryEstimate, _Mapping]]] = ..., state: _Optional[_Union[_common_pb2.ModelState, str]] = ..., reason: _Optional[str] = ..., max_position_embeddings: _Optional[int] = ..., torch_dtype: _Optional[str] = ..., deployment: _Optional[_Union[DeploymentInfo, _Mapping]] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., quantization: _Optional[str] = ..., notice: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models", "repository")
+    __slots__ = ("models", "repository", "free_bytes")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     repository: str
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., repository: _Optional[str] = ...) -> None: ...
+    free_bytes: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., repository: _Optional[str] = ..., free_bytes: _Optional[int] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("model", "dtype", "device_indices", "max_batch", "max_context", "kv_cache_fraction", "force")
+    __slots__ = ("model", "dtype", "device_indices", "max_batch", "max_context", "kv_cache_fraction", "force", "engine", "tensor_parallel_size", "engine_options")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_INDICES_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +211,9 @@ class DeployRequest(_message.Message):
     MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     KV_CACHE_FRACTION_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_PARALLEL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     dtype: str
     device_indices: _containers.RepeatedScalarFieldContainer[int]
@@ -185,7 +221,22 @@ class DeployRequest(_message.Message):
     max_context: int
     kv_cache_fraction: float
     force: bool
-    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., kv_cache_fraction: _Optional[float] = ..., force: _Optional[bool] = ...) -> None: ...
+    engine: str
+    tensor_parallel_size: int
+    engine_options: EngineOptions
+    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., kv_cache_fraction: _Optional[float] = ..., force: _Optional[bool] = ..., engine: _Optional[str] = ..., tensor_parallel_size: _Optional[int] = ..., engine_options: _Optional[_Union[EngineOptions, _Mapping]] = ...) -> None: ...
+
+class EngineOptions(_message.Message):
+    __slots__ = ("max_num_batched_tokens", "enable_prefix_caching", "quantization", "gpu_memory_utilization")
+    MAX_NUM_BATCHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_PREFIX_CACHING_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    max_num_batched_tokens: int
+    enable_prefix_caching: bool
+    quantization: str
+    gpu_memory_utilization: float
+    def __init__(self, max_num_batched_tokens: _Optional[int] = ..., enable_prefix_caching: _Optional[bool] = ..., quantization: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ...) -> None: ...
 
 class DeployProgress(_message.Message):
     __slots__ = ("stage", "fraction", "done_bytes", "total_bytes", "message", "model", "elapsed_seconds")
