@@ -25,6 +25,7 @@ WINDOW_S = 60.0
 DAY_S = 86400
 LIMIT_FIELDS = ("rpm", "tpm", "concurrent", "daily_tokens")   # 0 = no limit
 MAX_LIMIT = 2**31 - 1
+MAX_DAILY_TOKENS = 2**53
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,9 @@ class KeyLimits:
     def check(self) -> None:
         """Raises ValueError with a sentence when a value is out of range."""
         for f in LIMIT_FIELDS:
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_LIMIT:
-                raise ValueError(f"{f} must be a whole number from 0 (no limit) to {MAX_LIMIT}; got {v!r}")
+            v, most = getattr(self, f), MAX_DAILY_TOKENS if f == "daily_tokens" else MAX_LIMIT
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= most:
+                raise ValueError(f"{f} must be a whole number from 0 (no limit) to {most}; got {v!r}")
         for m in self.models:
             if not m or len(m) > 256:
                 raise ValueError(f"allowed model names must be 1-256 characters; got {m!r}")

@@ -150,7 +150,7 @@ def main() -> None:
         token = token_file.read_text().strip() if token_file else None
         address = free_address()
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "musaops.daemon.cli", "serve", "--listen", address, "--metrics-listen", "",
+            [sys.executable, "-m", "musaops.daemon.cli", "serve", "--listen", address, "--metrics-listen", "", "--http-listen", "",
              "--models", str(models), "--state-dir", str(state), "--device", "cpu"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
