@@ -138,7 +138,7 @@ def make_daemon(tmp_path, demo_model_dir):
     def make(models_dir=None, server_kwargs=None, **overrides) -> DaemonHandle:
         n = len(handles)
         cfg = {
-            "server.listen": "127.0.0.1:0", "server.metrics_listen": "127.0.0.1:0",
+            "server.listen": "127.0.0.1:0", "server.metrics_listen": "127.0.0.1:0", "server.http_listen": "127.0.0.1:0",
             "server.grace_seconds": 5.0, "models.device": "cpu", "auth.required": False,
             "storage.state_dir": str(tmp_path / f"state{n}"),
             "models.dir": str(models_dir or demo_model_dir.parent),

@@ -10,7 +10,7 @@ import contextvars
 import getpass
 from dataclasses import dataclass
 
-ROLES = ("viewer", "operator", "auditor", "admin")
+ROLES = ("viewer", "client", "operator", "auditor", "admin")
 
 
 @dataclass(frozen=True)

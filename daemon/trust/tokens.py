@@ -9,6 +9,7 @@ certificate with that CN gets (mTLS callers take the role of the token named lik
 from __future__ import annotations
 
 import hashlib
+import json
 import hmac
 import re
 import secrets
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ..limits import LIMIT_FIELDS, NO_LIMITS, KeyLimits
 from .caller import ROLES, Caller, local_caller
 
 
@@ -44,6 +46,7 @@ auth_tokens = sa.Table(
     sa.Column("created_us", sa.BigInteger),
     sa.Column("expires_us", sa.BigInteger, nullable=True),
     sa.Column("revoked_us", sa.BigInteger, nullable=True),
+    sa.Column("limits_json", sa.Text, nullable=True),     # limits.KeyLimits as JSON; NULL = none
 )
 
 
@@ -58,6 +61,7 @@ class TokenInfo:
     created_us: int
     expires_us: int | None
     revoked_us: int | None
+    limits: KeyLimits = NO_LIMITS
 
     def usable(self, now_us: int) -> bool:
         return self.revoked_us is None and (self.expires_us is None or now_us < self.expires_us)
@@ -68,6 +72,24 @@ class TokenInfo:
         if self.expires_us is not None and now_us >= self.expires_us:
             return "expired"
         return "active"
+
+
+def limits_json(limits: KeyLimits) -> str | None:
+    return None if limits == NO_LIMITS else json.dumps(limits.as_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def parse_limits(text: str | None) -> KeyLimits:
+    if not text:
+        return NO_LIMITS
+    d = json.loads(text)
+    return KeyLimits(models=tuple(d.get("models", ())), **{f: int(d.get(f, 0)) for f in LIMIT_FIELDS})
+
+
+def _check_limits(limits: KeyLimits) -> None:
+    try:
+        limits.check()
+    except ValueError as exc:
+        raise TokenError(str(exc)) from None
 
 
 def hash_token(token: str) -> str:
@@ -92,24 +114,25 @@ class TokenStore:
     # -- changes (audited) ----------------------------------------------------------------
 
     def create(self, name: str, role: str, expires_days: float | None = None,
-               caller: Caller | None = None) -> str:
-        """Creates token `name`; returns the token text (shown once, never stored).
-        A refused create is audited as failed too."""
+               caller: Caller | None = None, limits: KeyLimits = NO_LIMITS) -> str:
+        """Creates token `name` with `limits`; returns the token text (shown once, never
+        stored). A refused create is audited as failed too."""
         try:
-            return self._create(name, role, expires_days, caller)
+            return self._create(name, role, expires_days, caller, limits)
         except TokenError as exc:
             self._audit("token.create", str(name)[:128], {"name": str(name)[:128], "role": str(role)[:16]},
                         caller, "failed", str(exc))
             raise
 
     def _create(self, name: str, role: str, expires_days: float | None,
-                caller: Caller | None) -> str:
+                caller: Caller | None, limits: KeyLimits = NO_LIMITS) -> str:
         if not NAME_RE.match(name or ""):
             raise TokenError(f"token name {name!r} is not valid: use 1-128 letters, digits and ._@:-")
         if role not in ROLES:
             raise TokenError(f"role {role!r} is not one of {', '.join(ROLES)}")
         if expires_days is not None and expires_days <= 0:
             raise TokenError(f"--expires must be a positive number of days, got {expires_days}")
+        _check_limits(limits)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = _now_us()
         expires = None if expires_days is None else now + int(expires_days * 86400e6)
@@ -122,8 +145,10 @@ class TokenStore:
                 conn.execute(auth_tokens.delete().where(auth_tokens.c.name == name))
             conn.execute(auth_tokens.insert().values(
                 name=name, role=role, token_sha256=hash_token(token), created_us=now,
-                expires_us=expires, revoked_us=None))
+                expires_us=expires, revoked_us=None, limits_json=limits_json(limits)))
         params = {"name": name, "role": role, "expires_us": expires}
+        if limits != NO_LIMITS:
+            params["limits"] = limits.as_dict()
         self._audit("token.create", name, params, caller)
         self._loaded_at = 0.0
         return token
@@ -140,6 +165,25 @@ class TokenStore:
         self._audit("token.revoke", name, {"name": name}, caller)
         self._loaded_at = 0.0
 
+    def set_limits(self, name: str, limits: KeyLimits, caller: Caller | None = None) -> TokenInfo:
+        """Replaces the limits of active token `name` (in force within CACHE_SECONDS, no
+        restart); audited either way."""
+        params = {"name": name, "limits": limits.as_dict()}
+        try:
+            _check_limits(limits)
+            with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+                n = conn.execute(auth_tokens.update()
+                                 .where(auth_tokens.c.name == name, auth_tokens.c.revoked_us.is_(None))
+                                 .values(limits_json=limits_json(limits))).rowcount
+            if not n:
+                raise TokenError(f"no active token named {name!r}")
+        except TokenError as exc:
+            self._audit("token.limits", name, params, caller, "failed", str(exc))
+            raise
+        self._audit("token.limits", name, params, caller)
+        self._loaded_at = 0.0
+        return next(t for t in self.list() if t.name == name)
+
     def _audit(self, action: str, target: str, params: dict, caller: Caller | None,
                outcome: str = "ok", error: str = "") -> None:
         if self.audit is not None:
@@ -152,8 +196,9 @@ class TokenStore:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(auth_tokens.c.name, auth_tokens.c.role,
                                           auth_tokens.c.created_us, auth_tokens.c.expires_us,
-                                          auth_tokens.c.revoked_us).order_by(auth_tokens.c.name))
-            return [TokenInfo(*r) for r in rows]
+                                          auth_tokens.c.revoked_us, auth_tokens.c.limits_json)
+                                .order_by(auth_tokens.c.name))
+            return [TokenInfo(*r[:5], parse_limits(r[5])) for r in rows]
 
     def refresh(self) -> None:
         """Reloads the token table (the interceptor calls it off the event loop)."""
@@ -161,7 +206,7 @@ class TokenStore:
             rows = conn.execute(sa.select(auth_tokens)).all()
         cache, by_name = {}, {}
         for r in rows:
-            info = TokenInfo(r.name, r.role, r.created_us, r.expires_us, r.revoked_us)
+            info = TokenInfo(r.name, r.role, r.created_us, r.expires_us, r.revoked_us, parse_limits(r.limits_json))
             cache[r.token_sha256] = (r.token_sha256, info)
             by_name[r.name] = info
         with self._lock:

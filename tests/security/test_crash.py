@@ -22,7 +22,7 @@ MUSAD = [sys.executable, "-m", "musaops.daemon.cli"]
 
 
 def _start(state, models) -> tuple[subprocess.Popen, int]:
-    p = subprocess.Popen(MUSAD + ["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "",
+    p = subprocess.Popen(MUSAD + ["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--http-listen", "",
                                   "--state-dir", str(state), "--models", str(models), "--device", "cpu"],
                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     for line in p.stderr:   # the daemon logs its port once it serves

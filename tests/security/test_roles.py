@@ -49,6 +49,7 @@ RPCS = ("GetInfo", "ListModels", "Telemetry", "Generate", "Deploy", "Undeploy",
         "AuditQuery", "AuditVerify")
 EXPECTED = {
     "viewer":   (OK, OK, OK, DENIED, DENIED, DENIED, DENIED, DENIED),
+    "client":   (DENIED, DENIED, DENIED, OK, DENIED, DENIED, DENIED, DENIED),   # inference only
     "operator": (OK, OK, OK, OK, OK, OK, DENIED, DENIED),
     "auditor":  (OK, OK, OK, DENIED, DENIED, DENIED, OK, OK),
     "admin":    (OK, OK, OK, OK, OK, OK, OK, OK),

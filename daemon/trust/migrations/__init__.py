@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 VERSION_TABLE = "musad_alembic_version"
-HEAD = "0001"   # the newest revision in versions/ (a test keeps this in step)
+HEAD = "0002"   # the newest revision in versions/ (a test keeps this in step)
 _HERE = Path(__file__).resolve().parent
 
 
