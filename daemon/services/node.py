@@ -61,7 +61,7 @@ def model_info_pb(entry: ModelEntry, dep: Deployment | None) -> node_pb2.ModelIn
         name=entry.name, architecture=entry.architecture, parameters=entry.parameters,
         size_bytes=entry.size_bytes, max_position_embeddings=entry.max_position_embeddings,
         torch_dtype=entry.torch_dtype, num_layers=entry.num_layers, hidden_size=entry.hidden_size,
-        vocab_size=entry.vocab_size,
+        vocab_size=entry.vocab_size, quantization=entry.quantization, notice=entry.notice,
         memory_estimates=[node_pb2.MemoryEstimate(dtype=e.dtype, weights_bytes=e.weights_bytes,
                                                   kv_bytes_per_token=e.kv_bytes_per_token,
                                                   total_bytes=e.total_bytes) for e in entry.estimates],
@@ -145,7 +145,7 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         entries += [d.entry for d in self.ctx.deployments.all() if d.name not in listed]
         return node_pb2.ListModelsResponse(
             models=[model_info_pb(e, self.ctx.deployments.get(e.name)) for e in entries],
-            repository=str(self.ctx.repository.root))
+            repository=str(self.ctx.repository.root), free_bytes=self.ctx.repository.free_bytes())
 
     def _model_pb(self, name: str) -> node_pb2.ModelInfo | None:
         entry = self.ctx.repository.get(name)
