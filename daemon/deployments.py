@@ -145,6 +145,17 @@ def load_outcome(work: asyncio.Future, name: str) -> tuple[Any, str]:
     return None, reason
 
 
+def _log_deploy(dep: "Deployment", seconds: float) -> None:
+    """The daemon log's line for a finished Deploy (the audit log has its own record)."""
+    where = f"{dep.target.backend}{list(dep.target.indices)}"
+    if dep.state == State.READY:
+        log.info("deployed %s: engine %s on %s, %s, in %.1f s", dep.name, dep.engine_kind, where,
+                 dep.spec.dtype, seconds)
+    else:
+        log.warning("deploy of %s failed after %.1f s (engine %s on %s): %s", dep.name, seconds,
+                    dep.engine_kind, where, dep.reason)
+
+
 class DeploymentManager:
     """Validates, loads, tracks and unloads models. Call its coroutines on the event loop."""
 
@@ -291,11 +302,15 @@ class DeploymentManager:
         Closing the iterator early (the client cancelled), even at the first event, sets the
         loader's cancel event; the model returns to the repository once the loader has stopped."""
         start = time.monotonic()
-        if req.model and not self._closed:  # read the folder's headers off the loop; validate hits the cache
-            await asyncio.to_thread(self.repository.get, req.model)
-        entry, spec, target = self.validate(req)
-        kind, options = await self._engine_choice(req, target)
-        entry, spec, target = self.validate(req)  # again: another Deploy may have begun meanwhile
+        try:
+            if req.model and not self._closed:  # read the folder's headers off the loop; validate hits the cache
+                await asyncio.to_thread(self.repository.get, req.model)
+            entry, spec, target = self.validate(req)
+            kind, options = await self._engine_choice(req, target)
+            entry, spec, target = self.validate(req)  # again: another Deploy may have begun meanwhile
+        except RequestError as exc:
+            log.info("deploy of %s refused (%s): %s", shown(req.model), exc.code.value, exc.message)
+            raise
         dep = Deployment(entry.name, entry, spec, target, engine_kind=kind, options=options)
         self._deployments[entry.name] = dep
         loop = asyncio.get_running_loop()
@@ -350,6 +365,7 @@ class DeploymentManager:
                     await asyncio.shield(self.track(asyncio.to_thread(engine.close)))
                 else:
                     dep.state, dep.ready_unix_ms = State.READY, int(time.time() * 1000)
+            _log_deploy(dep, time.monotonic() - start)
             if dep.state == State.READY:
                 yield DeployEvent(Stage.READY, 1, 1, f"{entry.name} is ready", time.monotonic() - start)
             else:
@@ -466,6 +482,7 @@ class DeploymentManager:
             dep.engine = None
             if self._deployments.get(dep.name) is dep:
                 del self._deployments[dep.name]
+        log.info("undeployed %s: %d requests finished while draining, %d cancelled", dep.name, drained, cancelled)
         return UndeployResult(int(info.weights_bytes + info.kv_cache_bytes), int(drained), int(cancelled))
 
     async def close(self, drain_timeout_s: float = 0.0) -> None:
