@@ -24,8 +24,32 @@ from ...core.ring import NodeHistory
 PALETTE = ("#3b82f6", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
            "#84cc16", "#f97316", "#64748b")
 LEGEND_COLUMNS = 4        # device legends: up to four entries a row
-PERCENTILE_STYLES = {"p50": Qt.PenStyle.SolidLine, "p95": Qt.PenStyle.DashLine,
-                     "p99": Qt.PenStyle.DotLine}
+# Percentiles of one model: one hue, told apart by dash, width and shade (and the legend).
+PERCENTILE_STYLES = {"p50": (Qt.PenStyle.SolidLine, 2, 100), "p95": (Qt.PenStyle.DashLine, 1, 130),
+                     "p99": (Qt.PenStyle.DotLine, 1, 160)}   # (dash, width, QColor.lighter %)
+PERCENT_TICKS = [[(v, str(v)) for v in (0, 25, 50, 75, 100)]]
+
+
+class ValueAxis(pg.AxisItem):
+    """The value axis: labels at the very ends (0, 100) are drawn, not dropped for sticking
+    out of the axis by half a text line."""
+
+    def boundingRect(self):
+        return super().boundingRect().adjusted(0, -10, 0, 10)
+
+
+class CountAxis(ValueAxis):
+    """A value axis for counts (requests): whole numbers only, never 0.2 requests."""
+
+    def tickValues(self, minVal, maxVal, size):
+        out = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            if spacing >= 1 or not out:
+                out.append((max(1.0, spacing), [v for v in values if abs(v - round(v)) < 1e-9]))
+        return out
+
+    def tickStrings(self, values, scale, spacing):
+        return [str(int(round(v * scale))) for v in values]
 
 
 @dataclass(frozen=True)
@@ -34,6 +58,7 @@ class ChartSpec:
     title: str
     unit: str
     fixed_max: float | None = None   # e.g. 100 for percentages; None = follow the data
+    counts: bool = False             # whole numbers on the value axis
 
 
 DEVICE_CHARTS = (
@@ -42,11 +67,14 @@ DEVICE_CHARTS = (
     ChartSpec("temp", "Temperature", "°C"),
     ChartSpec("power", "Power", "W"),
 )
+DEVICE_KEYS = frozenset(c.key for c in DEVICE_CHARTS)
+NOTE_TEXT = {"not reported": "Not reported by this device",
+             "no data": "No data in this window"}
 MODEL_CHARTS = (
     ChartSpec("ttft", "Time to first token", "ms"),
     ChartSpec("itl", "Inter-token latency", "ms"),
     ChartSpec("tokens_per_s", "Generated tokens/s", "tok/s"),
-    ChartSpec("queue", "Running / waiting", "requests"),
+    ChartSpec("queue", "Running / waiting", "requests", counts=True),
 )
 
 
@@ -95,21 +123,64 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._pending: set[str] = set()
         self._turn = 0
         self._now = 0.0
-        specs = DEVICE_CHARTS + MODEL_CHARTS
-        rows = (len(specs) + columns - 1) // columns
-        for i, spec in enumerate(specs):
-            row = i // columns
-            self._add_plot(spec, row, i % columns)
-            if row < rows - 1:  # one time axis per column is enough (same window everywhere)
-                self._plots[spec.key].getAxis("bottom").setStyle(showValues=False)
+        self._auto_columns = True   # the width decides (resizeEvent) until set_columns
+        for spec in DEVICE_CHARTS + MODEL_CHARTS:
+            self._add_plot(spec)
+        self._grid()
         self.scene().sigMouseMoved.connect(self._on_mouse)
         self.timer = QTimer(self)
         self.timer.setInterval(interval_ms)
         self.timer.timeout.connect(self.redraw)
 
-    def _add_plot(self, spec: ChartSpec, row: int, col: int) -> None:
-        axis = pg.DateAxisItem(orientation="bottom")
-        plot = self.addPlot(row=row, col=col, axisItems={"bottom": axis})
+    # --- the grid: four columns in a wide window, two (taller, scrolled) in a narrow one ------
+
+    MIN_PLOT_W = 230    # narrower than this, a plot's legend and time labels do not fit
+    MIN_PLOT_H = 190    # the height a plot keeps when the grid has more rows than fit
+
+    def columns(self) -> int:
+        return self._columns
+
+    def set_columns(self, columns: int) -> None:
+        """Fixes the number of columns (the width no longer decides)."""
+        self._auto_columns = False
+        self._set_columns(columns)
+
+    def _set_columns(self, columns: int) -> None:
+        columns = max(1, min(columns, len(self._plots)))
+        if columns != self._columns:
+            self._columns = columns
+            self._grid()
+            self._align_legends()
+
+    def _grid(self) -> None:
+        """Places every plot in a grid of self._columns columns; only the bottom row shows
+        time labels (one time axis per column is enough: the same window everywhere)."""
+        keys = list(self._plots)
+        for plot in self._plots.values():
+            if plot in self.ci.items:
+                self.ci.removeItem(plot)
+        rows = (len(keys) + self._columns - 1) // self._columns
+        for i, key in enumerate(keys):
+            plot = self._plots[key]
+            row, col = divmod(i, self._columns)
+            self.ci.addItem(plot, row=row, col=col)
+            last = i + self._columns >= len(keys)   # nothing below it
+            plot.getAxis("bottom").setStyle(showValues=last)
+        self.setMinimumHeight(rows * self.MIN_PLOT_H if self._columns < 4 else 0)
+
+    def resizeEvent(self, event) -> None:
+        # (pyqtgraph calls this with None from its constructor, before our attributes exist)
+        if event is not None and getattr(self, "_auto_columns", False):
+            fit = max(1, event.size().width() // self.MIN_PLOT_W)
+            self._set_columns(4 if fit >= 4 else 2 if fit >= 2 else 1)
+        super().resizeEvent(event)
+
+    def _add_plot(self, spec: ChartSpec) -> None:
+        axes = {"bottom": pg.DateAxisItem(orientation="bottom")}
+        axes["left"] = (CountAxis if spec.counts else ValueAxis)(orientation="left")
+        plot = pg.PlotItem(axisItems=axes)
+        if spec.fixed_max == 100.0:   # a percentage: 0 and 100 always labelled
+            plot.getAxis("left").setTicks(PERCENT_TICKS)
         plot.setTitle(f"{spec.title} <span style='font-size:8pt'>({spec.unit})</span>",
                       size="9pt", color=self._title_color)
         plot.setMenuEnabled(False)
@@ -196,8 +267,9 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self.timer.stop()
 
     def _curve(self, key: str, label: str, color: str, style: Qt.PenStyle,
-               source: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
-        pen = pg.mkPen(QColor(color), width=1, style=style)
+               source: Callable[[], tuple[np.ndarray, np.ndarray]], width: int = 1,
+               lighter: int = 100) -> None:
+        pen = pg.mkPen(QColor(color).lighter(lighter), width=width, style=style)
         item = pg.PlotDataItem(pen=pen, antialias=False, skipFiniteCheck=True, connect="finite",
                                name=label)
         self._plots[key].addItem(item)
@@ -230,9 +302,10 @@ class LivePanel(pg.GraphicsLayoutWidget):
                     continue
                 color = PALETTE[n % len(PALETTE)]
                 for metric in ("ttft", "itl"):
-                    for pct, style in PERCENTILE_STYLES.items():
+                    for pct, (style, width, lighter) in PERCENTILE_STYLES.items():
                         self._curve(metric, f"{name} {pct}", color, style,
-                                    lambda m=name, ch=f"{metric}_{pct}": h.model_channel(m, ch))
+                                    lambda m=name, ch=f"{metric}_{pct}": h.model_channel(m, ch),
+                                    width, lighter)
                 self._curve("tokens_per_s", name, color, Qt.PenStyle.SolidLine,
                             lambda m=name: h.model_channel(m, "tokens_per_s"))
                 self._curve("queue", f"{name} running", color, Qt.PenStyle.SolidLine,
@@ -317,7 +390,13 @@ class LivePanel(pg.GraphicsLayoutWidget):
             if m > top:
                 top = float(m)
         spec = self._specs[key]
-        self._set_title(key, "" if shown or not curves else "not reported")
+        if shown:
+            note = ""
+        elif curves and key in DEVICE_KEYS:
+            note = "not reported"        # the device has no such sensor
+        else:
+            note = "no data"             # nothing yet in this window (no model, no request)
+        self._set_title(key, note)
         ymax = spec.fixed_max or _nice_ceiling(top)
         plot = self._plots[key]
         if self._ymax.get(key) != ymax:   # re-laying out an axis is costly: only on change
@@ -343,7 +422,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
         if plot.legend is not None:
             plot.legend.setVisible(not missing)
         blank = self._blank[key]
-        blank.setText(f"{note[:1].upper()}{note[1:]} by this device" if missing else "")
+        blank.setText(NOTE_TEXT.get(note, ""))
         blank.setVisible(missing)
         _centre(blank, plot.vb)
 

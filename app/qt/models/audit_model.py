@@ -191,13 +191,15 @@ class AuditTableModel(QAbstractTableModel):
             return None
         r = self._rows[index.row()]
         col = index.column()
+        cells = (format_time(r.time_us), r.node, r.actor, r.role, r.action, r.target, r.outcome,
+                 r.error, r.client, str(r.seq))
         if role == Qt.ItemDataRole.DisplayRole:
-            return (format_time(r.time_us), r.node, r.actor, r.role, r.action, r.target, r.outcome,
-                    r.error, r.client, str(r.seq))[col] if 0 <= col < len(COLUMNS) else None
+            return cells[col] if 0 <= col < len(COLUMNS) else None
         if role == Qt.ItemDataRole.ForegroundRole and col == COL_OUTCOME:
             return OUTCOME_COLOURS.get(r.outcome)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{r.action} {r.target}\nparams: {r.params_json}" + (f"\nhash: {r.hash}" if r.hash else "")
+        if role == Qt.ItemDataRole.ToolTipRole:   # the cell in full (it may be elided), then the record
+            cell = f"{COLUMNS[col]}: {cells[col]}\n" if 0 <= col < len(COLUMNS) and cells[col] else ""
+            return cell + f"{r.action} {r.target}\nparams: {r.params_json}" + (f"\nhash: {r.hash}" if r.hash else "")
         if role == RowRole:
             return r
         return None

@@ -48,7 +48,7 @@ class _SourceRow(QWidget):
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         self.include = QCheckBox(label)
-        self.include.setToolTip(label)
+        self.include.setToolTip(label)   # cut in a narrow sources column
         self.include.setChecked(True)
         row.addWidget(self.include, 1)
         self.verify = QPushButton("Verify")
@@ -114,7 +114,8 @@ class AuditView(QWidget):
                 edit.setTimeSpec(Qt.TimeSpec.UTC)
             edit.setDisplayFormat("yyyy-MM-dd HH:mm:ss 'UTC'")
             edit.setCalendarPopup(True)
-            edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance("2026-11-30 23:59:59 UTC") + 48)
+            # the text, the frame and the calendar button: the date is never cut
+            edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance("2026-11-30 23:59:59 UTC") + 64)
         self.actor = QLineEdit()
         self.actor.setPlaceholderText("any actor")
         self.action = QComboBox()
@@ -136,11 +137,11 @@ class AuditView(QWidget):
         filters.addWidget(self.actor, 1, 1)
         filters.addWidget(QLabel("Action"), 1, 2)
         filters.addWidget(self.action, 1, 3)
-        filters.addWidget(QLabel("Outcome"), 1, 4)
-        filters.addWidget(self.outcome, 1, 5)
-        filters.addWidget(self.apply_button, 1, 6)
-        filters.setColumnStretch(7, 1)   # spare width goes to the right, not into the fields
-        self.actor.setMinimumWidth(self.since.minimumWidth())
+        # Six columns, not seven: the filters fit a 1024 px window with the dates in full.
+        filters.addWidget(QLabel("Outcome"), 0, 4)
+        filters.addWidget(self.outcome, 0, 5)
+        filters.addWidget(self.apply_button, 1, 5)
+        filters.setColumnStretch(6, 1)   # spare width goes to the right, not into the fields
         filters.setHorizontalSpacing(8)
 
         self.sources_box = QGroupBox("Sources")
@@ -172,6 +173,10 @@ class AuditView(QWidget):
             header.resizeSection(col, fm.horizontalAdvance(sample) + pad)
         header.setSectionResizeMode(COL_ERROR, QHeaderView.ResizeMode.Stretch)
         header.resizeSection(COL_ERROR, 160)
+        # Outcome beside Action: what happened is in view in a 1024 px window (the rest scrolls,
+        # each cut cell's full text is in its tooltip).
+        header.moveSection(header.visualIndex(COL_OUTCOME), header.visualIndex(COL_ACTION) + 1)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
 
         self.status = QLabel("")
         self.status.setObjectName("audit-status")
@@ -200,7 +205,8 @@ class AuditView(QWidget):
         split.addWidget(self.table)
         split.setStretchFactor(1, 4)
         split.setChildrenCollapsible(False)
-        self.sources_box.setMinimumWidth(250)
+        self.sources_box.setMinimumWidth(200)
+        split.setSizes([200, 10_000])   # the table gets the width; sources keep their minimum
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 12, 16, 12)   # same page margins as the other views
         layout.setSpacing(8)

@@ -8,7 +8,7 @@ calmer colour. Never a traceback.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QWidget
 
 # (background, text, border) per kind, for light and for dark palettes.
 _STYLES = {
@@ -25,14 +25,25 @@ _DARK_STYLES = {
 }
 
 
+def never_widens(label: QLabel) -> QLabel:
+    """Lets `label` hold text of any length (an error with a long path, a URL) without
+    widening its view: it wraps at words, and its width is what the layout gives it, never
+    the width of its longest word (which is then cut; the full text is in the tooltip)."""
+    label.setWordWrap(True)
+    policy = label.sizePolicy()
+    policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+    label.setSizePolicy(policy)
+    label.setMinimumWidth(0)
+    return label
+
+
 class Banner(QFrame):
     """A dismissable one-line message; hidden until `show_message`."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("banner")
-        self._label = QLabel(self)
-        self._label.setWordWrap(True)
+        self._label = never_widens(QLabel(self))
         self._label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         close = QToolButton(self)
         close.setText("✕")
@@ -60,9 +71,11 @@ class Banner(QFrame):
             f"QFrame#banner QToolButton {{ color: {fg}; border: none; }}"
         )
         self._label.setText(text)
+        self._label.setToolTip(text)
         self.show()
 
     def clear(self) -> None:
         self.kind = ""
         self._label.clear()
+        self._label.setToolTip("")
         self.hide()

@@ -8,7 +8,7 @@ the table.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QHBoxLayout, QHeaderView,
                                QLabel, QLineEdit, QStackedWidget, QTableView, QVBoxLayout,
                                QWidget)
@@ -138,19 +138,27 @@ class FleetView(QWidget):
         hh = self.table.horizontalHeader()
         hh.setHighlightSections(False)
         hh.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        for col, width in ((COL_NODE, 150), (COL_STATE, 150), (COL_BACKEND, 72),
-                           (COL_MODELS, 120), (COL_QUEUE, 88), (COL_TPS, 80), (COL_SEEN, 84)):
+        for col, width in ((COL_NODE, 140), (COL_STATE, 120), (COL_BACKEND, 72),
+                           (COL_MODELS, 110), (COL_QUEUE, 88), (COL_TPS, 80), (COL_SEEN, 84)):
             # never narrower than the bold header text plus the sort arrow
             hh.resizeSection(col, max(width, hh.sectionSizeHint(col)))
-        hh.setSectionResizeMode(COL_DEVICES, QHeaderView.ResizeMode.Stretch)
+        # Devices takes what the others leave, but never less than DEVICES_MIN_W: in a
+        # narrow window the table scrolls sideways instead of squeezing the device bars.
+        hh.setSectionResizeMode(COL_DEVICES, QHeaderView.ResizeMode.Fixed)
         hh.setMinimumSectionSize(60)
+        self.table.viewport().installEventFilter(self)
         hh.sectionResized.connect(lambda *_a: self._fit_rows(force=True))
+        hh.sectionResized.connect(
+            lambda col, *_a: col == COL_DEVICES or self._fit_devices_column(self.table.viewport().width()))
         self.table.doubleClicked.connect(self._activated)
         legend = QLabel("Devices: " + "  ".join(
             f"<span style='color:{c.name()}'>&#9632;</span> {n}"
             for c, n in zip(BAR_COLORS[:2], ("utilisation", "memory used / total")))
             + " &nbsp;·&nbsp; °C, W where reported &nbsp;·&nbsp; line: utilisation, last 60 s")
         legend.setObjectName("summaryCaption")
+        legend.setWordWrap(True)   # two lines in a narrow window, never a wider view
+        legend.setMinimumWidth(200)
+        self.search.setMaximumWidth(320)
 
         self.empty = QLabel("No nodes yet.\nAdd a connection (Ctrl+N) or start the console "
                             "with --connect HOST:PORT.")
@@ -164,7 +172,7 @@ class FleetView(QWidget):
         bar.addWidget(self.search, 1)
         bar.addWidget(self.state_combo)
         bar.addSpacing(12)
-        bar.addWidget(legend)
+        bar.addWidget(legend, 2)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(16, 12, 16, 12)
         lay.setSpacing(10)
@@ -181,6 +189,20 @@ class FleetView(QWidget):
         state.node_added.connect(lambda _nid: self._structure_changed())
         state.node_removed.connect(lambda _nid: self._structure_changed())
         self._structure_changed()
+
+    DEVICES_MIN_W = 220
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.Resize and watched is self.table.viewport():
+            self._fit_devices_column(event.size().width())
+        return False
+
+    def _fit_devices_column(self, viewport_w: int) -> None:
+        hh = self.table.horizontalHeader()
+        others = sum(hh.sectionSize(c) for c in range(hh.count()) if c != COL_DEVICES)
+        width = max(self.DEVICES_MIN_W, viewport_w - others)
+        if hh.sectionSize(COL_DEVICES) != width:
+            hh.resizeSection(COL_DEVICES, width)
 
     def _structure_changed(self) -> None:
         self.summary.update_from(self.state.summary())

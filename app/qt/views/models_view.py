@@ -19,9 +19,9 @@ from PySide6.QtWidgets import (
 from musaops.app.core import CommandError, DeployEvent, DeploySpec, UndeployResult
 from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.models.models_model import (
-    COL_DEPLOYMENT, COL_NAME, COL_REASON, EntryRole, ModelsTableModel, SortRole, human_bytes,
+    COL_ARCH, COL_DEPLOYMENT, COL_NAME, COL_REASON, EntryRole, ModelsTableModel, SortRole, human_bytes,
 )
-from musaops.app.qt.views.banner import Banner
+from musaops.app.qt.views.banner import Banner, never_widens
 from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice
 from musaops.app.qt.views.deploy_progress import DeployProgressRow
 
@@ -74,7 +74,7 @@ class ModelsView(QWidget):
         header.addWidget(self.undeploy_button)
 
         self.banner = Banner(self)
-        self.repo_label = QLabel()
+        self.repo_label = never_widens(QLabel())
         self.repo_label.setStyleSheet("color: #6b7a90;")
 
         self.model = ModelsTableModel(self)
@@ -93,12 +93,15 @@ class ModelsView(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(28)
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        hh.setSectionResizeMode(COL_DEPLOYMENT, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(COL_DEPLOYMENT, QHeaderView.ResizeMode.Interactive)
+        hh.resizeSection(COL_DEPLOYMENT, 240)   # beside State, wide enough in a 1024 px window
         hh.setSectionResizeMode(COL_REASON, QHeaderView.ResizeMode.Stretch)
+        hh.moveSection(hh.visualIndex(COL_DEPLOYMENT), hh.visualIndex(COL_ARCH))   # seen first
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         hh.setHighlightSections(False)
         self.empty_label = QLabel("No node connected. Add a node to see its model repository.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        never_widens(self.empty_label)   # it can hold the node's last error
         self.empty_label.setStyleSheet("color: #6b7a90; padding: 24px;")
 
         ops_title = QLabel("Deployments")

@@ -56,7 +56,8 @@ class PlaygroundView(QWidget):
         self.system_edit = QPlainTextEdit()
         self.system_edit.setPlaceholderText("You are a helpful assistant.")
         self.system_edit.setFixedHeight(72)
-        self.raw_check = QCheckBox("Raw completion (no chat template, no history)")
+        self.raw_check = QCheckBox("Raw completion")
+        self.raw_check.setToolTip("Send the prompt as it is: no chat template, no history")
 
         sampling = QGroupBox("Sampling")
         form = QFormLayout(sampling)
@@ -108,6 +109,7 @@ class PlaygroundView(QWidget):
         self.compare_count.setRange(2, MAX_COMPARE)
         self.compare_count.setSuffix(" targets")
         self.compare_count.setEnabled(False)
+        self.compare_count.setVisible(False)   # shown in compare mode: the bar fits 1024 px
         self.clear_button = QPushButton("Clear")
         self.copy_button = QPushButton("Copy as Python")
         self.copy_button.setToolTip("Copy this request as a runnable Python script (grpc + musaops.v1 stubs)")
@@ -121,7 +123,7 @@ class PlaygroundView(QWidget):
 
         self.banner = Banner(self)
         self.transcript = Transcript()
-        self.transcript.setPlaceholderText("Pick a node and a deployed model, type a prompt and press Ctrl+Enter.")
+        self.transcript.setPlaceholderText("Pick a target, type a prompt, press Ctrl+Enter.")
         self.stats_label = QLabel("")
         self.stats_label.setStyleSheet("color: #6b7a90;")
         chat_page = QWidget()
@@ -217,6 +219,7 @@ class PlaygroundView(QWidget):
         else:
             spin = QSpinBox()
         spin.setRange(p.lo, p.hi)
+        spin.setMinimumWidth(80)   # not the width of the widest value: the form fits 1024 px
         spin.setSingleStep(p.step)
         spin.setValue(p.lo if p.default is None else p.default)
         if p.special:
@@ -374,6 +377,7 @@ class PlaygroundView(QWidget):
     def set_compare(self, on: bool) -> None:
         self.compare_check.setChecked(on)
         self.compare_count.setEnabled(on and not self.busy())
+        self.compare_count.setVisible(on)
         self.pages.setCurrentIndex(1 if on else 0)
         self.target_group.setVisible(not on)  # each compare pane has its own target
         if on:  # start the first target where the chat is pointed
