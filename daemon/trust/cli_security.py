@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..limits import NO_LIMITS
 from .caller import ROLES
 
 SIGNING_KEY_FILE = "node_ed25519.pem"
@@ -66,15 +67,50 @@ def register_token(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--role", required=True, choices=ROLES)
     c.add_argument("--expires", type=float, metavar="DAYS", help="lifetime in days (default: never)")
     c.add_argument("--out", metavar="FILE", help="write the token to FILE (mode 0600) instead of stdout")
+    _add_limit_args(c, "(default: no limit)")
     _add_db_args(c)
     c.set_defaults(func=cmd_token_create)
     ls = tsub.add_parser("list", help="list tokens (never their values)")
     _add_db_args(ls)
     ls.set_defaults(func=cmd_token_list)
+    lim = tsub.add_parser("limits", help="change a token's limits (in force within a second, no restart)",
+                          description="Changes the limits given; the others keep their values.")
+    lim.add_argument("name", help="the token's name, as `musad token list` shows it")
+    _add_limit_args(lim, "(default: unchanged)")
+    _add_db_args(lim)
+    lim.set_defaults(func=cmd_token_limits)
     r = tsub.add_parser("revoke", help="revoke a token by name")
     r.add_argument("name")
     _add_db_args(r)
     r.set_defaults(func=cmd_token_revoke)
+
+
+def _add_limit_args(p: argparse.ArgumentParser, default: str) -> None:
+    """The limit flags of `token create` and `token limits` (fields of limits.KeyLimits)."""
+    p.add_argument("--models", metavar="A,B",
+                   help=f"models the key may use, comma-separated; '' = every model {default}")
+    for flag, what in (("rpm", "requests per minute"), ("tpm", "prompt + completion tokens per minute"),
+                       ("concurrent", "requests in flight at once"),
+                       ("daily-tokens", "prompt + completion tokens per UTC day")):
+        p.add_argument(f"--{flag}", type=int, metavar="N", help=f"{what}; 0 = no limit {default}")
+
+
+def _limits_from_args(args: argparse.Namespace, base):  # noqa: ANN001, ANN202
+    """`base` (a KeyLimits) with the limit flags that were given replacing its values."""
+    from dataclasses import replace
+
+    changes = {f: getattr(args, f) for f in ("rpm", "tpm", "concurrent", "daily_tokens")
+               if getattr(args, f) is not None}
+    if args.models is not None:
+        changes["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    return replace(base, **changes)
+
+
+def _fmt_limits(limits) -> str:  # noqa: ANN001
+    """`models=a,b rpm=60` (only what is limited), or `-`."""
+    parts = [f"models={','.join(limits.models)}"] if limits.models else []
+    parts += [f"{k}={v}" for k, v in limits.as_dict().items() if k != "models" and v]
+    return " ".join(parts) or "-"
 
 
 def write_private(path: str | os.PathLike[str], text: str) -> None:
@@ -92,7 +128,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
     with _open_log(args) as log:
         try:
-            token = TokenStore(log.engine, audit=log).create(args.name, args.role, args.expires)
+            token = TokenStore(log.engine, audit=log).create(args.name, args.role, args.expires,
+                                                             limits=_limits_from_args(args, NO_LIMITS))
         except TokenError as exc:
             return _fail(str(exc))
     if args.out:
@@ -110,9 +147,26 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     with _open_log(args) as log:
         tokens = TokenStore(log.engine).list()
     now = time.time_ns() // 1000
-    print(f"{'NAME':<28} {'ROLE':<9} {'STATE':<8} {'CREATED':<21} EXPIRES")
+    print(f"{'NAME':<28} {'ROLE':<9} {'STATE':<8} {'CREATED':<21} {'EXPIRES':<21} LIMITS")
     for t in tokens:
-        print(f"{t.name:<28} {t.role:<9} {t.state(now):<8} {_fmt_time(t.created_us):<21} {_fmt_time(t.expires_us)}")
+        print(f"{t.name:<28} {t.role:<9} {t.state(now):<8} {_fmt_time(t.created_us):<21} "
+              f"{_fmt_time(t.expires_us):<21} {_fmt_limits(t.limits)}")
+    return 0
+
+
+def cmd_token_limits(args: argparse.Namespace) -> int:
+    from .tokens import TokenError, TokenStore
+
+    with _open_log(args) as log:
+        store = TokenStore(log.engine, audit=log)
+        current = next((t for t in store.list() if t.name == args.name), None)
+        if current is None:
+            return _fail(f"no token named {args.name!r}; `musad token list` shows the names", 1)
+        try:
+            info = store.set_limits(args.name, _limits_from_args(args, current.limits))
+        except TokenError as exc:
+            return _fail(str(exc), 1)
+    print(f"token {args.name!r} limits: {_fmt_limits(info.limits)}")
     return 0
 
 
