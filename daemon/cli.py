@@ -1,22 +1,30 @@
 """The `musad` command: serve, demo-model (and, registered by their own modules, token,
-certs, audit).
+certs, audit, usage, and the shell client: status, models, deploy, undeploy, generate, chat).
 
 Each subcommand is one `register(subparsers)` function that adds its parser and sets
 `func(args) -> exit code`. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or
-configuration (a config error, a port in use, an absent backend), 130 interrupted.
+configuration (a config error, a port in use, an absent backend, a database that does not
+exist or cannot be reached), 130 interrupted. `main` turns a ConfigError or AuditError
+that a subcommand lets through into one sentence and exit 2.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-import signal
-import sys
-import time
+import os
 
-from . import __version__
-from .config import DEVICES, ConfigError, load_config
+# grpc core writes its own unformatted lines (add_port.cc, ssl_transport_security.cc) to
+# stderr; musad reports those failures itself, so they are off unless the user asks.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .config import DEVICES, ConfigError, load_config  # noqa: E402
 
 log = logging.getLogger("musaops.daemon")
 
@@ -66,16 +74,21 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
                    help='Prometheus /metrics address (default 127.0.0.1:9400; "" disables)')
     p.add_argument("--http-listen", metavar="HOST:PORT",
                    help='OpenAI-compatible HTTP address (default 127.0.0.1:8000; "" disables)')
-    p.add_argument("--models", metavar="DIR", help="model repository folder")
+    p.add_argument("--models", metavar="DIR", help="model repository folder (default <state-dir>/models)")
     p.add_argument("--device", choices=DEVICES, help="accelerator backend (default auto: MUSA, CUDA, CPU)")
-    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the daemon database (default SQLite in the state folder)")
-    p.add_argument("--state-dir", metavar="DIR", help="state folder (database, tokens)")
+    p.add_argument("--db", metavar="URL",
+                   help="SQLAlchemy URL or SQLite path of the daemon database; its folder must exist "
+                        "(default <state-dir>/musad.db)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="state folder: database, signing key (default /var/lib/musad as root, "
+                        "else the user's state folder; created if absent)")
     p.add_argument("--tls-cert", metavar="PEM", help="server certificate")
     p.add_argument("--tls-key", metavar="PEM", help="server private key")
     p.add_argument("--client-ca", metavar="PEM", help="CA for client certificates (mTLS)")
     p.add_argument("--insecure", action="store_true", default=None,
                    help="allow plaintext gRPC on a non-loopback address")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="least severe log lines written to stderr (default INFO)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -104,11 +117,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except Exception as exc:  # an absent backend, an unreachable database
         from .devices import DeviceError
+        from .trust.audit import AuditError
 
-        if isinstance(exc, DeviceError):
-            return _fail(str(exc))
-        if type(exc).__name__ == "AuditError":
-            return _fail(str(exc).splitlines()[0], 1)
+        if isinstance(exc, (DeviceError, AuditError)):
+            return _fail(str(exc).splitlines()[0])
         raise
 
 
@@ -165,19 +177,41 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_usage import register_usage
 
     register_usage(sub)
+    from . import client_cli
+
+    client_cli.register(sub)
+    _note_parsers(parser)
     return parser
+
+
+def _note_parsers(parser: argparse.ArgumentParser) -> None:
+    """Every subparser records itself as `_parser`, so a misspelt option is reported with the
+    usage of the subcommand it was given to (the deepest one wins), not musad's."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                sp.set_defaults(_parser=sp)
+                _note_parsers(sp)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    from .trust.audit import AuditError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    except AuditError as exc:  # a database that does not exist or cannot be opened
+        return _fail(str(exc).splitlines()[0])
 
 
 if __name__ == "__main__":

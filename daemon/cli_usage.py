@@ -24,7 +24,7 @@ def register_usage(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("usage", help="export per-key usage", description="Per key x model x hour usage.")
     usub = p.add_subparsers(dest="usage_command", metavar="ACTION", required=True)
     e = usub.add_parser("export", help="write hourly usage buckets as CSV or JSON lines")
-    e.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    e.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="csv or jsonl, one bucket a line (default csv)")
     e.add_argument("--key", default="", help="only this key (token name)")
     e.add_argument("--model", default="", help="only this model")
     e.add_argument("--since", type=_epoch_s, default=0, metavar="TIME", help="ISO date/time (UTC) or epoch seconds")
@@ -41,10 +41,11 @@ def cmd_usage_export(args: argparse.Namespace) -> int:
     from .usage import UsageFilter, UsageLog, export_usage
 
     try:
-        engine = open_database(_config(args).storage.db_url)
+        engine = open_database(_config(args).storage.db_url, must_exist=True)
     except (ConfigError, AuditError) as exc:
-        print(f"musad: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
+        prefix = "configuration error: " if isinstance(exc, ConfigError) else ""
+        print(f"musad: {prefix}{str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     log = UsageLog(engine)
     f = UsageFilter(key=args.key, model=args.model, since_s=args.since, until_s=args.until)
     try:

@@ -132,6 +132,11 @@ def default_state_dir() -> str:
     return platformdirs.user_state_dir("musad", appauthor=False)
 
 
+def default_db_url(state_dir: str) -> str:
+    """The database when storage.db_url is not set: SQLite musad.db in the state folder."""
+    return f"sqlite:///{pathlib.Path(state_dir) / 'musad.db'}"
+
+
 def parse_hostport(value: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' -> (host, port); raises ValueError with a sentence."""
     host, sep, port = value.rpartition(":")
@@ -331,7 +336,7 @@ def _build(prefix: str, cls: type, items: dict[str, tuple[Any, pathlib.Path]]) -
 def _resolve_defaults(cfg: Config) -> Config:
     """Fills the derived defaults: state folder, models folder, SQLite URL."""
     state = cfg.storage.state_dir or default_state_dir()
-    db_url = cfg.storage.db_url or f"sqlite:///{pathlib.Path(state) / 'musad.db'}"
+    db_url = cfg.storage.db_url or default_db_url(state)
     models = cfg.models.dir or str(pathlib.Path(state) / "models")
     if bool(cfg.tls.cert) != bool(cfg.tls.key):
         raise ConfigError("tls.cert and tls.key: give both or neither")

@@ -39,7 +39,7 @@ from .telemetry import TelemetrySampler
 from .http.serve import HttpFrontDoor
 from .inference_core import InferenceCore
 from .limits import NO_LIMITS, KeyLimits
-from .trust.audit import AuditLog
+from .trust.audit import AuditLog, record_config_if_changed
 from .usage import UsageCollector, UsageLog
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,8 @@ async def run_server(config: Config, *, devices: Any = None,
             await ctx.http.started()
             log.info("OpenAI-compatible HTTP serving on port %d (%s)", ctx.http.port, "TLS" if ctx.http.tls else "plaintext")
         ctx.telemetry.start()
+        # audited only now that it serves: a start that failed (port in use) changed nothing
+        await asyncio.to_thread(record_config_if_changed, ctx.audit, ctx.config)
         for name in ("", *names):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("musad serving on port %d (%s backend, models in %s)", port, ctx.devices.backend, config.models.dir)
@@ -221,13 +223,28 @@ def _bind(server: grpc.aio.Server, ctx: DaemonContext) -> int:
     address = f"[{host}]:{want}" if ":" in host else f"{host}:{want}"
     try:
         port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise PortInUseError(f"Cannot listen on {listen}: the address is in use or not available on this host "
-                             f"({exc}). Use --listen to pick another.") from None
+    except RuntimeError:   # grpc's text only advises GRPC_VERBOSITY: say why in musad's words
+        port = 0
     if port == 0:
-        raise PortInUseError(f"Cannot listen on {listen}: the address is in use or not available on this host. "
-                             "Use --listen to pick another.")
+        raise PortInUseError(f"Cannot listen on {listen}: {_bind_problem(host, want)}. "
+                             "Use --listen to pick another address.")
     return port
+
+
+def _bind_problem(host: str, port: int) -> str:
+    """Why `host:port` cannot be bound, from a plain socket's try (grpc core does not say)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"the host name cannot be resolved ({exc.strerror or exc})"
+    family, kind, proto, _, sockaddr = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(sockaddr)
+    except OSError as exc:
+        return f"{(exc.strerror or str(exc)).lower()} (is another musad running?)"
+    return "the address is in use or not available on this host"
 
 
 async def shutdown(server: grpc.aio.Server, ctx: DaemonContext, health: HealthServicer) -> None:

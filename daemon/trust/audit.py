@@ -144,9 +144,8 @@ def create_db_engine(db_url: str) -> Engine:
     """
     url = sa.make_url(normalize_db_url(db_url))
     if url.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        args = {"connect_timeout": 10} if url.get_backend_name() == "postgresql" else {}
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -165,16 +164,69 @@ def create_db_engine(db_url: str) -> Engine:
     return engine
 
 
-def open_database(db_url: str) -> Engine:
-    """Engine on `db_url` with the schema migrated to head."""
+def shown_db_url(db_url: str) -> str:
+    """The URL as it may be printed: SQLite as its file, others without the password."""
+    try:
+        url = sa.make_url(normalize_db_url(db_url))
+    except sa.exc.ArgumentError:
+        return db_url
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words, on one line (not SQLAlchemy's wrapping and links)."""
+    inner = getattr(exc, "orig", None) or exc
+    return " ".join(str(inner).split()).rstrip(".") or type(inner).__name__
+
+
+def open_database(db_url: str, *, must_exist: bool = False) -> Engine:
+    """Engine on `db_url` with the schema migrated to head. Never creates folders: a SQLite
+    file's folder must exist. With `must_exist` (read-only commands) the database must
+    already hold musad's tables. Raises AuditError with one sentence when it cannot be used."""
     from .migrations import upgrade
 
-    engine = create_db_engine(db_url)
+    shown = shown_db_url(db_url)
     try:
+        url = sa.make_url(normalize_db_url(db_url))
+    except sa.exc.ArgumentError:
+        raise AuditError(f"the database URL {db_url!r} cannot be parsed; give a SQLite file path or a URL "
+                         "such as postgresql+psycopg://USER@HOST/DB") from None
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        path = Path(url.database)
+        if must_exist and not path.is_file():
+            raise AuditError(f"the database {path} does not exist; check --db or --state-dir "
+                             "(musad serve creates it on first start)")
+        if not path.parent.is_dir():
+            raise AuditError(f"the folder {path.parent} of the database {path} does not exist; "
+                             "create it or fix --db / storage.db_url")
+    try:
+        engine = create_db_engine(db_url)
+    except sa.exc.NoSuchModuleError:
+        raise AuditError(f"the database URL {shown} names an unknown database kind {url.drivername!r}; "
+                         "musad stores its data in SQLite (a file path) or PostgreSQL "
+                         "(postgresql+psycopg://USER@HOST/DB)") from None
+    except ImportError as exc:
+        raise AuditError(f"the database driver for {url.drivername} is not installed ({exc}); "
+                         "musad stores its data in SQLite or PostgreSQL (postgresql+psycopg://)") from None
+    try:
+        if must_exist and url.get_backend_name() != "sqlite":
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table("audit_log"):
+                    raise AuditError(f"the database {shown} holds no musad tables; check --db "
+                                     "(musad serve creates them on first start)")
         upgrade(engine)
+    except AuditError:
+        engine.dispose()
+        raise
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        engine.dispose()
+        raise AuditError(f"cannot connect to the database {shown}: {_reason(exc)}; check --db or "
+                         "storage.db_url and that the database server is running") from exc
     except Exception as exc:
         engine.dispose()
-        raise AuditError(f"cannot open the daemon database {sa.make_url(normalize_db_url(db_url)).render_as_string(hide_password=True)}: {exc}") from exc
+        raise AuditError(f"cannot open the daemon database {shown}: {_reason(exc)}") from exc
     return engine
 
 
@@ -243,9 +295,9 @@ class AuditLog:
         self._writer.start()
 
     @classmethod
-    def open(cls, db_url: str, node: str) -> "AuditLog":
-        """Opens (creating and migrating as needed) the store at `db_url`."""
-        return cls(open_database(db_url), node)
+    def open(cls, db_url: str, node: str, *, must_exist: bool = False) -> "AuditLog":
+        """Opens (creating and migrating as needed, unless `must_exist`) the store at `db_url`."""
+        return cls(open_database(db_url, must_exist=must_exist), node)
 
     # -- appending ---------------------------------------------------------------------
 

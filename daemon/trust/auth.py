@@ -17,7 +17,6 @@ import logging
 import grpc
 
 from ..rpc_streams import relay
-from .audit import record_config_if_changed
 from .caller import Caller, reset_current_caller, set_current_caller
 from .tokens import TokenStore
 
@@ -223,12 +222,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 # -- wiring into the daemon -------------------------------------------------------------------
 
 def security_interceptors(ctx) -> list[grpc.aio.ServerInterceptor]:  # noqa: ANN001 (DaemonContext)
-    """Creates the token store on the audit database (ctx.auth), audits a changed config,
-    and returns the auth interceptor. Called once by server.py before the port opens."""
+    """Creates the token store on the audit database (ctx.auth) and returns the auth
+    interceptor. Called once by server.py before the port opens; the config change is
+    audited by server.py once the daemon serves (a start that fails records nothing)."""
     if ctx.audit is not None:
         if ctx.auth is None:
             ctx.auth = TokenStore(ctx.audit.engine, audit=ctx.audit)
-        record_config_if_changed(ctx.audit, ctx.config)
     if not ctx.config.auth.required:
         log.warning(
             "auth.required is off: every caller may call every RPC (recorded as anonymous)")

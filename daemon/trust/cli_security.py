@@ -28,9 +28,12 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _add_db_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL or SQLite path of the daemon database")
+    p.add_argument("--db", metavar="URL",
+                   help="SQLAlchemy URL or SQLite path of the daemon database (default <state-dir>/musad.db)")
     p.add_argument("--config", metavar="FILE", help="musad TOML config (for storage.db_url / state_dir)")
-    p.add_argument("--state-dir", metavar="DIR", help="daemon state folder (default as musad serve)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="daemon state folder (default as musad serve: /var/lib/musad as root, "
+                        "else the user's state folder)")
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202
@@ -44,10 +47,21 @@ def _config(args: argparse.Namespace):  # noqa: ANN202
     return load_config(args.config, overrides)
 
 
-def _open_log(args: argparse.Namespace):  # noqa: ANN202
-    from .audit import AuditLog
+def _open_log(args: argparse.Namespace, *, read_only: bool = False):  # noqa: ANN202
+    """The audit log of the daemon database. Read-only commands refuse a database that does
+    not exist; writers create the default one in the state folder (as serve does), never the
+    folder of an explicit --db."""
+    from ..config import default_db_url
+    from .audit import AuditError, AuditLog
 
-    return AuditLog.open(_config(args).storage.db_url, node=socket.gethostname())
+    cfg = _config(args)
+    if not read_only and cfg.storage.db_url == default_db_url(cfg.storage.state_dir):
+        try:
+            Path(cfg.storage.state_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditError(f"cannot create the state folder {cfg.storage.state_dir}: "
+                             f"{exc.strerror or exc}; check --state-dir") from None
+    return AuditLog.open(cfg.storage.db_url, node=socket.gethostname(), must_exist=read_only)
 
 
 def _fmt_time(us: int | None) -> str:
@@ -64,9 +78,13 @@ def register_token(sub: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     c = tsub.add_parser("create", help="create a token and print it once")
     c.add_argument("--name", required=True, help="who or what holds it (also a client-certificate CN)")
-    c.add_argument("--role", required=True, choices=ROLES)
+    c.add_argument("--role", required=True, choices=ROLES,
+                   help="what it may do: viewer reads node, models and telemetry; client only generates; "
+                        "operator reads, generates and deploys; auditor reads and queries the audit log; "
+                        "admin may call everything")
     c.add_argument("--expires", type=float, metavar="DAYS", help="lifetime in days (default: never)")
-    c.add_argument("--out", metavar="FILE", help="write the token to FILE (mode 0600) instead of stdout")
+    c.add_argument("--out", metavar="FILE",
+                   help="write the token to FILE (mode 0600) instead of stdout; its folder must exist")
     _add_limit_args(c, "(default: no limit)")
     _add_db_args(c)
     c.set_defaults(func=cmd_token_create)
@@ -80,7 +98,7 @@ def register_token(sub: argparse._SubParsersAction) -> None:
     _add_db_args(lim)
     lim.set_defaults(func=cmd_token_limits)
     r = tsub.add_parser("revoke", help="revoke a token by name")
-    r.add_argument("name")
+    r.add_argument("name", help="the token's name, as `musad token list` shows it")
     _add_db_args(r)
     r.set_defaults(func=cmd_token_revoke)
 
@@ -114,9 +132,8 @@ def _fmt_limits(limits) -> str:  # noqa: ANN001
 
 
 def write_private(path: str | os.PathLike[str], text: str) -> None:
-    """Writes `text` to `path` readable only by the user (0600)."""
+    """Writes `text` to `path` readable only by the user (0600); its folder must exist."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -126,6 +143,12 @@ def write_private(path: str | os.PathLike[str], text: str) -> None:
 def cmd_token_create(args: argparse.Namespace) -> int:
     from .tokens import TokenError, TokenStore
 
+    if args.out:   # checked before the token exists, so a failed write leaves no token behind
+        out = Path(args.out)
+        if not out.parent.is_dir():
+            return _fail(f"the folder {out.parent} of --out does not exist; create it or choose another file")
+        if out.is_dir():
+            return _fail(f"--out {out} is a folder; give a file name")
     with _open_log(args) as log:
         try:
             token = TokenStore(log.engine, audit=log).create(args.name, args.role, args.expires,
@@ -133,7 +156,12 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         except TokenError as exc:
             return _fail(str(exc))
     if args.out:
-        write_private(args.out, token + "\n")
+        try:
+            write_private(args.out, token + "\n")
+        except OSError as exc:
+            print(token)
+            return _fail(f"cannot write {args.out} ({exc.strerror or exc}); the token was printed above "
+                         "instead (it is shown only this once)", 1)
         print(f"token {args.name!r} ({args.role}) written to {args.out}", file=sys.stderr)
     else:
         print(token)
@@ -144,7 +172,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     from .tokens import TokenStore
 
-    with _open_log(args) as log:
+    with _open_log(args, read_only=True) as log:
         tokens = TokenStore(log.engine).list()
     now = time.time_ns() // 1000
     print(f"{'NAME':<28} {'ROLE':<9} {'STATE':<8} {'CREATED':<21} {'EXPIRES':<21} LIMITS")
@@ -157,7 +185,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_token_limits(args: argparse.Namespace) -> int:
     from .tokens import TokenError, TokenStore
 
-    with _open_log(args) as log:
+    with _open_log(args, read_only=True) as log:
         store = TokenStore(log.engine, audit=log)
         current = next((t for t in store.list() if t.name == args.name), None)
         if current is None:
@@ -173,7 +201,7 @@ def cmd_token_limits(args: argparse.Namespace) -> int:
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     from .tokens import TokenError, TokenStore
 
-    with _open_log(args) as log:
+    with _open_log(args, read_only=True) as log:
         try:
             TokenStore(log.engine, audit=log).revoke(args.name)
         except TokenError as exc:
@@ -188,11 +216,13 @@ def register_certs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("certs", help="make TLS certificates", description="TLS certificates for musad.")
     csub = p.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
     i = csub.add_parser("init", help="write a CA, a server and a client certificate into DIR")
-    i.add_argument("dir", metavar="DIR")
+    i.add_argument("dir", metavar="DIR", help="folder for the PEM files (created)")
     i.add_argument("--host", action="append", required=True, metavar="NAME",
                    help="DNS name or IP the server is reached by (repeat for more)")
-    i.add_argument("--client-cn", default="musa-console", help="CN of the client certificate (its actor name)")
-    i.add_argument("--days", type=int, default=825, help="validity of server and client certificates")
+    i.add_argument("--client-cn", default="musa-console",
+                   help="CN of the client certificate, its actor name (default %(default)s)")
+    i.add_argument("--days", type=int, default=825,
+                   help="validity of server and client certificates in days (default %(default)s)")
     i.add_argument("--force", action="store_true", help="replace existing files")
     i.set_defaults(func=cmd_certs_init)
 
@@ -244,30 +274,32 @@ def register_audit(sub: argparse._SubParsersAction) -> None:
     _add_db_args(v)
     v.set_defaults(func=cmd_audit_verify)
     e = asub.add_parser("export", help="export records to CSV, JSONL or JSON")
-    e.add_argument("--format", required=True, choices=("csv", "jsonl", "json"))
-    e.add_argument("--since", type=parse_time, metavar="T", help="from this time (inclusive)")
-    e.add_argument("--until", type=parse_time, metavar="T", help="up to this time (exclusive)")
-    e.add_argument("--actor", default="")
-    e.add_argument("--action", default="")
-    e.add_argument("--outcome", default="", choices=("", "ok", "denied", "failed"))
-    e.add_argument("--out", required=True, metavar="FILE")
+    e.add_argument("--format", required=True, choices=("csv", "jsonl", "json"),
+                   help="csv, jsonl (one record a line) or json (one document)")
+    e.add_argument("--since", type=parse_time, metavar="T",
+                   help="from this time (inclusive): ISO 8601 (UTC when no zone) or Unix seconds")
+    e.add_argument("--until", type=parse_time, metavar="T", help="up to this time (exclusive), as --since")
+    e.add_argument("--actor", default="", help="only records of this actor (token name or certificate CN)")
+    e.add_argument("--action", default="", help="only this action, e.g. node.Deploy or token.create")
+    e.add_argument("--outcome", default="", choices=("ok", "denied", "failed"), help="only this outcome")
+    e.add_argument("--out", required=True, metavar="FILE", help="file to write")
     e.add_argument("--sign", action="store_true", help="sign with the node's Ed25519 key")
     e.add_argument("--key", metavar="PEM", help=f"signing key (default <state-dir>/{SIGNING_KEY_FILE}, created if absent)")
     _add_db_args(e)
     e.set_defaults(func=cmd_audit_export)
     x = asub.add_parser("verify-export", help="check an export's digest, signature and chain")
-    x.add_argument("file", metavar="FILE")
+    x.add_argument("file", metavar="FILE", help="an export written by `musad audit export`")
     x.add_argument("--public-key", metavar="B64|FILE",
                    help="require this signer (base64 raw key, or a file holding it, as `musad audit key` prints)")
     x.set_defaults(func=cmd_audit_verify_export)
     k = asub.add_parser("key", help="print the node's export-signing public key (base64)")
-    k.add_argument("--key", metavar="PEM")
+    k.add_argument("--key", metavar="PEM", help=f"signing key (default <state-dir>/{SIGNING_KEY_FILE}, created if absent)")
     _add_db_args(k)
     k.set_defaults(func=cmd_audit_key)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    with _open_log(args) as log:
+    with _open_log(args, read_only=True) as log:
         r = log.verify()
     if not r.ok:
         print(f"BROKEN at record {r.first_broken_seq}: {r.reason} ({r.records} records verified before it)")
@@ -289,8 +321,8 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     f = AuditFilter(since_us=args.since or 0, until_us=args.until or 0, actor=args.actor,
                     action=args.action, outcome=args.outcome)
     try:
-        key = load_or_create_signing_key(_signing_key_path(args)) if args.sign else None
-        with _open_log(args) as log:
+        with _open_log(args, read_only=True) as log:
+            key = load_or_create_signing_key(_signing_key_path(args)) if args.sign else None
             s = export_log(log, args.out, args.format, f, sign_key=key)
     except ExportError as exc:
         return _fail(str(exc), 1)
@@ -307,15 +339,20 @@ def cmd_audit_verify_export(args: argparse.Namespace) -> int:
 
     from .audit_export import verify_export
 
+    if not Path(args.file).is_file():
+        return _fail(f"the export {args.file} does not exist or is not a file; check the path")
     pinned = None
     if args.public_key:
         text = args.public_key
         if Path(text).is_file():
-            text = Path(text).read_text().strip()
+            text = Path(text).read_text(errors="replace").strip()
         try:
             pinned = base64.b64decode(text, validate=True)
         except ValueError:
             return _fail("--public-key is neither base64 nor a file holding base64")
+        if len(pinned) != 32:
+            return _fail(f"--public-key is malformed: an Ed25519 public key is 32 bytes, this one is {len(pinned)}; "
+                         "copy it as `musad audit key` prints it")
     r = verify_export(args.file, public_key=pinned)
     if not r.ok:
         print(f"FAILED: {r.reason}")

@@ -12,6 +12,7 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,25 @@ def make_ca(cn: str = "musa-ops CA", days: int = 3650) -> Issued:
     return Issued(cert, key)
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_host(host: str) -> None:
+    """Raises ValueError with a sentence unless `host` is an IP address or a DNS name
+    (labels of letters, digits and inner hyphens, 63 characters each, 253 in all; a leading
+    "*." wildcard allowed)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    name = host[2:] if host.startswith("*.") else host
+    name = name[:-1] if name.endswith(".") else name
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(f"--host {host!r} is neither a valid DNS name nor an IP address "
+                         "(DNS names use letters, digits, '-' and '.', e.g. gpu-01.example.com)")
+
+
 def _san(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
@@ -110,6 +130,8 @@ def init_certs(out_dir: str | os.PathLike[str], hosts: list[str], *, client_cn: 
     """Writes ca.pem/ca-key.pem, server.pem/server-key.pem, client.pem/client-key.pem."""
     if not hosts:
         raise ValueError("give at least one --host (a DNS name or IP address clients will dial)")
+    for host in hosts:
+        check_host(host)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = {k: out / f for k, f in (("ca", "ca.pem"), ("ca_key", "ca-key.pem"), ("server", "server.pem"),
