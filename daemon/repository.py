@@ -331,9 +331,10 @@ def _check_weights_match_config(cfg: dict, params: int) -> None:
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise ModelFolderError(f"config.json is unusable: {exc}") from None
     if implied > params:
+        why = "its sizes are too large" if implied > 2 * params else "a tensor is missing or too small"
         raise ModelFolderError(
-            f"too large: config.json implies {implied:,} parameters (vocab_size {mc.vocab_size:,}, "
-            f"hidden_size {mc.hidden_size:,}, {mc.num_layers:,} layers) but the weight files hold {params:,}")
+            f"config.json implies {implied:,} parameters (vocab_size {mc.vocab_size:,}, hidden_size "
+            f"{mc.hidden_size:,}, {mc.num_layers:,} layers) but the weight files hold {params:,}: {why}")
 
 
 def _replace(entry: ModelEntry, **kw) -> ModelEntry:

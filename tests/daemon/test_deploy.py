@@ -80,7 +80,7 @@ async def test_weights_that_do_not_fit_the_model_fail_with_the_reason(make_daemo
     repo = tmp_path / "repo"
     shutil.copytree(demo_model_dir, repo / "wrong")
     cfg = json.loads((repo / "wrong" / "config.json").read_text())
-    cfg["hidden_size"] = 128  # weights are 64 wide
+    cfg["intermediate_size"] //= 2  # the MLP weights are twice as wide
     (repo / "wrong" / "config.json").write_text(json.dumps(cfg))
     d = make_daemon(models_dir=repo)
     async with d.channel() as ch:
@@ -91,6 +91,34 @@ async def test_weights_that_do_not_fit_the_model_fail_with_the_reason(make_daemo
         await stub.Undeploy(node_pb2.UndeployRequest(model="wrong"))
         (m,) = (await stub.ListModels(node_pb2.ListModelsRequest())).models
         assert m.state == common_pb2.MODEL_STATE_AVAILABLE
+
+
+async def test_configs_the_engine_cannot_run_are_listed_error_and_refused(make_daemon, tmp_path, demo_model_dir):
+    """An unknown architecture, sizes no weight file holds (vocab 10^9, hidden 10^6) and a
+    tokenizer.json that is not JSON: ERROR at scan time with the reason, and Deploy is
+    FAILED_PRECONDITION with it before anything is allocated."""
+    import json
+
+    repo = tmp_path / "repo"
+    edits = {"gemma": {"architectures": ["GemmaForCausalLM"]}, "huge": {"vocab_size": 10**9, "hidden_size": 10**6}}
+    for name, edit in edits.items():
+        shutil.copytree(demo_model_dir, repo / name)
+        cfg = json.loads((repo / name / "config.json").read_text())
+        (repo / name / "config.json").write_text(json.dumps({**cfg, **edit}))
+    shutil.copytree(demo_model_dir, repo / "bad-tokenizer")
+    (repo / "bad-tokenizer" / "tokenizer.json").write_text("<html>not json</html>")
+    want = {"gemma": "architecture GemmaForCausalLM is not supported by this engine",
+            "huge": "but the weight files hold 139,584: its sizes are too large",
+            "bad-tokenizer": "tokenizer.json is not valid JSON"}
+    d = make_daemon(models_dir=repo)
+    async with d.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+        models = {m.name: m for m in (await stub.ListModels(node_pb2.ListModelsRequest())).models}
+        for name, words in want.items():
+            assert models[name].state == common_pb2.MODEL_STATE_ERROR and words in models[name].reason, models[name]
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await _deploy(stub, name)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and words in err.value.details()
 
 
 async def _wait_state(stub, state, model=DEMO_MODEL_NAME):
@@ -192,3 +220,71 @@ async def test_finished_requests_feed_telemetry_percentiles_and_metrics(daemon):
                  "num_requests_running", "num_requests_waiting", "kv_cache_usage_perc",
                  "prompt_tokens_total", "generation_tokens_total"):
         assert f'musad:{name}{{' in body and f'model="{DEMO_MODEL_NAME}"' in body, name
+
+
+def _write_big_checkpoint(out, demo_model_dir, widen: str = ""):
+    """A Llama checkpoint of about 200 MB (float32) on the demo tokenizer; `widen` gives one
+    tensor a row too many, so loading fails when it reaches it (the norm: after the others)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from musaops.daemon.engine import models
+
+    shutil.copytree(demo_model_dir, out)
+    (out / "model.safetensors").unlink()
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.update(hidden_size=1024, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=16,
+               num_key_value_heads=4, head_dim=64, tie_word_embeddings=False)
+    (out / "config.json").write_text(json.dumps(cfg))
+    mc = models.config_from_hf(cfg)
+    slots = models.by_hf_name(mc.architecture).weights(mc)
+    tensors = {name: torch.full((s.shape[0] + (name == widen), *s.shape[1:]), 0.01) for name, s in slots.items()}
+    save_file(tensors, str(out / "model.safetensors"))
+    return sum(t.nbytes for t in tensors.values())
+
+
+@pytest.mark.timeout(300)
+async def test_failed_deploys_free_their_memory_at_once(make_daemon, tmp_path, demo_model_dir):
+    """A failed Deploy's half-loaded model must be freed when the Deploy ends, by reference
+    counting alone (the garbage collector is off here): RSS stays flat over repeated failures,
+    whether loading fails in the weights (a tensor of the wrong shape) or after them (no room
+    for the KV cache); an undeployed model is freed at once too. Before the fix, the six
+    failures kept 1.8 GiB."""
+    import gc
+    import weakref
+
+    import psutil
+
+    repo = tmp_path / "repo"
+    size = _write_big_checkpoint(repo / "wide", demo_model_dir, widen="model.norm.weight")
+    _write_big_checkpoint(repo / "big", demo_model_dir)
+    d = make_daemon(models_dir=repo)
+    proc = psutil.Process()
+    async with d.channel() as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+
+        async def fail_twice():
+            last = (await _deploy(stub, "wide", dtype="float32"))[-1]
+            assert last.stage == node_pb2.DEPLOY_STAGE_FAILED and "model.norm.weight" in last.message
+            await stub.Undeploy(node_pb2.UndeployRequest(model="wide"))
+            last = (await _deploy(stub, "big", dtype="float32", kv_cache_fraction=1e-9))[-1]
+            assert last.stage == node_pb2.DEPLOY_STAGE_FAILED and "not enough memory for the KV cache" in last.message
+            await stub.Undeploy(node_pb2.UndeployRequest(model="big"))
+
+        await fail_twice()   # imports, thread pools and allocator arenas settle
+        gc.collect()
+        gc.disable()
+        try:
+            before = proc.memory_info().rss
+            for _ in range(3):
+                await fail_twice()
+            grown = proc.memory_info().rss - before
+            assert (await _deploy(stub, "big", dtype="float32"))[-1].stage == node_pb2.DEPLOY_STAGE_READY
+            model = weakref.ref(d.ctx.deployments.get("big").engine.model)
+            await stub.Undeploy(node_pb2.UndeployRequest(model="big", mode=node_pb2.UNDEPLOY_MODE_CANCEL))
+            assert model() is None, "the undeployed model is still referenced"
+        finally:
+            gc.enable()
+    assert grown < size / 2, f"RSS grew by {grown / 2**20:.0f} MiB over 6 failed deploys of a {size / 2**20:.0f} MiB model"
