@@ -5,7 +5,8 @@ nothing about its request). Streams are Server-Sent Events: one `data: {chunk}` 
 delta, the finish chunk, with `stream_options.include_usage` a last chunk holding only
 usage, then `data: [DONE]`. Without include_usage the finish chunk carries `usage`, so
 every answer says what it cost. A client that disconnects mid-stream cancels the request
-in the engine (Starlette cancels the stream when it reads the disconnect).
+in the engine (Starlette cancels the stream when it reads the disconnect); so does one that
+disconnects while waiting for a non-streaming answer (`_collect` watches the connection).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import uuid
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from ..engine.api import FinishReason, GenerationResult, TextDelta
@@ -146,7 +147,7 @@ async def _sse(gen: Generation, chunk: Callable[[dict | None, str | None], dict]
     yield "data: [DONE]\n\n"
 
 
-async def _collect(gen: Generation) -> tuple[str, GenerationResult]:
+async def _drain(gen: Generation) -> tuple[str, GenerationResult]:
     parts: list[str] = []
     result = None
     async for item in gen.events():
@@ -158,6 +159,31 @@ async def _collect(gen: Generation) -> tuple[str, GenerationResult]:
     if result.finish_reason is FinishReason.ERROR:
         raise ApiError(500, result.error or "The engine failed this request.", "server_error")
     return "".join(parts), result
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone. The body is read by then, so the server's next
+    message is `http.disconnect` (uvicorn's receive() blocks until the connection drops;
+    the same message `Request.is_disconnected()` looks for, without polling)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)   # a server that answers receive() at once: poll
+
+
+async def _collect(gen: Generation, request: Request) -> tuple[str, GenerationResult] | None:
+    """The whole answer of a non-streaming request, or None when the client disconnected
+    first: then the engine request is cancelled (closing events() aborts it) at once, not
+    after the answer nobody will read."""
+    work = asyncio.ensure_future(_drain(gen))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            await gen.aclose()   # events() may not have started yet
+    return None if work.cancelled() else work.result()
 
 
 def create_app(ctx: Any) -> FastAPI:
@@ -205,7 +231,9 @@ def create_app(ctx: Any) -> FastAPI:
                     out["usage"] = None
                 return out
             return _Stream(gen, _sse(gen, chunk, body.include_usage, {"role": "assistant", "content": ""}))
-        text, result = await _collect(gen)
+        if (answer := await _collect(gen, request)) is None:
+            return Response(status_code=499)   # nobody is listening
+        text, result = answer
         return JSONResponse({
             "id": gen.id, "object": "chat.completion", "created": created, "model": body.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -225,7 +253,9 @@ def create_app(ctx: Any) -> FastAPI:
                     out["usage"] = None
                 return out
             return _Stream(gen, _sse(gen, chunk, body.include_usage, None))
-        text, result = await _collect(gen)
+        if (answer := await _collect(gen, request)) is None:
+            return Response(status_code=499)   # nobody is listening
+        text, result = answer
         return JSONResponse({
             "id": gen.id, "object": "text_completion", "created": created, "model": body.model,
             "choices": [{"index": 0, "text": text, "logprobs": None,

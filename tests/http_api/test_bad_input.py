@@ -109,3 +109,27 @@ def test_disconnect_mid_stream_cancels_in_the_engine(served):
     params = json.loads(records[-1].params_json)
     assert params["finish_reason"] == "cancelled" and params["transport"] == "http"
     assert params["completion_tokens"] < 4000
+
+
+@pytest.mark.parametrize("path,extra", [("completions", {"prompt": "hi"}),
+                                        ("chat/completions", {"messages": [{"role": "user", "content": "hi"}]})])
+def test_disconnect_while_waiting_for_a_whole_answer_cancels_in_the_engine(served, path, extra):
+    key = make_key(served, "k")
+    engine = served.ctx.deployments.engine_for(DEMO_MODEL_NAME)
+    body = json.dumps({"model": DEMO_MODEL_NAME, "max_tokens": 4000, "ignore_eos": True, **extra}).encode()
+    s = socket.create_connection(("127.0.0.1", served.ctx.http.port))
+    s.sendall(f"POST /v1/{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+              + f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    served.call(served.until(lambda: engine.stats().running == 1, "the engine runs the request"))
+    steps_at_close = engine.stats().steps_total
+    s.close()
+    served.call(served.until(lambda: engine.stats().running == 0, "the engine dropped the request"))
+    assert engine.stats().steps_total - steps_at_close < 4000 // 2
+    records = served.call(served.audit_records("inference.Generate", 1))
+    params = json.loads(records[-1].params_json)
+    assert params["finish_reason"] == "cancelled" and params["transport"] == "http"
+    assert params["completion_tokens"] < 4000
+    # the server keeps serving
+    r = httpx.post(f"{base_url(served)}/{path}", headers={"Authorization": f"Bearer {key}"},
+                   json={"model": DEMO_MODEL_NAME, "max_tokens": 2, **extra}, timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
