@@ -21,6 +21,7 @@ import asyncio  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 
 from . import __version__  # noqa: E402
@@ -129,14 +130,43 @@ async def _serve(config) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    deadline = config.server.grace_seconds + HARD_EXIT_MARGIN_S
+
+    def on_signal(signum: int, _frame) -> None:  # noqa: ANN001
+        # A Python-level handler, not loop.add_signal_handler: it runs even while the event
+        # loop is stuck, and arms the second stage before anything else can hang.
+        if stop.is_set():   # a second signal: do not wait any longer
+            _hard_exit(f"signal {signum} received again during shutdown")
+        _arm_hard_exit(deadline)
+        loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, on_signal)
     async with run_server(config) as (_server, port, ctx):
         log.info("listening on %s (port %d); metrics on %s", config.server.listen, port,
                  f"port {ctx.metrics.port}" if config.server.metrics_listen else "off")
         await stop.wait()
         log.info("signal received: shutting down")
     return 0
+
+
+HARD_EXIT_MARGIN_S = 5.0   # beyond server.grace_seconds, for closing engines and the database
+
+
+def _arm_hard_exit(seconds: float) -> None:
+    """The second stage of SIGTERM: whatever still runs after `seconds` (a drain that
+    overran, a thread that never returns, a stuck event loop) ends with the process."""
+    timer = threading.Timer(seconds, _hard_exit, (f"shutdown took longer than {seconds:.0f} s",))
+    timer.daemon = True
+    timer.start()
+
+
+def _hard_exit(why: str) -> None:
+    try:   # no logging call: its lock may be held by the thread that is stuck
+        os.write(2, f'time={time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} level=ERROR '
+                    f'logger=musaops.daemon msg="{why}: exiting now"\n'.encode())
+    finally:
+        os._exit(1)
 
 
 # -- musad demo-model -----------------------------------------------------------------------

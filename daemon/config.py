@@ -72,6 +72,8 @@ class EngineConfig:
     prefill_token_budget: int = 2048
     prefix_caching: bool = True
     prefix_cache_scope: str = "caller"   # caller | model: who shares cached prompt prefixes
+    template_timeout_s: float = 2.0      # a chat template rendering longer: INVALID_ARGUMENT
+    stream_backlog_tokens: int = 1024    # unread tokens before a stream is cancelled (RESOURCE_EXHAUSTED)
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ _VALUE_CHECKS: dict[str, Callable[[Any], None]] = {
     "engines.vllm.log_max_bytes": _positive,
     **{f"engine.{k}": _positive for k in (
         "max_models", "max_queue", "max_tokens", "max_stop_strings", "default_max_batch",
-        "kv_block_size", "prefill_token_budget")},
+        "kv_block_size", "prefill_token_budget", "template_timeout_s", "stream_backlog_tokens")},
 }
 _PATH_KEYS = {"tls.cert", "tls.key", "tls.client_ca", "storage.state_dir", "models.dir"}
 # Interpreters: made absolute, symlinks kept (a venv's python is a link to the base one);

@@ -293,7 +293,9 @@ class DeploymentManager:
                           kv_cache_fraction=fraction, max_queue=self.limits.max_queue,
                           kv_block_size=self.limits.kv_block_size,
                           prefill_token_budget=self.limits.prefill_token_budget,
-                          prefix_caching=self.limits.prefix_caching)
+                          prefix_caching=self.limits.prefix_caching,
+                          template_timeout_s=self.limits.template_timeout_s,
+                          stream_backlog_tokens=self.limits.stream_backlog_tokens)
         return entry, spec, DeviceTarget(self.devices.torch_device_type, indices)
 
     async def deploy(self, req: DeployRequest) -> AsyncIterator[DeployEvent]:

@@ -41,6 +41,8 @@ from .inference_core import InferenceCore
 from .limits import NO_LIMITS, KeyLimits
 from .trust.audit import AuditLog, record_config_if_changed
 from .usage import UsageCollector, UsageLog
+from .engine import workers
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,8 @@ async def run_server(config: Config, *, devices: Any = None,
         await asyncio.to_thread(record_config_if_changed, ctx.audit, ctx.config)
         for name in ("", *names):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        watchdog = Watchdog(health, ["", *names], {"default": lambda: None, "request": workers.pool})
+        watchdog.start()   # NOT_SERVING while the loop or a thread pool is jammed (watchdog.py)
         log.info("musad serving on port %d (%s backend, models in %s)", port, ctx.devices.backend, config.models.dir)
         if problem := ctx.repository.problem():  # the folder may be mounted or filled later
             log.warning("model repository %s: %s; ListModels is empty until it is fixed",
@@ -212,6 +216,7 @@ async def run_server(config: Config, *, devices: Any = None,
     try:
         yield server, port, ctx
     finally:
+        await watchdog.stop()
         await shutdown(server, ctx, health)
 
 

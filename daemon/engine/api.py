@@ -64,6 +64,8 @@ class EngineSpec:
     prefill_token_budget: int = 2048  # prompt tokens per step (chunked prefill)
     prefix_caching: bool = True     # reuse the KV blocks of prompts' common prefixes (blocks.py)
     kv_blocks: int | None = None    # fixed KV block count (tests); None = from kv_cache_fraction
+    template_timeout_s: float = 2.0  # a chat template rendering longer fails its request
+    stream_backlog_tokens: int = 1024  # tokens a stream may leave unread before it is cancelled
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from .model import CausalLM
 from .runner import ModelRunner
 from .sampling import RowFailure, StopMatcher, make_generator, sample
 from .scheduler import ScheduledChunk, Scheduler, Sequence, SeqStatus
+from . import workers
 from .tokenizer import IncrementalDetokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,9 @@ class LLMEngine:
 
     def tokenize(self, req: GenerationRequest) -> list[int]:
         if req.messages:
-            prompt = self.tokenizer.apply_chat_template(list(req.messages))
+            prompt = self.tokenizer.apply_chat_template(
+                list(req.messages), max_chars=self.info.max_context * MAX_CHARS_PER_TOKEN,
+                timeout_s=self.spec.template_timeout_s)
             ids = self.tokenizer.encode(prompt, add_special=False)
             if self.tokenizer.add_bos and self.tokenizer.bos_token and not prompt.startswith(self.tokenizer.bos_token):
                 bos = self.tokenizer.token_id(self.tokenizer.bos_token)
@@ -141,8 +144,9 @@ class LLMEngine:
                 f"the prompt is {chars:,} characters; this deployment's context is {limit:,} tokens, "
                 f"which holds at most {limit * MAX_CHARS_PER_TOKEN:,} characters")
         # Tokenising (and rendering the chat template) of a long prompt takes seconds: keep it
-        # off the event loop so other RPCs, health checks and telemetry streams go on.
-        ids = await asyncio.to_thread(self.tokenize, req)
+        # off the event loop, and off the loop's default executor (token checks, database
+        # reads), on the pool for callers' CPU work (workers.py).
+        ids = await workers.run(self.tokenize, req)
         if self._stopping or self._draining:  # undeployed while we tokenised
             raise EngineClosedError("this model is being undeployed and takes no new requests")
         if len(ids) >= limit:

@@ -2,7 +2,8 @@
 
 tokenizer.json goes through the `tokenizers` library (no transformers at runtime); the chat
 template comes from tokenizer_config.json (or chat_template.jinja) and renders through a
-sandboxed jinja2 environment, like transformers' apply_chat_template.
+sandboxed jinja2 environment, like transformers' apply_chat_template, under a time and size
+bound (engine/template.py).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2.exceptions import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as HFTokenizer
 
+from . import template as chat_template
 from .api import InvalidRequestError, LoadError
 
 
@@ -81,31 +82,29 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 
-    def apply_chat_template(self, messages: list[tuple[str, str]]) -> str:
+    def apply_chat_template(self, messages: list[tuple[str, str]], *, max_chars: int = 1 << 20,
+                            timeout_s: float = chat_template.DEFAULT_TIMEOUT_S) -> str:
+        """The prompt the template makes of `messages`; InvalidRequestError when it fails or
+        passes a bound (`max_chars` of output, `timeout_s` of rendering)."""
         if self._template is None:
             raise InvalidRequestError("this model has no chat template; send a raw prompt instead")
         try:
-            return self._template.render(
+            return chat_template.render(
+                self._template, max_chars=max_chars, timeout_s=timeout_s,
                 messages=[{"role": r, "content": c} for r, c in messages],
                 add_generation_prompt=True, bos_token=self.bos_token or "",
                 eos_token=self.eos_token or "")
-        except TemplateError as exc:
-            raise InvalidRequestError(f"the chat template rejected these messages: {exc}") from exc
+        except chat_template.TemplateRenderError as exc:
+            raise InvalidRequestError(str(exc)) from None
 
 
 def _compile_template(template: str | None, name: str):
     if not template:
         return None
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = _raise_template_error
     try:
-        return env.from_string(template)
+        return chat_template.compile_template(template)
     except TemplateError as exc:
         raise LoadError(f"the chat template of {name} does not compile: {exc}") from exc
-
-
-def _raise_template_error(message: str) -> None:
-    raise TemplateError(message)
 
 
 class IncrementalDetokenizer:

@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -21,6 +22,7 @@ from .caller import Caller, reset_current_caller, set_current_caller
 from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
+_AUTH_POOL = ThreadPoolExecutor(1, thread_name_prefix="musad-auth")
 
 
 # -- roles and the methods they may call ---------------------------------------------------
@@ -139,7 +141,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         token = _metadata_token(context.invocation_metadata())
         info = None
         if self.tokens is not None and (token or cn) and self.tokens.needs_refresh():
-            await asyncio.to_thread(self.tokens.refresh)   # DB read off the event loop
+            # A DB read, off the event loop and off its default executor: on a thread of its
+            # own, which no other work (a caller's prompts, database pages) can keep busy.
+            await asyncio.get_running_loop().run_in_executor(_AUTH_POOL, self.tokens.refresh)
         if token and self.tokens is not None:
             info = self.tokens.authenticate(token, refresh=False)
         if not self.required:
