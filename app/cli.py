@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 _T0 = time.perf_counter()
 
@@ -61,9 +62,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--view", choices=VIEW_KEYS, default="fleet", help="view to show first")
     p.add_argument("--after", type=float, default=3.0, metavar="SECONDS",
                    help="with --screenshot: wait this long before rendering (default 3)")
-    p.add_argument("--size", default="1280x800", help="window size WxH (default 1280x800)")
+    p.add_argument("--size", default="1280x800",
+                   help="window size WxH (default 1280x800, at least 1024x640)")
     p.add_argument("--first-paint", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def _fail(sentence: str) -> NoReturn:
+    """One sentence on stderr, exit 2: a mistake the user can fix, never a traceback."""
+    print(f"musa-console: {sentence}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def display_problem(env: dict[str, str] | None = None) -> str:
+    """Why no window can be opened here ("" if it can), checked before Qt starts: when Qt
+    finds no usable platform plugin it aborts the process with a page of plugin advice, which
+    `make run` used to swallow. Names the missing piece: the display, or the system library
+    the X11 (xcb) plugin cannot load."""
+    env = os.environ if env is None else env
+    platform = env.get("QT_QPA_PLATFORM", "")
+    if not sys.platform.startswith("linux") or platform.split(":")[0] not in ("", "xcb", "wayland"):
+        return ""
+    if not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
+        return ("no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset): run it "
+                "in a desktop session or with ssh -X, or render headless with --screenshot PATH")
+    if platform.startswith("wayland") or (not platform and env.get("WAYLAND_DISPLAY")):
+        return ""
+    display = env.get("DISPLAY", "")
+    if display.startswith(":") and not Path(f"/tmp/.X11-unix/X{display[1:].split('.')[0]}").exists():
+        return f"no X server answers on DISPLAY={display} (no /tmp/.X11-unix socket for it)"
+    import ctypes
+    from importlib.util import find_spec
+    spec = find_spec("PySide6")
+    if spec is None or not spec.submodule_search_locations:
+        return "PySide6 is not installed (pip install -e '.[console]')"
+    plugin = Path(list(spec.submodule_search_locations)[0]) / "Qt/plugins/platforms/libqxcb.so"
+    if not plugin.is_file():
+        return ""
+    try:
+        ctypes.CDLL(str(plugin))
+    except OSError as e:
+        missing = str(e).split(":")[0].strip() if ": cannot open shared object" in str(e) else str(e)
+        return (f"Qt's X11 plugin cannot load the system library {missing}: install the Qt xcb "
+                "libraries (Debian/Ubuntu: sudo apt-get install libxcb-cursor0 libxkbcommon-x11-0 "
+                "libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libegl1)")
+    return ""
 
 
 def _addresses(args: argparse.Namespace):
@@ -97,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise SystemExit(f"musa-console: --size must look like 1280x800, not {args.size!r}")
+    from .qt.sizes import MIN_HEIGHT, MIN_WIDTH
+    if width < MIN_WIDTH or height < MIN_HEIGHT:
+        _fail(f"--size {width}x{height} is smaller than the console's minimum "
+              f"{MIN_WIDTH}x{MIN_HEIGHT}.")
+    problem = display_problem()
+    if problem:
+        _fail(f"cannot open a window: {problem}.")
 
     from PySide6.QtCore import QEvent, QObject, QTimer
     from PySide6.QtWidgets import QApplication

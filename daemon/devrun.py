@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
            "--metrics-listen", args.metrics_listen, "--http-listen", args.http_listen, "--models", str(args.demo_dir),
            "--state-dir", str(args.state_dir), "--device", args.device]
     # The daemon ignores the terminal's Ctrl-C (own process group); we stop it with SIGTERM.
+    console_rc = 0
     daemon = subprocess.Popen(cmd, start_new_session=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             console = [sys.executable, "-m", "musaops.app.cli", "--connect", args.listen]
             if token_file:
                 console += ["--token-file", str(token_file)]
-            rc = subprocess.call(console)
-            _log(f"console exited ({rc}); stopping musad")
+            console_rc = subprocess.call(console)
+            _log(f"console exited ({console_rc}); stopping musad")
         else:
             _log("press Ctrl-C to stop")
             daemon.wait()
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         rc = stop(daemon)
+    if console_rc:   # the console could not start (its sentence is above): make run fails
+        return console_rc
     return 0 if rc in (0, None) else rc
 
 

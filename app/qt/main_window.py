@@ -25,6 +25,7 @@ from ..services.store_worker import StoreWorker
 from . import theme as theme_mod
 from .bridge import GuiInvoker, HubBridge
 from .fleet_state import FleetState
+from .sizes import MIN_HEIGHT, MIN_WIDTH
 from .views.about import show_about
 from .views.alerts_panel import AlertsPanel
 from .views.audit_view import AuditView
@@ -78,6 +79,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("musa-console")
         self.setWindowIcon(theme_mod.icon("app", "#1f5fd1", 64))
         self.resize(1280, 800)
+        self.setMinimumSize(MIN_WIDTH, MIN_HEIGHT)   # every view is laid out to work down to it
         thresholds = AlertThresholds(**self.settings.get("alert_thresholds", {})) \
             if self.settings.get("alert_thresholds") else AlertThresholds()
         self.state = FleetState(bridge, thresholds=thresholds, parent=self)
@@ -164,10 +166,11 @@ class MainWindow(QMainWindow):
         self.alerts_panel.visibilityChanged.connect(self.act_alerts.setChecked)
         self.act_settings = QAction("Settings", self, shortcut=QKeySequence("Ctrl+,"))
         self.act_settings.triggered.connect(self.show_settings)
-        self.act_theme = QAction("Dark theme", self, shortcut=QKeySequence("Ctrl+T"),
-                                 checkable=True)
-        self.act_theme.toggled.connect(lambda on: self.apply_theme("dark" if on else "light",
-                                                                   save=True))
+        # Names the theme it switches to ("Dark theme" while light), so it is an action, not a
+        # toggle whose checked look would say the opposite of its label.
+        self.act_theme = QAction("Dark theme", self, shortcut=QKeySequence("Ctrl+T"))
+        self.act_theme.triggered.connect(
+            lambda: self.apply_theme("light" if self.theme_name == "dark" else "dark", save=True))
         self.act_about = QAction("About", self, shortcut=QKeySequence("F1"))
         self.act_about.triggered.connect(lambda: setattr(self, "dialog", show_about(self)))
         for a in (self.act_add, self.act_connections, self.act_alerts):
@@ -315,9 +318,9 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         colors = theme_mod.apply(app, name)
         self.theme_name = name
-        self.act_theme.blockSignals(True)
-        self.act_theme.setChecked(name == "dark")
-        self.act_theme.blockSignals(False)
+        other = "Light" if name == "dark" else "Dark"
+        self.act_theme.setText(f"{other} theme")
+        self.act_theme.setToolTip(f"Switch to the {other.lower()} theme (Ctrl+T)")
         fg = colors["text"]
         for action, icon in ((self.act_add, "add"), (self.act_connections, "connections"),
                              (self.act_alerts, "alert"), (self.act_settings, "settings"),

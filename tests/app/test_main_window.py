@@ -88,9 +88,17 @@ def test_settings_theme_and_about(qtbot, window, tmp_path) -> None:
     dlg.theme.setCurrentText("dark")
     dlg.accept()
     assert window.state.alerts.thresholds.temperature_celsius == 70
-    assert window.theme_name == "dark" and window.act_theme.isChecked()
+    # The theme action names the theme it switches to.
+    assert window.theme_name == "dark" and window.act_theme.text() == "Light theme"
     window.act_theme.trigger()
-    assert window.theme_name == "light"
+    assert window.theme_name == "light" and window.act_theme.text() == "Dark theme"
+    # The Alerts toggle shows its checked state (styled :checked) while the panel is shown.
+    window.act_alerts.trigger()
+    assert window.act_alerts.isChecked() and window.alerts_panel.isVisible()
+    button = window.toolbar.widgetForAction(window.act_alerts)
+    assert button.isChecked()
+    window.act_alerts.trigger()
+    assert not window.act_alerts.isChecked() and not button.isChecked()
     check = Store(tmp_path / "console.sqlite3")
     qtbot.waitUntil(lambda: check.get_setting("theme") == "light", timeout=5000)
     assert check.get_setting("alert_thresholds")["temperature_celsius"] == 70

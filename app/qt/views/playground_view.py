@@ -4,7 +4,7 @@ Left, the request: node and model, system prompt, sampling parameters (temperatu
 top-k, penalties, seed, max tokens, stop sequences) and presets. Right, the conversation:
 streamed text, and under each answer its prompt and completion tokens, TTFT, tokens/s and
 finish reason. Stop cancels the Generate RPC (the daemon frees the request's KV blocks).
-Compare mode sends one prompt to 2 to 4 node/model targets side by side. "Copy as Python"
+Compare mode sends one prompt to 2 to 4 node/model targets side by side. "Copy as code"
 puts the current request on the clipboard as a runnable grpc script.
 """
 
@@ -16,7 +16,7 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
-    QInputDialog, QLabel, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QSplitter,
+    QInputDialog, QLabel, QMenu, QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QSplitter,
     QStackedWidget, QVBoxLayout, QWidget,
 )
 
@@ -28,7 +28,7 @@ from musaops.app.qt.views.banner import Banner
 from musaops.app.qt.views.playground_parts import (  # noqa: F401 (parse/format_stops re-exported)
     ComparePane, TargetPicker, Transcript, format_stops, parse_stops, stats_text,
 )
-from musaops.app.services.snippet import SnippetRequest, python_snippet
+from musaops.app.services.snippet import SNIPPETS, SnippetRequest
 
 MAX_COMPARE = 4
 PRESET_KIND = "playground"
@@ -111,8 +111,13 @@ class PlaygroundView(QWidget):
         self.compare_count.setEnabled(False)
         self.compare_count.setVisible(False)   # shown in compare mode: the bar fits 1024 px
         self.clear_button = QPushButton("Clear")
-        self.copy_button = QPushButton("Copy as Python")
-        self.copy_button.setToolTip("Copy this request as a runnable Python script (grpc + musaops.v1 stubs)")
+        self.copy_button = QPushButton("Copy as code")
+        self.copy_button.setToolTip("Copy this request as runnable code: Python over gRPC, Python with the "
+                                    "OpenAI client or curl against the node's HTTP address")
+        copy_menu = QMenu(self.copy_button)
+        for kind, (label, _write) in SNIPPETS.items():
+            copy_menu.addAction(label, lambda k=kind: self.copy_snippet(k))
+        self.copy_button.setMenu(copy_menu)
         bar = QHBoxLayout()
         bar.addWidget(title)
         bar.addStretch(1)
@@ -178,7 +183,6 @@ class PlaygroundView(QWidget):
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
         self.clear_button.clicked.connect(self.clear)
-        self.copy_button.clicked.connect(self.copy_snippet)
         self.compare_check.toggled.connect(self.set_compare)
         self.compare_count.valueChanged.connect(lambda _n: self._show_panes())
         self.save_preset_button.clicked.connect(self._ask_preset_name)
@@ -199,14 +203,14 @@ class PlaygroundView(QWidget):
             return True
         return super().eventFilter(watched, event)
 
-    def _sampling_control(self, p: SamplingParam) -> tuple[str, Any]:
+    def _sampling_control(self, p: SamplingParam) -> tuple:
         """Builds the control of one sampling parameter (an attribute named like it) and
-        returns its form row (label, widget or layout)."""
+        returns its form row: (label, widget or layout), or (widget,) for a whole row."""
         if p.kind == "bool":
             box = QCheckBox(p.label)
             box.setToolTip(p.tooltip)
             setattr(self, p.name, box)
-            return "", box
+            return (box,)   # the whole row: not pushed right of the widest label
         if p.kind == "stops":
             self.stop_edit = QPlainTextEdit()
             self.stop_edit.setPlaceholderText("one per line; \\n for a newline")
@@ -220,6 +224,7 @@ class PlaygroundView(QWidget):
             spin = QSpinBox()
         spin.setRange(p.lo, p.hi)
         spin.setMinimumWidth(80)   # not the width of the widest value: the form fits 1024 px
+        spin.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)   # may shrink to it
         spin.setSingleStep(p.step)
         spin.setValue(p.lo if p.default is None else p.default)
         if p.special:
@@ -435,8 +440,9 @@ class PlaygroundView(QWidget):
             self._set_running(False)
 
     # -- snippet ----------------------------------------------------------------------------------
-    def snippet(self) -> str:
-        """The current request (the chat target, or compare target 1) as a Python script."""
+    def snippet(self, kind: str = "grpc") -> str:
+        """The current request (the chat target, or compare target 1) as code: `kind` is a
+        key of snippet.SNIPPETS (grpc, openai, curl)."""
         if self.compare_check.isChecked():
             node_id, model = self.panes[0].picker.node_id(), self.panes[0].picker.model()
         else:
@@ -448,23 +454,25 @@ class PlaygroundView(QWidget):
         spec = self.build_spec(model, prompt, with_history=not self.compare_check.isChecked())
         addr = status.address
         tls = addr.tls
-        return python_snippet(SnippetRequest(
+        return SNIPPETS[kind][1](SnippetRequest(
             host=addr.host, port=addr.port, model=model, prompt=spec.prompt,
             messages=tuple((m.role, m.content) for m in spec.messages),
             sampling=dict(spec.sampling),
             tls=tls is not None, tls_ca=(tls.ca or None) if tls else None,
             tls_cert=(tls.cert or None) if tls else None, tls_key=(tls.key or None) if tls else None,
             auth=bool(addr.token) or bool(status.info and status.info.auth_required),
+            http_address=status.info.http_address if status.info else "",
         ))
 
-    def copy_snippet(self) -> str:
+    def copy_snippet(self, kind: str = "grpc") -> str:
         try:
-            text = self.snippet()
+            text = self.snippet(kind)
         except ValueError as e:
             self.banner.show_message(f"Cannot write the request: {e}", "warning")
             return ""
         QGuiApplication.clipboard().setText(text)
-        self.banner.show_message("Request copied as a Python script (the token is read from $MUSA_OPS_TOKEN).", "ok")
+        self.banner.show_message(f"Request copied as {SNIPPETS[kind][0]} (the token is read from $MUSA_OPS_TOKEN).",
+                                 "ok")
         return text
 
     # -- presets ------------------------------------------------------------------------------------
