@@ -114,6 +114,9 @@ class NodeInfo:
     # What dtype "auto" deploys a checkpoint as, by the checkpoint's torch_dtype ("" = any
     # other): the daemon's rule as GetInfo reports it; empty from a daemon that does not.
     auto_dtype: tuple[tuple[str, str], ...] = ()
+    # The node's OpenAI-compatible HTTP address as bound ("host:port", "" = off; a wildcard
+    # host means the node's own address): what the playground's HTTP snippets call.
+    http_address: str = ""
 
     def resolve_dtype(self, dtype: str, checkpoint_dtype: str) -> str | None:
         """The dtype a Deploy with `dtype` ("" or "auto" = the daemon's choice) loads a

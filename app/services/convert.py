@@ -52,7 +52,7 @@ def node_info(r: node_pb2.GetInfoResponse) -> NodeInfo:
         torch_version=r.torch_version, python_version=r.python_version,
         started_unix_ms=r.started_unix_ms, host_memory_total_bytes=r.host_memory_total_bytes,
         host_cpu_count=r.host_cpu_count, tls=r.tls, auth_required=r.auth_required,
-        auto_dtype=tuple(sorted(r.auto_dtype.items())))
+        auto_dtype=tuple(sorted(r.auto_dtype.items())), http_address=r.http_address)
 
 
 def device_sample(d: common_pb2.DeviceSample) -> DeviceSample:

@@ -49,6 +49,7 @@ class HttpFrontDoor:
     def __init__(self) -> None:
         self.port = 0
         self.tls = False
+        self.address = ""   # "host:port" as bound (GetInfo's http_address)
         self._server: _Server | None = None
         self._task: asyncio.Task | None = None
         self._sock: socket.socket | None = None
@@ -71,6 +72,7 @@ class HttpFrontDoor:
                         "unencrypted (use --tls-cert/--tls-key)", listen)
         self._sock = _bind(listen)
         self.port = self._sock.getsockname()[1]
+        self.address = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         self.tls = bool(tls.cert and tls.key)
         kwargs: dict[str, Any] = {}
         if self.tls:

@@ -118,6 +118,7 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
                 host_cpu_count=psutil.cpu_count() or 0,
                 tls=ctx.tls, auth_required=ctx.config.auth.required,
                 auto_dtype=self._auto_dtype(),
+                http_address=ctx.http.address if ctx.http is not None else "",
             )
         return self._static_info
 

@@ -31,7 +31,8 @@ def daemons(demo_model_dir, tmp_path_factory):
     started = []
     try:
         for i in range(2):
-            d = ThreadDaemon(demo_model_dir.parent, tmp_path_factory.mktemp(f"pg{i}")).start()
+            http = {"server.http_listen": "127.0.0.1:0"} if i == 1 else {}   # node 0 serves no HTTP
+            d = ThreadDaemon(demo_model_dir.parent, tmp_path_factory.mktemp(f"pg{i}"), **http).start()
             started.append(d)
             d.deploy(DEMO_MODEL_NAME, dtype="float32")
         yield started
@@ -181,6 +182,35 @@ def test_copied_snippet_runs_against_the_daemon(qtbot, console, daemons, tmp_pat
     [stream_id] = view.send()
     qtbot.waitUntil(lambda: stream_id in view.last_done, timeout=30_000)
     assert stdout == view.history[-1].content + "\n"
+
+
+def test_copy_as_openai_and_curl_use_the_nodes_http_address(qtbot, console, daemons, tmp_path) -> None:
+    hub, view, ids = console
+    view.picker.set_target(ids[1], DEMO_MODEL_NAME)
+    view.temperature.setValue(0.0)
+    view.max_tokens.setValue(12)
+    view.ignore_eos.setChecked(True)
+    view.input.setPlainText("Write one line")
+    view.picker.set_target(ids[0], DEMO_MODEL_NAME)
+    assert view.copy_snippet("openai") == "" and view.banner.kind == "warning"
+    assert "does not serve the OpenAI-compatible HTTP API" in view.banner.text()
+    view.picker.set_target(ids[1], DEMO_MODEL_NAME)
+    labels = [a.text() for a in view.copy_button.menu().actions()]
+    assert labels == ["Python (gRPC)", "Python (OpenAI client)", "curl"]
+    port = daemons[1].ctx.http.port
+    curl = view.copy_snippet("curl")
+    assert f"http://127.0.0.1:{port}/v1/chat/completions" in curl and view.banner.kind == "ok"
+    text = view.copy_snippet("openai")
+    assert f"BASE_URL = 'http://127.0.0.1:{port}/v1'" in text
+    script = tmp_path / "snippet_openai.py"
+    script.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "MUSA_OPS_TOKEN"}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, env=env)
+    assert run.returncode == 0, run.stderr.decode()
+    assert "completion_tokens=12" in run.stderr.decode()
+    [stream_id] = view.send()
+    qtbot.waitUntil(lambda: stream_id in view.last_done, timeout=30_000)
+    assert run.stdout.decode() == view.history[-1].content + "\n"
 
 
 def test_presets_persist_through_the_store(qtbot, console, store, daemons) -> None:

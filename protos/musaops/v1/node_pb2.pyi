@@ -55,7 +55,7 @@ class EngineLimits(_message.Message):
     def __init__(self, max_models: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., default_max_batch: _Optional[int] = ..., default_kv_cache_fraction: _Optional[float] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("hostname", "version", "api_version", "backend", "devices", "limits", "torch_version", "python_version", "started_unix_ms", "host_memory_total_bytes", "host_cpu_count", "tls", "auth_required", "auto_dtype", "engines")
+    __slots__ = ("hostname", "version", "api_version", "backend", "devices", "limits", "torch_version", "python_version", "started_unix_ms", "host_memory_total_bytes", "host_cpu_count", "tls", "auth_required", "auto_dtype", "engines", "http_address")
     class AutoDtypeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class GetInfoResponse(_message.Message):
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     AUTO_DTYPE_FIELD_NUMBER: _ClassVar[int]
     ENGINES_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     version: str
     api_version: str
@@ -93,7 +94,8 @@ class GetInfoResponse(_message.Message):
     auth_required: bool
     auto_dtype: _containers.ScalarMap[str, str]
     engines: _containers.RepeatedCompositeFieldContainer[EngineAvailability]
-    def __init__(self, hostname: _Optional[str] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., backend: _Optional[_Union[_common_pb2.Backend, str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.DeviceInfo, _Mapping]]] = ..., limits: _Optional[_Union[EngineLimits, _Mapping]] = ..., torch_version: _Optional[str] = ..., python_version: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., host_memory_total_bytes: _Optional[int] = ..., host_cpu_count: _Optional[int] = ..., tls: _Optional[bool] = ..., auth_required: _Optional[bool] = ..., auto_dtype: _Optional[_Mapping[str, str]] = ..., engines: _Optional[_Iterable[_Union[EngineAvailability, _Mapping]]] = ...) -> None: ...
+    http_address: str
+    def __init__(self, hostname: _Optional[str] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., backend: _Optional[_Union[_common_pb2.Backend, str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.DeviceInfo, _Mapping]]] = ..., limits: _Optional[_Union[EngineLimits, _Mapping]] = ..., torch_version: _Optional[str] = ..., python_version: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., host_memory_total_bytes: _Optional[int] = ..., host_cpu_count: _Optional[int] = ..., tls: _Optional[bool] = ..., auth_required: _Optional[bool] = ..., auto_dtype: _Optional[_Mapping[str, str]] = ..., engines: _Optional[_Iterable[_Union[EngineAvailability, _Mapping]]] = ..., http_address: _Optional[str] = ...) -> None: ...
 
 class EngineAvailability(_message.Message):
     __slots__ = ("name", "version", "plugins")
