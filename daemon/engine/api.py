@@ -23,6 +23,11 @@ class FinishReason(enum.Enum):
     ERROR = "error"          # the engine failed this request
 
 
+# The error of a request ended because its client left too many tokens unread (the start of
+# GenerationResult.error; transports turn it into RESOURCE_EXHAUSTED).
+CLIENT_STOPPED_READING = "the client stopped reading"
+
+
 class EngineError(Exception):
     """Base class: a sentence fit to show an operator."""
 

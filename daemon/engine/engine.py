@@ -24,7 +24,7 @@ from typing import AsyncIterator
 
 import torch
 
-from .api import (EngineClosedError, EngineInfo, EngineSpec, EngineStats, FinishReason,
+from .api import (CLIENT_STOPPED_READING, EngineClosedError, EngineInfo, EngineSpec, EngineStats, FinishReason,
                   GenerationRequest, GenerationResult, InvalidRequestError, QueueFullError,
                   RequestMetrics, RequestObserver, TextDelta)
 from .blocks import BlockAllocator
@@ -51,6 +51,7 @@ class _Sink:
     text: str = ""
     emitted: int = 0
     emitted_tokens: int = 0
+    taken_tokens: int = 0   # of those, taken by the consumer (written on the event loop)
     scheduled_at: float | None = None
     token_times: list[float] = field(default_factory=list)
 
@@ -184,6 +185,8 @@ class LLMEngine:
                         break
                 if isinstance(item, GenerationResult):
                     done = True
+                else:
+                    seq.sink.taken_tokens += item.tokens
                 yield item
                 if done:
                     return
@@ -352,6 +355,10 @@ class LLMEngine:
             self._finish(seq, reason, stop=matched)
             return
         self._send_text(seq, end)
+        unread = sink.emitted_tokens - sink.taken_tokens
+        if unread > self.spec.stream_backlog_tokens:   # it stops being scheduled; its blocks are freed
+            self._finish(seq, FinishReason.ERROR, error=f"{CLIENT_STOPPED_READING}: {unread} generated tokens were "
+                         f"left unread (engine.stream_backlog_tokens is {self.spec.stream_backlog_tokens})")
 
     def _send_text(self, seq: Sequence, end: int) -> None:
         sink = seq.sink

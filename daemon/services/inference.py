@@ -15,7 +15,7 @@ import grpc
 from musaops.v1 import inference_pb2, inference_pb2_grpc
 
 from ..context import DaemonContext
-from ..engine.api import TextDelta
+from ..engine.api import CLIENT_STOPPED_READING, FinishReason, TextDelta
 from ..errors import RequestError
 from ..trust.caller import current_caller
 from .inference_convert import delta_pb, inference_request, result_pb
@@ -40,6 +40,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             if isinstance(item, TextDelta):
                 streamed += item.tokens
                 yield delta_pb(rid, item)
+            elif item.finish_reason is FinishReason.ERROR and item.error.startswith(CLIENT_STOPPED_READING):
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, item.error)
             else:
                 yield inference_pb2.GenerateResponse(
                     request_id=rid, result=result_pb(item),
