@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .nodes import ConnectionState, NodeStatus
+from .nodes import UNUSABLE, ConnectionState, NodeStatus
 from .operations import DeployEvent
 from .samples import Snapshot
 
@@ -65,12 +65,12 @@ class AlertEngine:
         now = time.time() if now is None else now
         self._labels[status.node_id] = status.address.label
         key = f"{status.node_id}/offline"
-        if status.state is ConnectionState.OFFLINE:
+        if status.state in UNUSABLE:
             since = self._offline_since.setdefault(status.node_id, now)
             # A node that was never seen alerts at once; one that was, after a grace period.
             if status.last_seen and now - since < self.thresholds.offline_grace_seconds:
                 return False
-            msg = f"{status.address.label} is offline: {status.last_error or 'no answer'}"
+            msg = f"{status.address.label} is {status.state.value}: {status.last_error or 'no answer'}"
             return self._raise(Alert(key, status.node_id, status.address.label, "offline",
                                      "critical", msg, since))
         self._offline_since.pop(status.node_id, None)
@@ -82,7 +82,7 @@ class AlertEngine:
         """Re-checks grace periods (call about once a second)."""
         changed = False
         for s in statuses:
-            if s.state is ConnectionState.OFFLINE:
+            if s.state in UNUSABLE:
                 changed |= self.on_status(s, now)
         return changed
 

@@ -15,6 +15,12 @@ class ConnectionState(enum.Enum):
     ONLINE = "online"          # GetInfo answered and telemetry is flowing
     DEGRADED = "degraded"      # connected, but telemetry is late or an RPC keeps failing
     OFFLINE = "offline"        # not reachable; the hub retries with backoff
+    UNAUTHORIZED = "unauthorized"   # it answers but refuses our credentials (token, client
+                                    # certificate): fixed in the connection, not by waiting
+
+
+# States in which a node cannot be used: views show its data as stale, an alert is raised.
+UNUSABLE = frozenset({ConnectionState.OFFLINE, ConnectionState.UNAUTHORIZED})
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import time
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from ..core.alerts import Alert, AlertEngine, AlertThresholds
-from ..core.nodes import ConnectionState, NodeStatus
+from ..core.nodes import UNUSABLE, ConnectionState, NodeStatus
 from ..core.operations import ModelEntry
 from ..core.ring import NodeHistory
 from ..core.samples import Snapshot
@@ -162,9 +162,9 @@ class FleetState(QObject):
         online = sum(1 for s in self.statuses.values()
                      if s.state in (ConnectionState.ONLINE, ConnectionState.DEGRADED))
         gpus = sum(1 for s in self.statuses.values()
-                   if s.info is not None and s.state is not ConnectionState.OFFLINE
+                   if s.info is not None and s.state not in UNUSABLE
                    for d in s.info.devices if d.backend in ("MUSA", "CUDA"))  # not host CPUs
         tps = sum(snap.tokens_per_second for nid, snap in self.latest.items()
-                  if self.statuses.get(nid) and self.statuses[nid].state is not ConnectionState.OFFLINE)
+                  if self.statuses.get(nid) and self.statuses[nid].state not in UNUSABLE)
         return {"nodes": len(self.statuses), "online": online, "gpus": gpus,
                 "tokens_per_second": tps, "alerts": len(self.alerts.alerts)}

@@ -351,7 +351,7 @@ class MainWindow(QMainWindow):
         st = self.state.statuses.get(node_id)
         if st is None:
             return
-        if st.state in (ConnectionState.OFFLINE, ConnectionState.DEGRADED) and st.last_error:
+        if st.state is not ConnectionState.ONLINE and st.last_error:
             # DEGRADED too: a silent node is as much the operator's business as a gone one
             self.sb_message.setText(f"{st.address.label}: {st.last_error}")
         elif st.state is ConnectionState.ONLINE and self.sb_message.text().startswith(

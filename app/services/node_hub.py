@@ -18,6 +18,7 @@ Listener methods (all optional; a missing one is skipped):
     on_node_removed(node_id)
     on_audit_page(op_id, audit_feed.Page)          answer to audit_query (errors as a value)
     on_audit_verified(op_id, audit_feed.VerifyOutcome)  answer to audit_verify
+    on_keys_answer(op_id, keys_feed.KeysAnswer)    answer to keys_call (errors as a value)
 
 When an OperatorLog is given, the last word of each deploy, undeploy and Generate is also
 written to the console's operator log, here, where the operation is carried out.
@@ -51,7 +52,9 @@ from ..core.operations import (CommandError, DeployEvent, DeploySpec, GenerateSp
                                GenerationDone, ModelEntry, TokenChunk, UndeployResult)
 from ..core.samples import Snapshot
 from . import convert
+from . import keys_feed
 from .audit_feed import AuditFilterSpec, Page, VerifyOutcome, query_page, verify_node
+from .keys_feed import KeysAnswer, KeysRequest
 from .operator_log import OperatorLog
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class NodeHubListener(Protocol):  # documentation of the interface; listeners ma
     def on_node_removed(self, node_id: str) -> None: ...
     def on_audit_page(self, op_id: str, page: Page) -> None: ...
     def on_audit_verified(self, op_id: str, outcome: VerifyOutcome) -> None: ...
+    def on_keys_answer(self, op_id: str, answer: KeysAnswer) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -126,27 +130,56 @@ class HubConfig:
                 ) + _CHANNEL_OPTIONS
 
 
+FIX_TOKEN = ("put a valid token in the node's connection (Connections, or Add node), or start "
+             "the console with --token-file FILE")
+
+
 def describe_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError, address: NodeAddress) -> str:
-    """One sentence an operator can act on."""
+    """One sentence an operator can act on, in the console's terms (its Connections dialog,
+    its options), never the daemon's advice to API callers. Credential problems start with
+    "Unauthorized:" (the hub reports them as ConnectionState.UNAUTHORIZED)."""
     code = err.code()
     details = (err.details() or "").strip()
     low = details.lower()
     target = address.target
     if code == grpc.StatusCode.UNAVAILABLE:
-        if any(w in low for w in ("ssl", "tls", "handshake", "certificate", "wrong_version")):
-            return (f"TLS handshake with {target} failed: check the CA, certificate and key "
-                    f"files and whether the node uses TLS ({details}).")
+        if "resolv" in low or "dns" in low or "name or service not known" in low \
+                or "domain name not found" in low:
+            return f"Cannot resolve the host name {address.host!r}: check the spelling, or use its IP address."
         if "connection refused" in low:
             return f"Cannot reach {target}: connection refused (is musad running on that port?)."
-        if "dns" in low or "resolve" in low or "name or service not known" in low:
-            return f"Cannot resolve the host name {address.host!r}."
-        if address.tls is None and ("socket closed" in low or "connection reset" in low
-                                    or "eof" in low):
-            return (f"{target} closed the connection: the node may require TLS "
-                    f"(add a CA file to this connection).")
+        if address.tls is not None:
+            # An mTLS node closes the handshake of a client without a certificate: the
+            # client sees only "Socket closed".
+            if "peer_did_not_return_a_certificate" in low or "certificate required" in low \
+                    or (not address.tls.cert and ("socket closed" in low or "connection reset" in low)):
+                return (f"Unauthorized: {target} requires a client certificate (mTLS): add the "
+                        f"certificate and key issued for this console to the connection (Connections).")
+            if "hostname" in low or "host name" in low or "subject alternative name" in low \
+                    or "peer name" in low or "does not match" in low:
+                return (f"{target}'s certificate is not for the host name {address.host!r}: connect by "
+                        f"a name its certificate lists, or reissue it (musad certs init --host {address.host}).")
+            if "certificate verify failed" in low or "certificate_verify_failed" in low \
+                    or "unknown ca" in low or "unable to get local issuer" in low \
+                    or "self signed" in low or "self-signed" in low:
+                return (f"{target}'s certificate is not signed by the CA in this connection: use the "
+                        f"node's ca.pem (Connections).")
+            if "wrong_version_number" in low or "wrong version" in low or "packet_length_too_long" in low \
+                    or "http_request" in low or "record layer failure" in low:
+                return (f"{target} does not speak TLS: remove the CA from the connection (Connections), "
+                        f"or enable TLS on the node.")
+            if any(w in low for w in ("ssl", "tls", "handshake", "certificate", "socket closed")):
+                return (f"TLS handshake with {target} failed: check the CA, certificate and key "
+                        f"files of the connection and whether the node uses TLS ({details}).")
+        elif "socket closed" in low or "connection reset" in low or "eof" in low \
+                or "ssl" in low or "tls" in low or "handshake" in low:
+            return (f"{target} requires TLS: add the node's CA file (and for mTLS a client "
+                    f"certificate and key) to the connection (Connections).")
         return f"{target} is unavailable: {details or 'no answer'}."
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return f"{target} rejected the credentials: {details or 'unauthenticated'} (check the token)."
+        if not address.token:
+            return f"Unauthorized: {target} requires a token and this connection has no token: {FIX_TOKEN}."
+        return f"Unauthorized: {target} rejected this connection's token (wrong, revoked or expired): {FIX_TOKEN}."
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return f"Permission denied by {target}: {details or 'this token may not do that'}."
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -347,6 +380,13 @@ class NodeHub:
         self._post(self._start_op, op_id, node_id, self._audit_verify, (op_id,))
         return op_id
 
+    def keys_call(self, node_id: str, request: KeysRequest, op_id: str | None = None) -> str:
+        """One Keys / KeyUsage call (list, create, limits, revoke, usage); answered through
+        on_keys_answer(op_id, KeysAnswer)."""
+        op_id = op_id or self.new_id("keys")
+        self._post(self._start_op, op_id, node_id, self._keys_call, (op_id, request))
+        return op_id
+
     def emit(self, method: str, *args: Any) -> None:
         """Calls listener.method(*args) if it exists; listener errors never kill the hub."""
         fn = getattr(self.listener, method, None)
@@ -455,8 +495,12 @@ class NodeHub:
                 await self._close_channel(node, channel)
             attempt += 1
             delay = cfg.backoff.delay(attempt)
-            state = ConnectionState.DEGRADED if answered and not _is_unreachable(error) \
-                else ConnectionState.OFFLINE
+            if error.startswith("Unauthorized:"):   # waiting will not fix it: the connection must
+                state = ConnectionState.UNAUTHORIZED
+            elif answered and not _is_unreachable(error):
+                state = ConnectionState.DEGRADED
+            else:
+                state = ConnectionState.OFFLINE
             self._set_status(node, state, error, retry_in=delay)
             await asyncio.sleep(delay)
 
@@ -695,6 +739,21 @@ class NodeHub:
                 outcome = VerifyOutcome(node_id, False, 0, "", error=f"{type(e).__name__}: {e}")
         self.emit("on_audit_verified", op_id, outcome)
 
+    async def _keys_call(self, node_id: str, node: _Node | None, op_id: str, request: KeysRequest, *,
+                         unavailable: str) -> None:
+        if node is None:
+            answer = KeysAnswer(node_id, request, error=unavailable)
+        else:
+            try:
+                answer = await keys_feed.call(node.channel, node.metadata, node_id, request,
+                                              timeout=max(self.config.rpc_timeout_s, 30.0))
+            except grpc.RpcError as e:
+                answer = KeysAnswer(node_id, request, error=describe_rpc_error(e, node.address))
+            except Exception as e:  # an answer in every case: the view waits for one
+                log.exception("keys call on %s", node_id)
+                answer = KeysAnswer(node_id, request, error=f"{type(e).__name__}: {e}")
+        self.emit("on_keys_answer", op_id, answer)
+
     def _finish(self, method: str, result: DeployEvent | UndeployResult | GenerationDone) -> None:
         """A command's last word: to the listener, and to the operator log."""
         self.emit(method, result)
@@ -710,4 +769,4 @@ def _is_unreachable(error: str) -> bool:
     """Errors meaning the node itself is gone (OFFLINE), as opposed to a failing call."""
     low = error.lower()
     return any(w in low for w in ("cannot reach", "unavailable", "closed the connection",
-                                  "tls handshake", "cannot resolve", "did not answer"))
+                                  "tls", "certificate", "cannot resolve", "did not answer"))

@@ -15,7 +15,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
 
-from ...core.nodes import ConnectionState
+from ...core.nodes import UNUSABLE, ConnectionState
 from ..fleet_state import FleetState
 
 COLUMNS = ("Node", "State", "Backend", "Devices", "Models", "Run / wait", "Tokens/s", "Last seen")
@@ -34,6 +34,7 @@ STATE_COLORS = {
     ConnectionState.DEGRADED: QColor("#d39a1b"),
     ConnectionState.CONNECTING: QColor("#5b8def"),
     ConnectionState.OFFLINE: QColor("#d0473c"),
+    ConnectionState.UNAUTHORIZED: QColor("#b4367a"),
 }
 
 
@@ -196,7 +197,7 @@ class FleetModel(QAbstractTableModel):
         status = self.state.statuses.get(nid)
         if status is None:
             return None
-        snap = self.state.latest.get(nid) if status.state is not ConnectionState.OFFLINE else None
+        snap = self.state.latest.get(nid) if status.state not in UNUSABLE else None
         col = index.column()
         if role == NODE_ID_ROLE:
             return nid
@@ -220,8 +221,7 @@ class FleetModel(QAbstractTableModel):
                 if sort:
                     return list(ConnectionState).index(status.state)
                 text = status.state.value.capitalize()
-                if status.state in (ConnectionState.OFFLINE, ConnectionState.DEGRADED) \
-                        and status.last_error:
+                if status.state is not ConnectionState.ONLINE and status.last_error:
                     text += f"\n{status.last_error}"
                 return text
             if col == COL_BACKEND:
@@ -286,7 +286,7 @@ class FleetModel(QAbstractTableModel):
         if status.info is None:
             return ()
         snap = self.state.latest.get(nid)
-        live = snap is not None and status.state is not ConnectionState.OFFLINE
+        live = snap is not None and status.state not in UNUSABLE
         samples = {d.index: d for d in snap.devices} if live else {}
         hist = self.state.history.get(nid)
         tiles = []

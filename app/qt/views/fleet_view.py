@@ -22,7 +22,7 @@ from .fleet_delegate import BAR_COLORS, FleetDelegate, row_height
 
 STATE_FILTERS = (("All states", None), ("Online", ConnectionState.ONLINE),
                  ("Degraded", ConnectionState.DEGRADED), ("Connecting", ConnectionState.CONNECTING),
-                 ("Offline", ConnectionState.OFFLINE))
+                 ("Offline", ConnectionState.OFFLINE), ("Unauthorized", ConnectionState.UNAUTHORIZED))
 
 
 class FleetFilter(QSortFilterProxyModel):

@@ -194,7 +194,7 @@ class NodeView(QWidget):
         if status.state is not ConnectionState.ONLINE and status.last_error:
             lines.append(f"<b>{status.last_error}</b>")
         info = status.info
-        if info is None:
+        if info is None and status.state is not ConnectionState.UNAUTHORIZED:
             lines.append(f"{status.address.target}: waiting for the node to answer.")
         else:
             lines.append(f"<b>{info.hostname}</b> · {status.address.target} · musad "
