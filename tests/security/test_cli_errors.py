@@ -198,3 +198,29 @@ def test_every_option_has_help_and_no_empty_choice():
     for path in ("musad serve", "musad token list", "musad audit verify"):
         assert "default" in help_of(path, "--state-dir")
     assert "default INFO" in help_of("musad serve", "--log-level")
+
+
+def test_failed_tls_handshakes_leave_the_log_one_line_per_record(tmp_path):
+    assert _musad("certs", "init", str(tmp_path / "pki"), "--host", "localhost").returncode == 0
+    pki = tmp_path / "pki"
+    proc = subprocess.Popen([*MUSAD, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--http-listen", "",
+                             "--device", "cpu", "--state-dir", str(tmp_path / "state"),
+                             "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server-key.pem"),
+                             "--client-ca", str(pki / "ca.pem")], stderr=subprocess.PIPE, text=True)
+    lines, port = [], None
+    for line in proc.stderr:
+        lines.append(line)
+        if m := re.search(r"listening on .* \(port (\d+)\)", line):
+            port = m.group(1)
+            break
+    try:
+        assert port, "".join(lines)
+        # plaintext against TLS, and TLS without the client certificate mTLS asks for
+        _sentence(_musad("status", "--address", f"127.0.0.1:{port}"), "may require TLS", code=1)
+        _sentence(_musad("status", "--address", f"localhost:{port}", "--tls-ca", str(pki / "ca.pem")),
+                  "TLS handshake", code=1)
+    finally:
+        proc.terminate()
+        lines.extend(proc.stderr)
+        proc.wait(timeout=60)
+    assert all(line.startswith("time=") for line in lines if line.strip()), "".join(lines)
