@@ -17,13 +17,18 @@ PYTEST_ARGS ?=
 .PHONY: help install vllm-env run run-daemon test lint bench proto deb console-bundle console-bundle-check clean
 
 help:
-	@echo "make run            install, start a daemon with the demo model and the console"
-	@echo "make run-daemon     install, start a headless daemon with the demo model"
-	@echo "make test           install, run the whole test suite"
+	@echo "make install        create .venv with the daemon, console, postgres and dev extras"
+	@echo "make vllm-env       create .venv-vllm with vLLM for the supervised-engine tests"
+	@echo "make run            install, start a daemon with a starter model and the console"
+	@echo "make run-daemon     install, start a headless daemon with a starter model"
+	@echo "make test           install, run the whole test suite, then lint"
+	@echo "make lint           check the import contracts (import-linter)"
 	@echo "make bench          run the benchmarks (prints JSON)"
 	@echo "make proto          regenerate protos/musaops/v1/*_pb2*.py"
 	@echo "make deb            build the musad Debian package"
 	@echo "make console-bundle build the musa-console desktop bundle"
+	@echo "make console-bundle-check  build the bundle and check it starts"
+	@echo "make clean          remove build, dist and egg-info"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
