@@ -2,14 +2,17 @@
 and build the tokenizer and chat template from the file's metadata.
 
 Facts and validation come from gguf_meta (torch-free, shared with the repository); tensor
-bytes are read from a read-only memory map at the offsets the `gguf` reader found, and
-`gguf.quants.dequantize` turns each block format into float32, one tensor at a time, so
-host memory holds at most one dequantized tensor beside the model.
+bytes are read from a read-only memory map at the offsets the `gguf` reader found, and the
+`gguf` package's per-format `dequantize_rows` turns blocks into float32 a few thousand rows
+at a time, each slice copied (and converted) straight into the model's parameter: host
+memory holds about 4 MiB of dequantized values beside the model, and no tensor is
+converted twice.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +116,55 @@ def dequantized(g: GGUFModel, hf_name: str, mm: np.ndarray) -> np.ndarray:
     return w
 
 
+ROWS_BYTES = 1 << 20   # float32 bytes dequantized per numpy call
+# Elements per copy_: at or under torch's parallel grain size (32,768) a copy runs on the
+# calling thread. Larger copies fork OpenMP workers, which on a busy 2-core host spin
+# against each other and made loading 5-10x slower than the dequantizing itself.
+COPY_ELEMENTS = 32768
+
+
+def _copy_rows(dst: torch.Tensor, src: np.ndarray | torch.Tensor, row0: int = 0) -> None:
+    """dst[row0:row0 + len(src)] = src (converted), in single-threaded slices."""
+    src = torch.from_numpy(src) if isinstance(src, np.ndarray) else src
+    step = max(1, COPY_ELEMENTS // max(1, src[0].numel() if src.dim() > 1 else 1))
+    n = src.shape[0]
+    for r in range(0, n, step):
+        end = min(r + step, n)
+        dst[row0 + r:row0 + end].copy_(src[r:end])
+
+
+def fill(g: GGUFModel, hf_name: str, mm: np.ndarray, dst: torch.Tensor) -> None:
+    """Tensor `hf_name` of the file written into `dst` (its HF shape, any dtype): floats are
+    copied from the map, quantized rows dequantized slice by slice; Q/K rows of a permuted
+    file go through `dequantized` whole (they are small) to undo the permutation."""
+    import gguf
+
+    ref = g.tensors[hf_name]
+    cols = ref.shape[-1]
+    flat = dst.view(-1, cols)
+    permuted = g.permuted_qk and hf_name.endswith(("q_proj.weight", "k_proj.weight"))
+    with warnings.catch_warnings():   # from_numpy of the read-only map: only ever read
+        warnings.simplefilter("ignore", UserWarning)
+        if permuted:
+            _copy_rows(flat, np.ascontiguousarray(dequantized(g, hf_name, mm)).reshape(-1, cols))
+            return
+        raw = mm[ref.offset:ref.offset + ref.nbytes]
+        if ref.type in ("F32", "F16"):
+            _copy_rows(flat, raw.view(np.float32 if ref.type == "F32" else np.float16).reshape(-1, cols))
+            return
+        if ref.type == "BF16":
+            _copy_rows(flat, torch.from_numpy(raw.view(np.int16).reshape(-1, cols)).view(torch.bfloat16))
+            return
+        qtype = gguf.GGMLQuantizationType[ref.type]
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        quant = getattr(gguf.quants, ref.type)
+        quant.init_grid()
+        rows = raw.reshape(-1, cols // block * type_size)
+        step = max(1, ROWS_BYTES // (4 * cols))
+        for r in range(0, rows.shape[0], step):
+            _copy_rows(flat, quant.dequantize_rows(rows[r:r + step]), r)
+
+
 def load_gguf_model(g: GGUFModel, dtype: str, device: torch.device, max_positions: int,
                     progress=None, cancel: threading.Event | None = None,
                     compute_dtype: torch.dtype | None = None) -> CausalLM:
@@ -138,12 +190,10 @@ def load_gguf_model(g: GGUFModel, dtype: str, device: torch.device, max_position
             for hf_name, slot in slots.items():
                 if cancel is not None and cancel.is_set():
                     raise LoadError("loading was cancelled")
-                w = dequantized(g, hf_name, mm)
-                w = torch.from_numpy(w if w.flags.writeable and w.flags.c_contiguous else np.array(w))
                 param = model.get_parameter(slot.param)
-                rows = slot.shape[0]
-                param[slot.row:slot.row + rows].copy_(w.to(dtype=tdtype))
-                done += param[slot.row:slot.row + rows].nbytes
+                dst = param[slot.row:slot.row + slot.shape[0]]
+                fill(g, hf_name, mm, dst)
+                done += dst.nbytes
                 if progress:
                     progress("loading_weights", done, total, g.tensors[hf_name].name)
         del mm

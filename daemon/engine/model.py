@@ -64,11 +64,21 @@ class AttentionBatch:
 class Linear(nn.Linear):
     """nn.Linear that also takes fp32 activations against bf16 weights (CPU kernel path)."""
 
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:   # meta weights are overwritten by the loader: no random init
+            super().reset_parameters()  # (on meta it would import torch's Python meta kernels: seconds)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.weight.dtype:
             from .cpu_kernels import bf16_linear
             return bf16_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
+
+
+class Embedding(nn.Embedding):
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:   # as Linear: the loader fills it
+            super().reset_parameters()
 
 
 class RMSNorm(nn.Module):
@@ -192,13 +202,13 @@ class CausalLM(nn.Module):
         # weights' dtype only for bf16 weights on CPUs without AVX-512 (fp32 compute).
         self.compute_dtype = compute_dtype or dtype
         factory = {"device": device, "dtype": dtype}
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, **factory)
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, **factory)
         self.layers = nn.ModuleList(DecoderLayer(cfg, **factory) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
         if cfg.tie_word_embeddings:
             self.lm_head_weight = None
         else:
-            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, **factory)
+            self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False, **factory)
         self.max_positions = max_positions
 
     def build_rope(self, device: torch.device) -> None:

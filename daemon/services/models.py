@@ -8,6 +8,8 @@ each operation on this node ("models.<Method>", outcome ok / failed).
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import logging
 import pathlib
 import time
@@ -22,6 +24,7 @@ from .status import abort
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.25
+WRITES_IN_FLIGHT = 4
 P = models_pb2.TransferProgress
 
 
@@ -96,17 +99,30 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         return self._audited("models.ImportModel", state, {}, body(), context)
 
     async def _receive(self, tr: mt.Transfer, chunks):
-        """Writes chunks into the transfer; yields progress; installs when complete."""
+        """Writes chunks into the transfer; yields progress; installs when complete.
+
+        One writer thread per transfer hashes and writes in order while the next chunks
+        arrive; at most WRITES_IN_FLIGHT chunks wait for it (memory stays a few MiB)."""
         rate, last = mt.Rate(tr.done), 0.0
         yield P(stage=models_pb2.TRANSFER_STAGE_RECEIVING, bytes_done=tr.done, bytes_total=tr.total,
                 message=f"resuming at {tr.done:,} of {tr.total:,} bytes" if tr.done else "receiving")
-        async for path, offset, data in chunks:
-            await asyncio.to_thread(tr.write, path, offset, data)
-            now = time.monotonic()
-            if now - last >= PROGRESS_EVERY_S:
-                last = now
-                yield P(stage=models_pb2.TRANSFER_STAGE_RECEIVING, bytes_done=tr.done, bytes_total=tr.total,
-                        rate_bytes_per_s=rate(tr.done), file=path)
+        loop = asyncio.get_running_loop()
+        pending: collections.deque = collections.deque()
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-write") as writer:
+            try:
+                async for path, offset, data in chunks:
+                    pending.append(loop.run_in_executor(writer, tr.write, path, offset, data))
+                    while len(pending) > WRITES_IN_FLIGHT or (pending and pending[0].done()):
+                        await pending.popleft()
+                    now = time.monotonic()
+                    if now - last >= PROGRESS_EVERY_S:
+                        last = now
+                        yield P(stage=models_pb2.TRANSFER_STAGE_RECEIVING, bytes_done=tr.done, bytes_total=tr.total,
+                                rate_bytes_per_s=rate(tr.done), file=path)
+                while pending:
+                    await pending.popleft()
+            finally:   # a failed or cancelled transfer: queued writes end before the file closes
+                await asyncio.gather(*pending, return_exceptions=True)
         yield P(stage=models_pb2.TRANSFER_STAGE_VERIFYING, bytes_done=tr.done, bytes_total=tr.total,
                 rate_bytes_per_s=rate(tr.done))
         dest = await asyncio.to_thread(tr.install)

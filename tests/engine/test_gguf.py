@@ -161,6 +161,24 @@ def test_dequantized_weights_match_the_source(hf_dir, tmp_path, qtype):
             assert np.all(np.abs(got - src) <= TOLERANCE[qtype] * scale + 1e-7), hf_name
 
 
+@pytest.mark.parametrize("qtype", [*TOLERANCE, *K_QUANTS])
+def test_loaded_parameters_are_the_dequantized_tensors(hf_dir, tmp_path, qtype, monkeypatch):
+    """The loader's slice-by-slice fill (small slices, so several per tensor) puts exactly
+    `dequantized()` of every tensor into its parameter rows, Q/K un-permuted."""
+    from musaops.daemon.engine import gguf_loader
+
+    monkeypatch.setattr(gguf_loader, "ROWS_BYTES", 1000)
+    monkeypatch.setattr(gguf_loader, "COPY_ELEMENTS", 100)
+    out = tmp_path / f"tiny.{qtype}.gguf"
+    write_gguf(hf_dir, out, qtype)
+    g = inspect_gguf(out)
+    mm = np.memmap(out, dtype=np.uint8, mode="r")
+    model = gguf_loader.load_gguf_model(g, "float32", torch.device("cpu"), 64)
+    for hf_name, slot in g.architecture.weights(g.config).items():
+        got = model.get_parameter(slot.param)[slot.row:slot.row + slot.shape[0]].numpy()
+        np.testing.assert_array_equal(got, dequantized(g, hf_name, mm).astype(np.float32), err_msg=hf_name)
+
+
 def _load(path, dtype="float32"):
     from musaops.daemon.engine import load_engine
 
