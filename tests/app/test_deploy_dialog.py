@@ -92,7 +92,7 @@ async def test_getinfo_reports_auto_dtype_and_the_memory_check_uses_it(make_daem
     "node, spec, words",
     [
         (_node("x", 0, online=False), DeploySpec("llama-8b"), "not online"),
-        (_node("x", 0, state="ready"), DeploySpec("llama-8b"), "is ready"),
+        (_node("x", 0, state="failed"), DeploySpec("other"), "not in this node's repository"),
         (_node("x", 0), DeploySpec("other"), "not in this node's repository"),
         (_node("x", 0), DeploySpec("llama-8b", device_indices=(5,)), "no device 5"),
         (_node("x", 0), DeploySpec("llama-8b", max_context=100_000), "exceeds the model's 8192"),
@@ -158,3 +158,21 @@ def test_device_row_is_rebuilt_cleanly_when_nodes_change(qtbot) -> None:
     dialog.nodes_tree.topLevelItem(1).setCheckState(0, Qt.CheckState.Unchecked)
     # One row of boxes and a single trailing stretch, however often it is rebuilt.
     assert dialog._devices_layout.count() == len(dialog.device_checks) + 1 == 3
+
+
+def test_an_already_deployed_model_is_said_so_not_a_failed_memory_check(qtbot) -> None:
+    verdict = check_memory(_node("x", 0, state="ready"), DeploySpec("llama-8b"))
+    assert verdict.deployed and verdict.sentence == "already deployed on this node"
+    dialog = DeployDialog([_node("gpu-a", 0, state="ready"), _node("gpu-b", used_gib=10)],
+                          node_id="gpu-a", model="llama-8b")
+    qtbot.addWidget(dialog)
+    item = dialog.nodes_tree.topLevelItem(0)
+    assert item.text(2) == "already deployed on this node"   # no ✗, not red
+    assert item.foreground(2).color() != Qt.GlobalColor.red
+    assert "Cannot deploy" not in dialog.summary.text()
+    assert dialog.summary.text() == "llama-8b is already deployed on gpu-a."
+    assert not dialog.deploy_button.isEnabled()   # nothing to do there
+    dialog.nodes_tree.topLevelItem(1).setCheckState(0, Qt.CheckState.Checked)
+    assert "uncheck it" in dialog.summary.text() and not dialog.deploy_button.isEnabled()
+    item.setCheckState(0, Qt.CheckState.Unchecked)
+    assert dialog.deploy_button.isEnabled() and [n for n, _ in dialog.specs()] == ["gpu-b"]

@@ -23,6 +23,9 @@ from musaops.app.qt.models.models_model import human_bytes
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DEPLOYABLE_STATES = ("available", "failed")
+DEPLOYED_STATES = {"ready": "already deployed on this node",
+                   "loading": "already being deployed on this node",
+                   "pending": "already being deployed on this node"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class MemoryCheck:
     dtype: str
     sentence: str
     warning: str = ""
+    deployed: bool = False   # the model already runs there: not a failed check, nothing to do
 
 
 def free_memory(node: NodeChoice, device_indices: Sequence[int]) -> tuple[int, bool]:
@@ -74,6 +78,8 @@ def check_memory(node: NodeChoice, spec: DeploySpec) -> MemoryCheck:
     entry = node.model(spec.model)
     if entry is None:
         return MemoryCheck(False, 0, 0, spec.dtype, f"{spec.model} is not in this node's repository")
+    if entry.state in DEPLOYED_STATES:
+        return MemoryCheck(False, 0, 0, spec.dtype, DEPLOYED_STATES[entry.state], deployed=True)
     if entry.state not in DEPLOYABLE_STATES:
         why = f": {entry.reason}" if entry.reason else ""
         return MemoryCheck(False, 0, 0, spec.dtype, f"{spec.model} is {entry.state}{why}")
@@ -270,7 +276,7 @@ class DeployDialog(QDialog):
     def _recheck(self, *_: object) -> None:
         spec = self.spec()
         self.nodes_tree.blockSignals(True)
-        ok_all, problems, warnings = True, [], []
+        ok_all, problems, warnings, deployed = True, [], [], []
         for i, n in enumerate(self._nodes):
             item = self.nodes_tree.topLevelItem(i)
             entry = n.model(spec.model)
@@ -280,12 +286,16 @@ class DeployDialog(QDialog):
                 item.setText(2, "")
                 continue
             verdict = check_memory(n, spec)
-            item.setText(2, ("✓ " if verdict.fits else "✗ ") + verdict.sentence)
-            item.setForeground(2, Qt.GlobalColor.darkGreen if verdict.fits else Qt.GlobalColor.red)
+            mark = "" if verdict.deployed else "✓ " if verdict.fits else "✗ "
+            item.setText(2, mark + verdict.sentence)
+            item.setForeground(2, Qt.GlobalColor.darkGray if verdict.deployed else
+                               Qt.GlobalColor.darkGreen if verdict.fits else Qt.GlobalColor.red)
             item.setToolTip(2, verdict.warning or verdict.sentence)
             if checked:
                 ok_all &= verdict.fits
-                if not verdict.fits:
+                if verdict.deployed:
+                    deployed.append(n.label)
+                elif not verdict.fits:
                     problems.append(f"{n.label}: {verdict.sentence}")
                 elif verdict.warning:
                     warnings.append(f"{n.label}: {verdict.warning}")
@@ -299,11 +309,16 @@ class DeployDialog(QDialog):
             ok_all, text = False, "Choose at least one device."
         elif problems:
             text = "Cannot deploy: " + "; ".join(problems)
+        elif deployed:
+            where = ", ".join(deployed)
+            text = (f"{spec.model} is already deployed on {where}"
+                    + (": uncheck it to deploy to the others." if len(deployed) < len(nodes) else "."))
         else:
             text = f"Ready to deploy {spec.model} to {len(nodes)} node{'s' if len(nodes) > 1 else ''}."
             if warnings:
                 text += " Warning: " + "; ".join(warnings)
         self.summary.setText(text)
-        self.summary.setStyleSheet("color: #2e9d5b;" if ok_all and not warnings else
+        self.summary.setStyleSheet("color: #6b7a90;" if deployed and not problems else
+                                   "color: #2e9d5b;" if ok_all and not warnings else
                                    "color: #b7791f;" if ok_all else "color: #d64545;")
         self.deploy_button.setEnabled(ok_all)
