@@ -58,6 +58,7 @@ class ModelsConfig:
     device: str = "auto"  # auto | musa | cuda | cpu
     reserve_bytes: int = 1 << 30          # free disk an import or pull must leave (model_transfer)
     max_model_bytes: int = 1 << 40        # largest model an import or pull accepts
+    staging_max_age_s: float = 7 * 86400  # start-up removes staged transfers untouched this long (0: all)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ a time and in order; each file is hashed as it is written (a resumed file's stag
 is hashed from disk first), so memory stays flat whatever the model's size. When every
 file has its size and digest the staged model is renamed into the repository in one step;
 a digest mismatch deletes that file's staged bytes. The staging folder of an interrupted
-transfer stays, so the same manifest resumes where it stopped (`staged_offsets`).
+transfer stays, so the same manifest resumes where it stopped (`staged_offsets`), also
+after a restart or a kill -9 of the daemon; start-up removes staged transfers untouched for
+`models.staging_max_age_s` (`clean_staging`).
 """
 
 from __future__ import annotations
@@ -216,6 +218,33 @@ class Transfer:
         shutil.rmtree(self.stage, ignore_errors=True)
         _fsync_dir(self.root)
         return dest
+
+
+def clean_staging(root: pathlib.Path, max_age_s: float, now: float | None = None) -> list[str]:
+    """Start-up: removes what no transfer will come back for. Leftovers of deletes always;
+    a staged transfer when nothing in it was written for `max_age_s` seconds (0: every one).
+    A younger one stays: the same upload or pull resumes from it after a restart. Returns
+    the names removed."""
+    stage_root = root / STAGING
+    try:
+        entries = list(stage_root.iterdir())
+    except OSError:
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for entry in entries:
+        try:
+            newest = max([entry.lstat().st_mtime] + [p.lstat().st_mtime for p in entry.rglob("*")]
+                         if entry.is_dir() and not entry.is_symlink() else [entry.lstat().st_mtime])
+        except OSError:
+            newest = 0.0
+        if entry.name.startswith("deleted-") or max_age_s <= 0 or now - newest > max_age_s:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
 
 
 def _fsync_dir(path: pathlib.Path) -> None:

@@ -40,6 +40,10 @@ def _manifest(name: str, specs: list[mt.FileSpec]) -> models_pb2.ModelManifest:
 class ModelsServicer(models_pb2_grpc.ModelsServicer):
     def __init__(self, ctx):
         self.ctx = ctx
+        removed = mt.clean_staging(self.root, ctx.config.models.staging_max_age_s)   # start-up, before serving
+        if removed:
+            log.info("removed %d abandoned staged transfer(s) from %s: %s", len(removed), self.root / mt.STAGING,
+                     ", ".join(removed[:10]))
 
     @property
     def root(self) -> pathlib.Path:

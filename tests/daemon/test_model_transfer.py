@@ -1,15 +1,25 @@
-"""Models service between real daemons on port 0: import with digests, resume, refusals,
-pull node to node, delete."""
+"""Models service between real daemons on port 0: import with digests, resume (after the
+client stops, after the receiving daemon is killed -9), refusals, two uploads of one name,
+pull node to node (also from a source that dies mid-pull), delete, start-up cleanup of
+abandoned staging folders."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import grpc
 import pytest
 
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
+from musaops.daemon.devrun import ensure_token
 from musaops.v1 import models_pb2, models_pb2_grpc, node_pb2, node_pb2_grpc
 
 pytestmark = pytest.mark.timeout(120)
@@ -150,3 +160,174 @@ def test_pull_with_a_bad_credential_is_refused(make_daemon, tmp_path):
             source=src.address, model=DEMO_MODEL_NAME, token="not-a-token"))))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "UNAUTHENTICATED" in msg
         assert not (dst_repo / DEMO_MODEL_NAME).exists()
+
+
+# -- a daemon as a child process (killed -9), concurrency, a source that goes away ---------
+
+MUSAD = [sys.executable, "-m", "musaops.daemon.cli"]
+
+
+class Child:
+    """`musad serve` in a child process on port 0 with its own state and repository."""
+
+    def __init__(self, state: pathlib.Path, models: pathlib.Path):
+        self.state, self.models = state, models
+        models.mkdir(parents=True, exist_ok=True)
+        self.md = (("authorization", f"Bearer {ensure_token(state).read_text().strip()}"),)
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            MUSAD + ["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--http-listen", "",
+                     "--state-dir", str(self.state), "--models", str(self.models), "--device", "cpu"],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        for line in self.proc.stderr:   # the daemon logs its port once it serves
+            m = re.search(r"serving on port (\d+)", line)
+            if m:
+                threading.Thread(target=self.proc.stderr.read, daemon=True).start()   # keep draining
+                self.address = f"127.0.0.1:{m.group(1)}"
+                return
+        raise AssertionError(f"musad serve exited ({self.proc.wait()}) before serving")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def children(tmp_path):
+    made: list[Child] = []
+
+    def make(name: str) -> Child:
+        c = Child(tmp_path / name / "state", tmp_path / name / "models")
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.stop()
+
+
+def big_model(folder: pathlib.Path, mib: int) -> pathlib.Path:
+    """A folder of `mib` MiB (a sparse weights file: cheap to write and to hash)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    with open(folder / "model.safetensors", "wb") as fh:
+        fh.write(b"head")
+        fh.truncate(mib << 20)
+    return folder
+
+
+def staged(stub, m, md=None) -> int:
+    return sum(o.offset for o in stub.ImportStatus(m, metadata=md).present)
+
+
+@pytest.mark.timeout(240)
+def test_resume_after_the_receiving_daemon_is_killed_9_mid_file(children, tmp_path):
+    src = big_model(tmp_path / "src" / "weights", 8)
+    m = manifest("weights", src)
+    node = children("node")
+    gate = threading.Event()
+
+    def held_chunks():   # the client sends 2 MiB and then waits (the daemon dies meanwhile)
+        for i, msg in enumerate(chunks(m, src)):
+            if i * CHUNK > 2 << 20:
+                gate.wait(60)
+                return
+            yield msg
+    with grpc.insecure_channel(node.address) as ch:
+        stub = models_pb2_grpc.ModelsStub(ch)
+        call = stub.ImportModel(held_chunks(), metadata=node.md)
+        deadline = time.monotonic() + 60
+        while staged(stub, m, node.md) < 1 << 20:   # mid-file: bytes on disk, the file incomplete
+            assert time.monotonic() < deadline, "the upload did not start"
+            time.sleep(0.05)
+        node.kill9()
+        gate.set()
+        with pytest.raises(grpc.RpcError):
+            list(call)
+    assert not (node.models / "weights").exists()
+    node.start()   # same state and repository, a new port
+    with grpc.insecure_channel(node.address) as ch:
+        stub = models_pb2_grpc.ModelsStub(ch)
+        have = {o.path: o.offset for o in stub.ImportStatus(m, metadata=node.md).present}
+        assert 1 << 20 <= sum(have.values()) < 8 << 20, have
+        progress = list(stub.ImportModel(chunks(m, src, offsets=have), metadata=node.md))
+        assert progress[0].bytes_done == sum(have.values()) and progress[-1].stage == models_pb2.TRANSFER_STAGE_DONE
+    for f in m.files:
+        assert hashlib.sha256((node.models / "weights" / f.path).read_bytes()).hexdigest() == f.sha256
+    assert not list((node.models / ".staging").iterdir())
+
+
+def test_two_uploads_of_the_same_name_one_is_aborted(make_daemon, tmp_path, source):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    d = make_daemon(models_dir=repo)
+    m = manifest("same", source)
+    gate = threading.Event()
+
+    def held_chunks():
+        it = chunks(m, source)
+        yield next(it)   # the header: the first transfer holds the name from here on
+        gate.wait(60)
+        yield from it
+    with d.sync_channel() as ch:
+        stub = models_pb2_grpc.ModelsStub(ch)
+        first = stub.ImportModel(held_chunks())
+        assert next(first).stage == models_pb2.TRANSFER_STAGE_RECEIVING   # its transfer is open
+        code, msg = status_code(lambda: list(stub.ImportModel(chunks(m, source))))
+        assert code == grpc.StatusCode.ABORTED and "another transfer" in msg
+        gate.set()
+        assert list(first)[-1].stage == models_pb2.TRANSFER_STAGE_DONE
+    for f in m.files:
+        assert (repo / "same" / f.path).read_bytes() == (source / f.path).read_bytes()
+
+
+@pytest.mark.timeout(240)
+def test_a_source_that_goes_away_mid_pull_then_resumes(children, make_daemon, tmp_path):
+    src = children("source")
+    big_model(src.models / "weights", 256)
+    dst_repo = tmp_path / "dst"
+    dst_repo.mkdir()
+    dst = make_daemon(models_dir=dst_repo)
+    token = src.md[0][1].removeprefix("Bearer ")
+    with dst.sync_channel() as ch:
+        stub = models_pb2_grpc.ModelsStub(ch)
+        call = stub.PullModel(models_pb2.PullRequest(source=src.address, model="weights", token=token))
+        with pytest.raises(grpc.RpcError) as ei:
+            for p in call:
+                if p.bytes_done > 0:   # bytes arrived: the source dies mid-file
+                    src.kill9()
+        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE, ei.value.details()
+        assert "source node" in ei.value.details() and "staged" in ei.value.details()
+        assert not (dst_repo / "weights").exists()
+        src.start()
+        progress = list(stub.PullModel(models_pb2.PullRequest(source=src.address, model="weights", token=token)))
+        assert progress[0].bytes_done > 0, "the second pull started over instead of resuming"
+        assert progress[-1].stage == models_pb2.TRANSFER_STAGE_DONE
+    assert (dst_repo / "weights" / "model.safetensors").stat().st_size == 256 << 20
+    assert not list((dst_repo / ".staging").iterdir())
+
+
+def test_start_up_removes_only_abandoned_staging(make_daemon, tmp_path, source):
+    repo = tmp_path / "repo"
+    stage = repo / ".staging"
+    old, young, trash = stage / "old-0123456789abcdef", stage / "young-0123456789abcdef", stage / "deleted-x"
+    for folder in (old, young, trash):
+        folder.mkdir(parents=True)
+        (folder / "part").write_bytes(b"x" * 10)
+    week_ago = time.time() - 8 * 86400
+    for p in (old / "part", old):
+        os.utime(p, (week_ago, week_ago))
+    make_daemon(models_dir=repo)   # default models.staging_max_age_s: 7 days
+    assert sorted(p.name for p in stage.iterdir()) == [young.name]
+    make_daemon(models_dir=repo, **{"models.staging_max_age_s": 0})
+    assert not list(stage.iterdir())
