@@ -35,6 +35,7 @@ class HubBridge(QObject):
     node_removed = Signal(str)
     audit_page = Signal(str, object)     # op_id, audit_feed.Page
     audit_verified = Signal(str, object)  # op_id, audit_feed.VerifyOutcome
+    keys_answer = Signal(str, object)    # op_id, keys_feed.KeysAnswer
 
     SLICE_S = 0.004   # longest stretch of queued calls delivered in one event
 
@@ -111,6 +112,9 @@ class HubBridge(QObject):
 
     def on_audit_verified(self, op_id: str, outcome) -> None:
         self._post(self.audit_verified, op_id, outcome)
+
+    def on_keys_answer(self, op_id: str, answer) -> None:
+        self._post(self.keys_answer, op_id, answer)
 
 
 class GuiInvoker(QObject):

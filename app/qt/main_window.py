@@ -3,7 +3,7 @@ alerts dock, connections and settings dialogs.
 
 It wires the parts together and owns nothing slow: RPCs go through the hub, database work
 through the store worker, and each panel redraws on its own timer. The views are one static
-table, `VIEWS`: navigation, the stack, Ctrl+1..5, icons and `musa-console --view` follow it.
+table, `VIEWS`: navigation, the stack, Ctrl+1..6, icons and `musa-console --view` follow it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .views.alerts_panel import AlertsPanel
 from .views.audit_view import AuditView
 from .views.connections_dialog import ConnectionEditor, ConnectionsDialog
 from .views.fleet_view import FleetView
+from .views.keys_view import KeysView
 from .views.models_view import ModelsView
 from .views.playground_view import PlaygroundView
 from .views.settings_dialog import SettingsDialog
@@ -46,7 +47,7 @@ class View:
     scrolls: bool = True     # wider than the window, the page scrolls instead of stretching it
 
 
-# The views, in navigation order (Ctrl+1 ... Ctrl+5).
+# The views, in navigation order (Ctrl+1 ... Ctrl+6).
 VIEWS: tuple[View, ...] = (
     View("fleet", "Fleet", lambda w: FleetView(w.state), scrolls=False),
     View("node", "Node", None, scrolls=False),   # pyqtgraph: imported when first shown
@@ -54,6 +55,7 @@ VIEWS: tuple[View, ...] = (
     View("playground", "Playground",
          lambda w: PlaygroundView(w.hub, w.bridge, directory=w.state, store=w.store)),
     View("audit", "Audit", lambda w: AuditView(w.hub, w.bridge, directory=w.state, store=w.store)),
+    View("keys", "Keys & usage", lambda w: KeysView(w.hub, w.bridge, directory=w.state)),
 )
 VIEW_KEYS = tuple(v.key for v in VIEWS)
 

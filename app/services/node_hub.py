@@ -19,6 +19,7 @@ Listener methods (all optional; a missing one is skipped):
     on_audit_page(op_id, audit_feed.Page)          answer to audit_query (errors as a value)
     on_audit_verified(op_id, audit_feed.VerifyOutcome)  answer to audit_verify
     on_keys_answer(op_id, keys_feed.KeysAnswer)    answer to keys_call (errors as a value)
+    on_keys_answer(op_id, keys_feed.KeysAnswer)    answer to keys_call (errors as a value)
 
 When an OperatorLog is given, the last word of each deploy, undeploy and Generate is also
 written to the console's operator log, here, where the operation is carried out.
@@ -53,7 +54,9 @@ from ..core.operations import (CommandError, DeployEvent, DeploySpec, GenerateSp
 from ..core.samples import Snapshot
 from . import convert
 from . import keys_feed
+from . import keys_feed
 from .audit_feed import AuditFilterSpec, Page, VerifyOutcome, query_page, verify_node
+from .keys_feed import KeysAnswer, KeysRequest
 from .keys_feed import KeysAnswer, KeysRequest
 from .operator_log import OperatorLog
 
@@ -82,6 +85,7 @@ class NodeHubListener(Protocol):  # documentation of the interface; listeners ma
     def on_node_removed(self, node_id: str) -> None: ...
     def on_audit_page(self, op_id: str, page: Page) -> None: ...
     def on_audit_verified(self, op_id: str, outcome: VerifyOutcome) -> None: ...
+    def on_keys_answer(self, op_id: str, answer: KeysAnswer) -> None: ...
     def on_keys_answer(self, op_id: str, answer: KeysAnswer) -> None: ...
 
 
@@ -378,6 +382,13 @@ class NodeHub:
     def audit_verify(self, node_id: str, op_id: str | None = None) -> str:
         op_id = op_id or self.new_id("audit-verify")
         self._post(self._start_op, op_id, node_id, self._audit_verify, (op_id,))
+        return op_id
+
+    def keys_call(self, node_id: str, request: KeysRequest, op_id: str | None = None) -> str:
+        """One Keys / KeyUsage call (list, create, limits, revoke, usage); answered through
+        on_keys_answer(op_id, KeysAnswer)."""
+        op_id = op_id or self.new_id("keys")
+        self._post(self._start_op, op_id, node_id, self._keys_call, (op_id, request))
         return op_id
 
     def keys_call(self, node_id: str, request: KeysRequest, op_id: str | None = None) -> str:
@@ -738,6 +749,21 @@ class NodeHub:
                 log.exception("audit verify on %s", node_id)
                 outcome = VerifyOutcome(node_id, False, 0, "", error=f"{type(e).__name__}: {e}")
         self.emit("on_audit_verified", op_id, outcome)
+
+    async def _keys_call(self, node_id: str, node: _Node | None, op_id: str, request: KeysRequest, *,
+                         unavailable: str) -> None:
+        if node is None:
+            answer = KeysAnswer(node_id, request, error=unavailable)
+        else:
+            try:
+                answer = await keys_feed.call(node.channel, node.metadata, node_id, request,
+                                              timeout=max(self.config.rpc_timeout_s, 30.0))
+            except grpc.RpcError as e:
+                answer = KeysAnswer(node_id, request, error=describe_rpc_error(e, node.address))
+            except Exception as e:  # an answer in every case: the view waits for one
+                log.exception("keys call on %s", node_id)
+                answer = KeysAnswer(node_id, request, error=f"{type(e).__name__}: {e}")
+        self.emit("on_keys_answer", op_id, answer)
 
     async def _keys_call(self, node_id: str, node: _Node | None, op_id: str, request: KeysRequest, *,
                          unavailable: str) -> None:
