@@ -174,3 +174,10 @@ def test_refusals_are_one_sentence(qtbot, console, daemons):
     _yes(qtbot, view)
     qtbot.waitUntil(lambda: view.banner.kind == "error", timeout=20_000)
     assert "not valid" in view.banner.text() and "Traceback" not in view.banner.text()
+
+
+def test_console_key_limits_have_the_protos_fields():
+    from musaops.app.core.usage import LIMIT_FIELDS
+    from musaops.v1 import keys_pb2
+
+    assert LIMIT_FIELDS == tuple(f.name for f in keys_pb2.KeyLimits.DESCRIPTOR.fields)
