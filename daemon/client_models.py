@@ -1,0 +1,184 @@
+"""`musad import | pull | delete`: a node's model repository from the shell (registered by
+client_cli.register, in its style: connection options, one sentence and exit 1 when the node
+refuses, 2 for bad usage, 130 when interrupted, after cancelling the running transfer).
+
+- import PATH: uploads a model folder or one .gguf file (name: the folder's or file's name,
+  or --name); every file's SHA-256 is computed here first, the node says which bytes it
+  holds already (ImportStatus), and only the rest is sent: an interrupted import resumes
+  when run again.
+- pull --from ADDR MODEL: the node fetches MODEL from the musad at ADDR itself (node to
+  node); --source-token is the credential for ADDR (operator role there).
+- delete MODEL: removes a model that is not deployed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .client.connection import ClientError, add_connection_args
+
+CHUNK = 1 << 20
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .client_cli import _run
+
+    p = sub.add_parser("import", help="upload a model folder or .gguf file into the node's repository",
+                       description="Upload PATH (a model folder or one .gguf file) into the node's repository; "
+                                   "run it again to resume an interrupted upload.")
+    p.add_argument("path", metavar="PATH", help="model folder or .gguf file on this machine")
+    p.add_argument("--name", default="", help="name in the repository (default: PATH's name)")
+    p.add_argument("--json", action="store_true", help="print the final progress as JSON")
+    add_connection_args(p)
+    p.set_defaults(func=_run(cmd_import))
+
+    p = sub.add_parser("pull", help="have the node copy a model from another musad",
+                       description="The node fetches MODEL from the musad at --from (node to node; the weights "
+                                   "do not pass through this machine).")
+    p.add_argument("model", metavar="MODEL", help="the model's name on the source node")
+    p.add_argument("--from", dest="source", required=True, metavar="HOST:PORT", help="the source musad")
+    p.add_argument("--source-token", default="", metavar="TOKEN",
+                   help="credential for the source (operator role there); default $MUSAD_SOURCE_TOKEN")
+    p.add_argument("--source-tls", action="store_true", help="reach the source over TLS (the node's certificates)")
+    p.add_argument("--json", action="store_true", help="print the final progress as JSON")
+    add_connection_args(p)
+    p.set_defaults(func=_run(cmd_pull))
+
+    p = sub.add_parser("delete", help="remove a model that is not deployed",
+                       description="Delete MODEL from the node's repository (refused while it is deployed).")
+    p.add_argument("model", metavar="MODEL", help="model name, as `musad models` lists it")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    add_connection_args(p)
+    p.set_defaults(func=_run(cmd_delete))
+
+
+def local_manifest(path: Path, name: str) -> Any:
+    """The manifest of a folder or .gguf file on this machine (files in sorted order)."""
+    from musaops.v1 import models_pb2
+
+    if not path.exists():
+        raise ClientError(f"{path} does not exist.", 2)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(path).parts))
+        entries = [(str(p.relative_to(path)).replace(os.sep, "/"), p) for p in files]
+    else:
+        if not path.name.endswith(".gguf"):
+            raise ClientError(f"{path} is a file but not a .gguf; import a model folder or one .gguf file.", 2)
+        entries = [(name, path)]
+    if not entries:
+        raise ClientError(f"{path} holds no files.", 2)
+    out = models_pb2.ModelManifest(name=name)
+    for rel, p in entries:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            while block := fh.read(8 * CHUNK):
+                h.update(block)
+        out.files.append(models_pb2.FileEntry(path=rel, size=p.stat().st_size, sha256=h.hexdigest()))
+    return out
+
+
+def upload_chunks(manifest: Any, base: Path, offsets: dict[str, int]) -> Iterator[Any]:
+    """ImportModel's messages: the header, then each file from the node's offset on."""
+    from musaops.v1 import models_pb2
+
+    yield models_pb2.ImportChunk(header=manifest)
+    for f in manifest.files:
+        off = offsets.get(f.path, 0)
+        if off >= f.size:
+            continue
+        with open(base if base.is_file() else base / f.path, "rb") as fh:
+            fh.seek(off)
+            while off < f.size:
+                data = fh.read(min(CHUNK, f.size - off))
+                if not data:
+                    raise ClientError(f"{f.path} shrank while it was uploaded; run the import again.")
+                yield models_pb2.ImportChunk(data=models_pb2.FileData(path=f.path, offset=off, data=data))
+                off += len(data)
+
+
+def _follow(call: Any, client: Any, label: str, as_json: bool) -> int:
+    """Shows TransferProgress messages until DONE; Ctrl-C cancels the transfer."""
+    import grpc
+
+    from musaops.v1 import models_pb2
+
+    from .client.render import Progress, as_json as to_json, fmt_bytes, print_json
+
+    progress = Progress(label)
+    last = None
+    try:
+        for p in call:
+            last = p
+            stage = models_pb2.TransferStage.Name(p.stage).removeprefix("TRANSFER_STAGE_").lower()
+            fraction = p.bytes_done / p.bytes_total if p.bytes_total else 0.0
+            rate = f", {fmt_bytes(p.rate_bytes_per_s)}/s" if p.rate_bytes_per_s else ""
+            eta = ""
+            if p.rate_bytes_per_s > 0 and p.bytes_total > p.bytes_done:
+                eta = f", {(p.bytes_total - p.bytes_done) / p.rate_bytes_per_s:.0f} s left"
+            progress.update(stage, fraction, f"{fmt_bytes(p.bytes_done)} / {fmt_bytes(p.bytes_total)}{rate}{eta}")
+    except grpc.RpcError as exc:
+        progress.end()
+        raise client.error(exc) from None
+    except KeyboardInterrupt:
+        call.cancel()
+        progress.end()
+        print("musad: interrupted; the transfer was cancelled (what arrived stays staged for a retry).",
+              file=sys.stderr)
+        return 130
+    progress.end()
+    if last is None or last.stage != models_pb2.TRANSFER_STAGE_DONE:
+        print(f"musad: the transfer of {label} ended before it was done; run it again to resume.", file=sys.stderr)
+        return 1
+    if as_json:
+        print_json(to_json(last))
+    else:
+        print(last.message or f"{label} is in the repository")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, client: Any) -> int:
+    from musaops.v1 import models_pb2_grpc
+
+    path = Path(args.path).expanduser()
+    name = args.name or path.resolve().name
+    t0 = time.monotonic()
+    manifest = local_manifest(path, name)
+    if sys.stderr.isatty():
+        print(f"{name}: {len(manifest.files)} files hashed in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    stub = models_pb2_grpc.ModelsStub(client.channel)
+    status = client.unary(stub.ImportStatus, manifest)
+    if status.exists:
+        raise ClientError(f"the node already holds a model named {name}; delete it first or use --name.")
+    offsets = {o.path: o.offset for o in status.present}
+    call = stub.ImportModel(upload_chunks(manifest, path, offsets), metadata=client.metadata)
+    return _follow(call, client, name, args.json)
+
+
+def cmd_pull(args: argparse.Namespace, client: Any) -> int:
+    from musaops.v1 import models_pb2, models_pb2_grpc
+
+    token = args.source_token or os.environ.get("MUSAD_SOURCE_TOKEN", "")
+    req = models_pb2.PullRequest(source=args.source, model=args.model, token=token, tls=args.source_tls)
+    call = client.stream(models_pb2_grpc.ModelsStub(client.channel).PullModel, req)
+    return _follow(call, client, args.model, args.json)
+
+
+def cmd_delete(args: argparse.Namespace, client: Any) -> int:
+    from musaops.v1 import models_pb2, models_pb2_grpc
+
+    from .client.render import as_json, fmt_bytes, print_json
+
+    res = client.unary(models_pb2_grpc.ModelsStub(client.channel).DeleteModel,
+                       models_pb2.DeleteModelRequest(model=args.model))
+    if args.json:
+        print_json(as_json(res))
+    else:
+        print(f"{args.model} deleted: {fmt_bytes(res.freed_bytes)} freed")
+    return 0
