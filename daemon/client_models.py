@@ -3,7 +3,8 @@ client_cli.register, in its style: connection options, one sentence and exit 1 w
 refuses, 2 for bad usage, 130 when interrupted, after cancelling the running transfer).
 
 - import PATH: uploads a model folder or one .gguf file (name: the folder's or file's name,
-  or --name); every file's SHA-256 is computed here first, the node says which bytes it
+  or --name); every file's SHA-256 is computed here first (musaops.v1.model_upload, shared
+  with the console), the node says which bytes it
   holds already (ImportStatus), and only the rest is sent: an interrupted import resumes
   when run again.
 - pull --from ADDR MODEL: the node fetches MODEL from the musad at ADDR itself (node to
@@ -14,16 +15,13 @@ refuses, 2 for bad usage, 130 when interrupted, after cancelling the running tra
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .client.connection import ClientError, add_connection_args
-
-CHUNK = 1 << 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,51 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     add_connection_args(p)
     p.set_defaults(func=_run(cmd_delete))
-
-
-def local_manifest(path: Path, name: str) -> Any:
-    """The manifest of a folder or .gguf file on this machine (files in sorted order)."""
-    from musaops.v1 import models_pb2
-
-    if not path.exists():
-        raise ClientError(f"{path} does not exist.", 2)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
-            part.startswith(".") for part in p.relative_to(path).parts))
-        entries = [(str(p.relative_to(path)).replace(os.sep, "/"), p) for p in files]
-    else:
-        if not path.name.endswith(".gguf"):
-            raise ClientError(f"{path} is a file but not a .gguf; import a model folder or one .gguf file.", 2)
-        entries = [(name, path)]
-    if not entries:
-        raise ClientError(f"{path} holds no files.", 2)
-    out = models_pb2.ModelManifest(name=name)
-    for rel, p in entries:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            while block := fh.read(8 * CHUNK):
-                h.update(block)
-        out.files.append(models_pb2.FileEntry(path=rel, size=p.stat().st_size, sha256=h.hexdigest()))
-    return out
-
-
-def upload_chunks(manifest: Any, base: Path, offsets: dict[str, int]) -> Iterator[Any]:
-    """ImportModel's messages: the header, then each file from the node's offset on."""
-    from musaops.v1 import models_pb2
-
-    yield models_pb2.ImportChunk(header=manifest)
-    for f in manifest.files:
-        off = offsets.get(f.path, 0)
-        if off >= f.size:
-            continue
-        with open(base if base.is_file() else base / f.path, "rb") as fh:
-            fh.seek(off)
-            while off < f.size:
-                data = fh.read(min(CHUNK, f.size - off))
-                if not data:
-                    raise ClientError(f"{f.path} shrank while it was uploaded; run the import again.")
-                yield models_pb2.ImportChunk(data=models_pb2.FileData(path=f.path, offset=off, data=data))
-                off += len(data)
 
 
 def _follow(call: Any, client: Any, label: str, as_json: bool) -> int:
@@ -145,11 +98,15 @@ def _follow(call: Any, client: Any, label: str, as_json: bool) -> int:
 
 def cmd_import(args: argparse.Namespace, client: Any) -> int:
     from musaops.v1 import models_pb2_grpc
+    from musaops.v1.model_upload import UploadError, local_manifest, upload_chunks
 
     path = Path(args.path).expanduser()
     name = args.name or path.resolve().name
     t0 = time.monotonic()
-    manifest = local_manifest(path, name)
+    try:
+        manifest = local_manifest(path, name)
+    except (UploadError, OSError) as exc:
+        raise ClientError(str(exc), 2) from None
     if sys.stderr.isatty():
         print(f"{name}: {len(manifest.files)} files hashed in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     stub = models_pb2_grpc.ModelsStub(client.channel)
