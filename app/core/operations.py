@@ -51,6 +51,7 @@ class ModelEntry:
     num_layers: int = 0
     hidden_size: int = 0
     vocab_size: int = 0
+    notice: str = ""          # a sentence the node asks to show beside the model (random weights)
 
     def estimate(self, dtype: str) -> MemoryEstimate | None:
         return next((e for e in self.memory_estimates if e.dtype == dtype), None)

@@ -147,6 +147,21 @@ class FleetState(QObject):
             names += [m.model for m in snap.models if m.model not in names]
         return names
 
+    def model_notice(self, node_id: str, model: str) -> str:
+        """The sentence the node asks to show beside `model` (ModelInfo.notice), or ""."""
+        return next((m.notice for m in self.repositories.get(node_id, ()) if m.name == model), "")
+
+    def stale_note(self, node_id: str) -> str:
+        """"" while the node is usable; else why what the views still show of it is stale and
+        when it was last updated, e.g. "offline · last update 14:02:31" (the one wording every
+        view uses for an offline or unauthorized node's data)."""
+        s = self.statuses.get(node_id)
+        if s is None or s.state not in UNUSABLE:
+            return ""
+        when = (time.strftime("%H:%M:%S", time.localtime(s.last_seen)) if s.last_seen
+                else "never")
+        return f"{s.state.value} · last update {when}"
+
     def set_thresholds(self, thresholds: AlertThresholds) -> None:
         self.alerts.thresholds = thresholds
 

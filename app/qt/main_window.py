@@ -355,15 +355,26 @@ class MainWindow(QMainWindow):
             return
         if st.state is not ConnectionState.ONLINE and st.last_error:
             # DEGRADED too: a silent node is as much the operator's business as a gone one
-            self.sb_message.setText(f"{st.address.label}: {st.last_error}")
+            self.post_message(st.address.label, st.last_error)
         elif st.state is ConnectionState.ONLINE and self.sb_message.text().startswith(
-                f"{st.address.label}:"):
-            self.sb_message.setText(f"{st.address.label}: online")
+                f"{st.address.label}"):
+            self.post_message(st.address.label, "online")
 
     def _on_command_error(self, error) -> None:
         label = self.state.statuses[error.node_id].address.label \
             if error.node_id in self.state.statuses else error.node_id
-        self.sb_message.setText(f"{label}: {error.message}")
+        self.post_message(label, error.message)
+
+    def post_message(self, label: str, text: str) -> None:
+        """The status bar's one message about a node. The node is named once (a sentence
+        that already names it is not prefixed again); the node's state and a failed command
+        report the same error through different listeners, so a message equal to the one
+        shown is not posted again."""
+        message = text if label in text else f"{label}: {text}"
+        if message == self.sb_message.text():
+            return
+        self.sb_message.setText(message)
+        self.sb_message.setToolTip(message)
 
     # --- shutdown --------------------------------------------------------------------------
 

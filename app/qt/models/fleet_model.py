@@ -36,6 +36,7 @@ STATE_COLORS = {
     ConnectionState.OFFLINE: QColor("#d0473c"),
     ConnectionState.UNAUTHORIZED: QColor("#b4367a"),
 }
+STALE_COLOR = QColor("#8a94a6")   # what an offline node last reported
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,8 @@ class FleetModel(QAbstractTableModel):
                 return f"{n} device{'s' if n != 1 else ''}" if status.info else "—"
             if col == COL_MODELS:
                 names = ", ".join(m.model for m in snap.models) if snap else ""
+                if not snap and not sort and (old := self._stale_models(nid)):
+                    return f"{old} (stale)"   # last reported; the node is offline or refused us
                 return names if (names or sort) else "—"
             if col == COL_QUEUE:
                 if sort:
@@ -251,6 +254,8 @@ class FleetModel(QAbstractTableModel):
                     return "live"
                 return _fmt_ago(max(0.0, time.time() - status.last_seen))
         if role == Qt.ItemDataRole.ToolTipRole:
+            if col == COL_MODELS and not snap and self._stale_models(nid):
+                return f"Last reported models; the node is {self.state.stale_note(nid)}."
             if col == COL_DEVICES:
                 tiles = self._tiles(nid)
                 return tooltip(tiles) if tiles else None
@@ -266,9 +271,15 @@ class FleetModel(QAbstractTableModel):
                 return "\n".join(lines)
         if role == Qt.ItemDataRole.ForegroundRole and col == COL_STATE:
             return STATE_COLORS[status.state]
+        if role == Qt.ItemDataRole.ForegroundRole and col == COL_MODELS and not snap:
+            return STALE_COLOR
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_QUEUE, COL_TPS):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+    def _stale_models(self, nid: str) -> str:
+        """The models an unusable node last reported ("" if none, or the node is usable)."""
+        return ", ".join(self.state.ready_models(nid)) if self.state.stale_note(nid) else ""
 
     def _tiles(self, nid: str) -> tuple[DeviceTile, ...]:
         status = self.state.statuses[nid]

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication, QStyle
 
 from musaops.app.core import ModelEntry
 
@@ -47,6 +48,8 @@ STATE_COLOURS = {
     "failed": QColor("#d64545"),
     "error": QColor("#d64545"),
 }
+STALE_COLOUR = QColor("#8a94a6")   # a state last reported by a node that is now offline
+NOTICE_COLOUR = QColor("#b7791f")  # a model the node says to take with care (random weights)
 
 
 def human_bytes(n: int | None) -> str:
@@ -83,6 +86,18 @@ class ModelsTableModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._rows: list[ModelEntry] = []
+        self._stale = ""   # FleetState.stale_note of the node shown: its states are old news
+
+    def set_stale(self, note: str) -> None:
+        """Marks every state as last reported, not current ("" = the node is usable)."""
+        if note != self._stale:
+            self._stale = note
+            if self._rows:
+                self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(COLUMNS) - 1))
+
+    @property
+    def stale(self) -> str:
+        return self._stale
 
     # -- updates ---------------------------------------------------------------------
     def set_entries(self, entries: Sequence[ModelEntry]) -> None:
@@ -139,10 +154,12 @@ class ModelsTableModel(QAbstractTableModel):
             return self._sort_key(e, col)
         if role == EntryRole:
             return e
-        if role == Qt.ItemDataRole.ForegroundRole and col == COL_STATE:
-            return STATE_COLOURS.get(e.state)
-        if role == Qt.ItemDataRole.DecorationRole and col == COL_STATE:
-            return STATE_COLOURS.get(e.state)
+        if role in (Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.DecorationRole) and col == COL_STATE:
+            return STALE_COLOUR if self._stale else STATE_COLOURS.get(e.state)
+        if role == Qt.ItemDataRole.DecorationRole and col == COL_NAME and e.notice:
+            return QApplication.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+        if role == Qt.ItemDataRole.ForegroundRole and col == COL_NAME and e.notice:
+            return NOTICE_COLOUR
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(e, col)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_SIZE, COL_MEM0, COL_MEM0 + 1, COL_MEM0 + 2):
@@ -161,7 +178,7 @@ class ModelsTableModel(QAbstractTableModel):
         if col == COL_NAME:
             return e.name
         if col == COL_STATE:
-            return e.state.capitalize()
+            return f"{e.state.capitalize()} (stale)" if self._stale else e.state.capitalize()
         if col == COL_ARCH:
             return e.architecture or "—"
         if col == COL_PARAMS:
@@ -196,10 +213,14 @@ class ModelsTableModel(QAbstractTableModel):
                 f"weights {human_bytes(est.weights_bytes)} + KV {human_bytes(est.kv_bytes_per_token)}/token"
                 f" × {e.max_position_embeddings or '?'} tokens = {human_bytes(est.total_bytes)}"
             )
+        if col == COL_STATE and self._stale:
+            return f"Last reported {e.state}; the node is {self._stale}" + (f". {e.reason}" if e.reason else "")
         if col in (COL_STATE, COL_REASON) and e.reason:
             return e.reason
         if col == COL_NAME:
             parts = [e.name]
+            if e.notice:
+                parts.append(f"⚠ {e.notice}")
             if e.torch_dtype:
                 parts.append(f"saved as {e.torch_dtype}")
             if e.max_position_embeddings:

@@ -207,6 +207,18 @@ class ModelsView(QWidget):
             if self.node_box.itemText(i) != text:
                 self.node_box.setItemText(i, text)
         self._settle_node(self.current_node())
+        if node_id == self.current_node():
+            self._show_stale()
+
+    def _show_stale(self) -> None:
+        """An offline or unauthorized node's repository stays in the table, marked as its
+        last answer (with the time), never as a live "Ready"."""
+        nid = self.current_node()
+        note = self.directory.stale_note(nid) if nid else ""
+        self.model.set_stale(note)
+        if note and self.model.rowCount():
+            self.repo_label.setText(f"Stale: {self.directory.label(nid)} is {note}; "
+                                    "the table shows its last answer.")
 
     def _node_gone(self, node_id: str) -> None:
         current = self.current_node()
@@ -232,6 +244,7 @@ class ModelsView(QWidget):
     def _on_node_chosen(self, *_: object) -> None:
         nid = self.current_node()
         self.model.set_entries(self.directory.models(nid))
+        self._show_stale()
         self._update_empty()
         if nid and self.directory.online(nid) and nid != self._pending_node:
             self.refresh()
@@ -265,6 +278,7 @@ class ModelsView(QWidget):
         ready = sum(1 for e in entries if e.state == "ready")
         self.repo_label.setText(f"{len(entries)} model{'s' if len(entries) != 1 else ''} in the repository"
                                 f" of {self.directory.label(node_id)} · {ready} deployed")
+        self._show_stale()
         if self.banner.kind == "error" and "repository" in self.banner.text():
             self.banner.clear()
         if any(e.state in TRANSITIONAL_STATES for e in entries) and self.isVisible():

@@ -193,6 +193,10 @@ class NodeView(QWidget):
         lines = []
         if status.state is not ConnectionState.ONLINE and status.last_error:
             lines.append(f"<b>{status.last_error}</b>")
+        stale = self.state.stale_note(self.node_id)
+        if stale and self.state.latest.get(self.node_id) is not None:
+            lines.append(f"<b style='color:#8a94a6'>Stale: the charts and devices show the node's "
+                         f"last data ({stale}).</b>")
         info = status.info
         if info is None and status.state is not ConnectionState.UNAUTHORIZED:
             lines.append(f"{status.address.target}: waiting for the node to answer.")

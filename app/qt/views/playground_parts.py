@@ -6,7 +6,7 @@ Kept apart from playground_view.py so the view module holds only the request/str
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QTextEdit, QVBoxLayout, QWidget
 
@@ -90,12 +90,21 @@ class TargetPicker(QWidget):
         if j >= 0:
             self.model_box.setCurrentIndex(j)
 
+    def _node_text(self, node_id: str) -> str:
+        """The node's label; an offline or unauthorized one says its models are its last word."""
+        stale = self.directory.stale_note(node_id)
+        return f"{self.directory.label(node_id)}  ·  stale: {stale}" if stale else self.directory.label(node_id)
+
+    def notice(self) -> str:
+        """The chosen model's notice from its node (e.g. random weights), or ""."""
+        return self.directory.model_notice(self.node_id(), self.model()) if self.model() else ""
+
     def refill(self) -> None:
         current = self.node_id()
         self.node_box.blockSignals(True)
         self.node_box.clear()
         for nid in self.directory.node_ids():
-            self.node_box.addItem(self.directory.label(nid), nid)
+            self.node_box.addItem(self._node_text(nid), nid)
         i = self.node_box.findData(current)
         self.node_box.setCurrentIndex(i if i >= 0 else 0 if self.node_box.count() else -1)
         self.node_box.blockSignals(False)
@@ -106,7 +115,7 @@ class TargetPicker(QWidget):
             return
         first = self.node_box.currentIndex() < 0
         self.node_box.blockSignals(True)
-        self.node_box.addItem(self.directory.label(node_id), node_id)
+        self.node_box.addItem(self._node_text(node_id), node_id)
         if first:
             self.node_box.setCurrentIndex(0)
         self.node_box.blockSignals(False)
@@ -117,7 +126,7 @@ class TargetPicker(QWidget):
         i = self.node_box.findData(node_id)
         if i < 0:
             return
-        label = self.directory.label(node_id)
+        label = self._node_text(node_id)
         if self.node_box.itemText(i) != label:
             self.node_box.setItemText(i, label)
         if i == self.node_box.currentIndex():
@@ -142,11 +151,27 @@ class TargetPicker(QWidget):
         self.model_box.blockSignals(True)
         self.model_box.clear()
         self.model_box.addItems(names)
+        stale = self.directory.stale_note(self.node_id()) if self.node_id() else ""
+        for i, name in enumerate(names):
+            notice = self.directory.model_notice(self.node_id(), name)
+            tip = "; ".join(t for t in (f"⚠ {notice}" if notice else "",
+                                        f"last reported deployed; the node is {stale}" if stale else "") if t)
+            self.model_box.setItemData(i, tip or "Deployed model", Qt.ItemDataRole.ToolTipRole)
         # With a placeholder set, Qt does not pick the first item by itself.
         self.model_box.setCurrentIndex(names.index(current) if current in names else 0 if names else -1)
         self.model_box.setPlaceholderText("no model deployed" if self.node_id() else "no node")
         self.model_box.blockSignals(False)
         self.changed.emit()
+
+
+class ResizedWidget(QWidget):
+    """A plain widget that says when its size changed (the compare page reflows its panes)."""
+
+    resized = Signal()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        super().resizeEvent(event)
+        self.resized.emit()
 
 
 class Transcript(QTextEdit):

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
     QInputDialog, QLabel, QMenu, QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QSplitter,
     QStackedWidget, QVBoxLayout, QWidget,
 )
@@ -26,11 +26,12 @@ from musaops.app.qt.bridge import GuiInvoker
 from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.views.banner import Banner
 from musaops.app.qt.views.playground_parts import (  # noqa: F401 (parse/format_stops re-exported)
-    ComparePane, TargetPicker, Transcript, format_stops, parse_stops, stats_text,
+    ComparePane, ResizedWidget, TargetPicker, Transcript, format_stops, parse_stops, stats_text,
 )
 from musaops.app.services.snippet import SNIPPETS, SnippetRequest
 
 MAX_COMPARE = 4
+PANE_MIN_WIDTH = 260   # narrower, a compare pane's text wraps every few words: two a row instead
 PRESET_KIND = "playground"
 
 class PlaygroundView(QWidget):
@@ -127,6 +128,8 @@ class PlaygroundView(QWidget):
         bar.addWidget(self.copy_button)
 
         self.banner = Banner(self)
+        self.notice_banner = Banner(self)   # what a target's node says of its model (random weights)
+        self.notice_banner.setObjectName("noticeBanner")
         self.transcript = Transcript()
         self.transcript.setPlaceholderText("Pick a target, type a prompt, press Ctrl+Enter.")
         self.stats_label = QLabel("")
@@ -138,8 +141,11 @@ class PlaygroundView(QWidget):
         cl.addWidget(self.stats_label)
 
         self.panes: list[ComparePane] = [ComparePane(self.directory, i, self) for i in range(MAX_COMPARE)]
-        compare_page = QWidget()
-        self._compare_layout = QHBoxLayout(compare_page)
+        compare_page = self.compare_page = ResizedWidget()
+        # Its width is what the window gives (panes reflow to it), never the sum of the panes.
+        compare_page.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        compare_page.resized.connect(self._reflow_panes)
+        self._compare_layout = QGridLayout(compare_page)
         self._compare_layout.setContentsMargins(0, 0, 0, 0)
         self.pages = QStackedWidget()
         self.pages.addWidget(chat_page)
@@ -165,6 +171,7 @@ class PlaygroundView(QWidget):
         rl = QVBoxLayout(right)
         rl.setContentsMargins(8, 0, 0, 0)
         rl.addLayout(bar)
+        rl.addWidget(self.notice_banner)
         rl.addWidget(self.banner)
         rl.addWidget(self.pages, 1)
         rl.addLayout(input_row)
@@ -180,6 +187,9 @@ class PlaygroundView(QWidget):
 
         # ---- wiring -------------------------------------------------------------------------------
         self.picker.changed.connect(self._apply_limits)
+        self.picker.changed.connect(self._show_notice)
+        for pane in self.panes:
+            pane.picker.changed.connect(self._show_notice)
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
         self.clear_button.clicked.connect(self.clear)
@@ -193,6 +203,7 @@ class PlaygroundView(QWidget):
         bridge.tokens.connect(self._on_tokens)
         bridge.generation_done.connect(self._on_done)
         self._show_panes()
+        self._show_notice()
         self._load_presets()
 
     def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt name)
@@ -274,6 +285,29 @@ class PlaygroundView(QWidget):
         self.max_tokens.setMaximum(limit or 32768)
         self.max_tokens.setToolTip(f"This node allows at most {limit} new tokens." if limit else "")
 
+    def targets(self) -> list[TargetPicker]:
+        """The pickers in use: the chat target, or the compare panes shown."""
+        if self.compare_check.isChecked():
+            return [p.picker for p in self.panes[: self.compare_count.value()]]
+        return [self.picker]
+
+    def _show_notice(self) -> None:
+        """A banner while a target's model carries a notice (the random demo model says it
+        answers with noise): its output is never taken for a real model's."""
+        pickers = self.targets()
+        seen: dict[str, list[str]] = {}
+        for i, picker in enumerate(pickers):
+            notice = picker.notice()
+            if notice:
+                name = picker.model() if len(pickers) == 1 else f"target {i + 1} ({picker.model()})"
+                seen.setdefault(notice, []).append(name)
+        if not seen:
+            self.notice_banner.clear()
+            return
+        text = " ".join(f"{', '.join(names)}: {notice[0].upper()}{notice[1:]}." for notice, names in seen.items())
+        if self.notice_banner.text() != text:
+            self.notice_banner.show_message(text, "warning")
+
     # -- request --------------------------------------------------------------------------------
     def sampling(self) -> Sampling:
         """The controls' values; one equal to the daemon's default is left unset."""
@@ -318,7 +352,9 @@ class PlaygroundView(QWidget):
         self._pending_user, self._answer = prompt, ""
         self.transcript.add_heading("user")
         self.transcript.append_text(prompt)
-        self.transcript.add_heading("assistant", f"{model} · {self.directory.label(node_id)}")
+        notice = self.picker.notice()
+        self.transcript.add_heading("assistant", f"{model} · {self.directory.label(node_id)}"
+                                    + (f"  ⚠ {notice}" if notice else ""))
         self.stats_label.setText("Waiting for the first token…")
         self.input.clear()
         self._set_running(True)
@@ -387,19 +423,46 @@ class PlaygroundView(QWidget):
         self.target_group.setVisible(not on)  # each compare pane has its own target
         if on:  # start the first target where the chat is pointed
             self.panes[0].picker.set_target(self.picker.node_id(), self.picker.model())
+        self._show_notice()
+
+    def _reflow_panes(self) -> None:
+        if self.compare_columns() != self._columns_shown():
+            self._show_panes()
+
+    def _columns_shown(self) -> int:
+        return max((self._compare_layout.getItemPosition(i)[1] + 1
+                    for i in range(self._compare_layout.count())), default=0)
+
+    def compare_columns(self) -> int:
+        """Panes side by side: all of them while each gets PANE_MIN_WIDTH, else two a row."""
+        n = self.compare_count.value()
+        width = self.compare_page.width()
+        return n if width >= n * PANE_MIN_WIDTH + (n - 1) * self._compare_layout.horizontalSpacing() \
+            else min(n, 2)
 
     def _show_panes(self) -> None:
-        """Only the panes in use sit in the layout (hidden ones would still claim width)."""
-        n = self.compare_count.value()
+        """Only the panes in use sit in the grid (hidden ones would still claim width), in
+        one row when the page is wide enough, else two a row (4 targets: 2x2 at 1024 px)."""
+        n, cols = self.compare_count.value(), self.compare_columns()
+        placed = [self._compare_layout.getItemPosition(self._compare_layout.indexOf(p))[:2]
+                  if self._compare_layout.indexOf(p) >= 0 else None for p in self.panes]
         for i, pane in enumerate(self.panes):
-            in_layout = self._compare_layout.indexOf(pane) >= 0
-            if i < n and not in_layout:
-                self._compare_layout.insertWidget(i, pane, 1)
-                pane.show()
-            elif i >= n:
-                if in_layout:
-                    self._compare_layout.removeWidget(pane)
+            want = divmod(i, cols) if i < n else None
+            if placed[i] == want:
+                pane.setVisible(want is not None)
+                continue
+            if placed[i] is not None:
+                self._compare_layout.removeWidget(pane)
+            if want is None:
                 pane.hide()
+            else:
+                self._compare_layout.addWidget(pane, *want)
+                pane.show()
+        for c in range(MAX_COMPARE):
+            self._compare_layout.setColumnStretch(c, 1 if c < cols else 0)
+        for r in range(MAX_COMPARE):
+            self._compare_layout.setRowStretch(r, 1 if r * cols < n else 0)
+        self._show_notice()
 
     # -- stream results ---------------------------------------------------------------------------
     def _on_tokens(self, chunk: TokenChunk) -> None:
@@ -423,10 +486,13 @@ class PlaygroundView(QWidget):
         failed = done.finish_reason == "error"
         line = f"Error: {done.error}" if failed else stats_text(done)
         colour = "#d64545" if failed else "#b7791f" if done.finish_reason == "cancelled" else "#6b7a90"
+        # A failure is said once: the chat's in the banner (the transcript and the line under
+        # it only say that it failed), a compare target's in its own pane.
         if owner == "chat":
             if failed:
                 self.transcript.append_text("(no answer)", "#8a94a6")
                 self.banner.show_message(f"Generate failed: {done.error}")
+                line = "Failed (the reason is in the message above)."
             elif self._answer or done.finish_reason != "cancelled":
                 self.history += [ChatMessage("user", self._pending_user), ChatMessage("assistant", self._answer)]
             self.transcript.add_stats(line, colour)
@@ -434,8 +500,6 @@ class PlaygroundView(QWidget):
         else:
             owner.stats.setText(line)
             owner.stats.setStyleSheet(f"color: {colour};")
-            if failed:
-                self.banner.show_message(f"A compare target failed: {done.error}")
         if not self.streams:
             self._set_running(False)
 
