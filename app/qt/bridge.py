@@ -36,6 +36,7 @@ class HubBridge(QObject):
     audit_page = Signal(str, object)     # op_id, audit_feed.Page
     audit_verified = Signal(str, object)  # op_id, audit_feed.VerifyOutcome
     keys_answer = Signal(str, object)    # op_id, keys_feed.KeysAnswer
+    transfer = Signal(object)            # core.transfers.TransferEvent
 
     SLICE_S = 0.004   # longest stretch of queued calls delivered in one event
 
@@ -115,6 +116,9 @@ class HubBridge(QObject):
 
     def on_keys_answer(self, op_id: str, answer) -> None:
         self._post(self.keys_answer, op_id, answer)
+
+    def on_transfer(self, event) -> None:
+        self._post(self.transfer, event)
 
 
 class GuiInvoker(QObject):

@@ -19,7 +19,8 @@ Listener methods (all optional; a missing one is skipped):
     on_audit_page(op_id, audit_feed.Page)          answer to audit_query (errors as a value)
     on_audit_verified(op_id, audit_feed.VerifyOutcome)  answer to audit_verify
     on_keys_answer(op_id, keys_feed.KeysAnswer)    answer to keys_call (errors as a value)
-    on_keys_answer(op_id, keys_feed.KeysAnswer)    answer to keys_call (errors as a value)
+    on_transfer(core.transfers.TransferEvent)      import_model, pull_model, delete_model and
+                                                   repository_space steps (the last has done set)
 
 When an OperatorLog is given, the last word of each deploy, undeploy and Generate is also
 written to the console's operator log, here, where the operation is carried out.
@@ -45,7 +46,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import grpc
 
-from musaops.v1 import (inference_pb2_grpc, node_pb2, node_pb2_grpc, telemetry_pb2,
+from musaops.v1 import (inference_pb2_grpc, models_pb2, node_pb2, node_pb2_grpc, telemetry_pb2,
                         telemetry_pb2_grpc)
 
 from ..core.nodes import ConnectionState, NodeAddress, NodeInfo, NodeStatus
@@ -54,11 +55,11 @@ from ..core.operations import (CommandError, DeployEvent, DeploySpec, GenerateSp
 from ..core.samples import Snapshot
 from . import convert
 from . import keys_feed
-from . import keys_feed
 from .audit_feed import AuditFilterSpec, Page, VerifyOutcome, query_page, verify_node
 from .keys_feed import KeysAnswer, KeysRequest
-from .keys_feed import KeysAnswer, KeysRequest
 from .operator_log import OperatorLog
+from . import transfers
+from ..core.transfers import TransferEvent
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class NodeHubListener(Protocol):  # documentation of the interface; listeners ma
     def on_audit_page(self, op_id: str, page: Page) -> None: ...
     def on_audit_verified(self, op_id: str, outcome: VerifyOutcome) -> None: ...
     def on_keys_answer(self, op_id: str, answer: KeysAnswer) -> None: ...
-    def on_keys_answer(self, op_id: str, answer: KeysAnswer) -> None: ...
+    def on_transfer(self, event: TransferEvent) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -391,11 +392,30 @@ class NodeHub:
         self._post(self._start_op, op_id, node_id, self._keys_call, (op_id, request))
         return op_id
 
-    def keys_call(self, node_id: str, request: KeysRequest, op_id: str | None = None) -> str:
-        """One Keys / KeyUsage call (list, create, limits, revoke, usage); answered through
-        on_keys_answer(op_id, KeysAnswer)."""
-        op_id = op_id or self.new_id("keys")
-        self._post(self._start_op, op_id, node_id, self._keys_call, (op_id, request))
+    # Models service (services/transfers.py): answered through on_transfer(TransferEvent).
+    def import_model(self, node_id: str, path: str, name: str, op_id: str | None = None) -> str:
+        """Uploads a folder or .gguf from this workstation into node_id's repository as `name`;
+        cancel(op_id) stops it (a new import of the same files resumes)."""
+        op_id = op_id or self.new_id("import")
+        self._post(self._start_op, op_id, node_id, self._transfer, (op_id, "import", name, path))
+        return op_id
+
+    def pull_model(self, node_id: str, source_node_id: str, model: str, op_id: str | None = None) -> str:
+        """node_id fetches `model` from source_node_id itself, with the console's credential
+        for the source (its token; TLS when the console reaches the source over TLS)."""
+        op_id = op_id or self.new_id("pull")
+        self._post(self._start_op, op_id, node_id, self._transfer, (op_id, "pull", model, source_node_id))
+        return op_id
+
+    def delete_model(self, node_id: str, model: str, op_id: str | None = None) -> str:
+        op_id = op_id or self.new_id("delete")
+        self._post(self._start_op, op_id, node_id, self._transfer, (op_id, "delete", model, ""))
+        return op_id
+
+    def repository_space(self, node_id: str, op_id: str | None = None) -> str:
+        """Free disk of node_id's repository (TransferEvent kind "space", free_bytes)."""
+        op_id = op_id or self.new_id("space")
+        self._post(self._start_op, op_id, node_id, self._transfer, (op_id, "space", "", ""))
         return op_id
 
     def emit(self, method: str, *args: Any) -> None:
@@ -765,20 +785,41 @@ class NodeHub:
                 answer = KeysAnswer(node_id, request, error=f"{type(e).__name__}: {e}")
         self.emit("on_keys_answer", op_id, answer)
 
-    async def _keys_call(self, node_id: str, node: _Node | None, op_id: str, request: KeysRequest, *,
-                         unavailable: str) -> None:
+    async def _transfer(self, node_id: str, node: _Node | None, op_id: str, kind: str, model: str, arg: str, *,
+                        unavailable: str) -> None:
+        source = self._nodes.get(arg) if kind == "pull" else None
+        base = TransferEvent(op_id, node_id, model, kind, "receiving", source_node_id=arg if kind == "pull" else "")
+
+        def emit(ev: TransferEvent) -> None:   # from the hashing thread too: onto the hub loop
+            loop = self._loop
+            if loop is not None and threading.current_thread() is not self._thread:
+                loop.call_soon_threadsafe(self.emit, "on_transfer", ev)
+            else:
+                self.emit("on_transfer", ev)
+
+        def finish(ev: TransferEvent) -> None:
+            self.emit("on_transfer", ev)
+            if ev.ok and ev.kind in ("import", "pull", "delete") and node is not None:
+                self._post(self._start_op, self.new_id("models"), node_id, self._list_models, ())
+
         if node is None:
-            answer = KeysAnswer(node_id, request, error=unavailable)
+            finish(TransferEvent(op_id, node_id, model, kind, "failed", message=unavailable, done=True))
+            return
+        describe = lambda e: describe_rpc_error(e, node.address)  # noqa: E731
+        if kind == "import":
+            await transfers.import_model(node.channel, node.metadata, base, arg, emit, finish, describe)
+        elif kind == "pull":
+            if source is None:
+                finish(TransferEvent(op_id, node_id, model, kind, "failed", done=True,
+                                     message=f"Unknown source node {arg}."))
+                return
+            req = models_pb2.PullRequest(source=source.address.target, model=model,
+                                         token=source.address.token or "", tls=source.address.tls is not None)
+            await transfers.pull_model(node.channel, node.metadata, base, req, emit, finish, describe)
+        elif kind == "delete":
+            await transfers.delete_model(node.channel, node.metadata, base, finish, describe)
         else:
-            try:
-                answer = await keys_feed.call(node.channel, node.metadata, node_id, request,
-                                              timeout=max(self.config.rpc_timeout_s, 30.0))
-            except grpc.RpcError as e:
-                answer = KeysAnswer(node_id, request, error=describe_rpc_error(e, node.address))
-            except Exception as e:  # an answer in every case: the view waits for one
-                log.exception("keys call on %s", node_id)
-                answer = KeysAnswer(node_id, request, error=f"{type(e).__name__}: {e}")
-        self.emit("on_keys_answer", op_id, answer)
+            await transfers.repository_space(node.channel, node.metadata, base, finish, describe)
 
     def _finish(self, method: str, result: DeployEvent | UndeployResult | GenerationDone) -> None:
         """A command's last word: to the listener, and to the operator log."""
