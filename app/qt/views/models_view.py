@@ -24,6 +24,7 @@ from musaops.app.qt.models.models_model import (
 from musaops.app.qt.views.banner import Banner, never_widens
 from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice
 from musaops.app.qt.views.deploy_progress import DeployProgressRow
+from musaops.app.qt.views.model_transfers import AddModelDialog, CopyDialog, TransferRow
 
 
 TRANSITIONAL_STATES = ("pending", "loading", "unloading")
@@ -63,6 +64,15 @@ class ModelsView(QWidget):
         self.deploy_button.setToolTip("Deploy a model to this node or to several nodes at once")
         self.undeploy_button = QPushButton("Undeploy")
         self.undeploy_button.setEnabled(False)
+        self.add_button = QPushButton("Add model…")
+        self.add_button.setToolTip("Upload a model folder or a .gguf file from this workstation to nodes")
+        self.copy_button = QPushButton("Copy to nodes…")
+        self.copy_button.setToolTip("Copy the selected model from a node that has it to other nodes")
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.setToolTip("Delete the selected model from this node's repository")
+        self.transfer_rows: dict[str, TransferRow] = {}   # op_id -> row
+        self.add_dialog: AddModelDialog | None = None
+        self.copy_dialog: CopyDialog | None = None
         header = QHBoxLayout()
         header.addWidget(title)
         header.addSpacing(16)
@@ -72,6 +82,9 @@ class ModelsView(QWidget):
         header.addWidget(self.refresh_button)
         header.addWidget(self.deploy_button)
         header.addWidget(self.undeploy_button)
+        header.addWidget(self.add_button)
+        header.addWidget(self.copy_button)
+        header.addWidget(self.delete_button)
 
         self.banner = Banner(self)
         self.repo_label = never_widens(QLabel())
@@ -149,6 +162,11 @@ class ModelsView(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.deploy_button.clicked.connect(self.open_deploy_dialog)
         self.undeploy_button.clicked.connect(self.ask_undeploy)
+        self.add_button.clicked.connect(self.open_add_dialog)
+        self.copy_button.clicked.connect(self.open_copy_dialog)
+        self.delete_button.clicked.connect(self.ask_delete)
+        if hasattr(bridge, "transfer"):
+            bridge.transfer.connect(self._on_transfer)
         self.table.selectionModel().selectionChanged.connect(self._update_actions)
         self.table.doubleClicked.connect(lambda _i: self.open_deploy_dialog())
         self.directory.node_added.connect(self._node_added)
@@ -319,6 +337,9 @@ class ModelsView(QWidget):
         self.refresh_button.setEnabled(online)
         self.deploy_button.setEnabled(any(self.directory.online(n) for n in self.directory.node_ids()))
         self.undeploy_button.setEnabled(online and entry is not None and entry.state in ("ready", "loading", "pending"))
+        self.add_button.setEnabled(any(self.directory.online(n) for n in self.directory.node_ids()))
+        self.copy_button.setEnabled(online and entry is not None and len(self.directory.node_ids()) > 1)
+        self.delete_button.setEnabled(online and entry is not None and entry.state not in ("ready", "loading", "pending"))
 
     # -- deploy --------------------------------------------------------------------------------
     def node_choices(self) -> list[NodeChoice]:
@@ -367,7 +388,7 @@ class ModelsView(QWidget):
         if row is not None:
             row.setParent(None)
             row.deleteLater()
-        self.ops_hint.setVisible(not self.rows)
+        self.ops_hint.setVisible(not self.rows and not self.transfer_rows)
 
     def _on_deploy_event(self, event: DeployEvent) -> None:
         row = self.rows.get(event.op_id)
@@ -396,6 +417,106 @@ class ModelsView(QWidget):
             elif row is not None:
                 row.detail.setText(f"Cancelled: the node freed what it had loaded ({model} is {state}).")
             self._cancelled.pop(op_id)
+
+    # -- repository: add, copy, delete (hub Models commands; answers as TransferEvents) -----
+    def _online_nodes(self) -> list[tuple[str, str]]:
+        return [(n, self.directory.label(n)) for n in self.directory.node_ids() if self.directory.online(n)]
+
+    def open_add_dialog(self) -> AddModelDialog | None:
+        nodes = self._online_nodes()
+        if not nodes:
+            self.banner.show_message("No node is online to upload to.", "warning")
+            return None
+        dialog = AddModelDialog(nodes, self.current_node(), parent=self)
+        dialog.accepted.connect(lambda: self.submit_import(*dialog.choice()))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.finished.connect(lambda _r: setattr(self, "add_dialog", None))
+        self.add_dialog = dialog
+        for nid, _label in nodes:   # each node's free space, shown beside it when it answers
+            self.hub.repository_space(nid)
+        dialog.open()
+        return dialog
+
+    def submit_import(self, path: str, name: str, node_ids: list[str]) -> list[str]:
+        ops = []
+        for nid in node_ids:
+            op_id = self.hub.import_model(nid, path, name)
+            self._add_transfer_row(op_id, "import", name, nid)
+            ops.append(op_id)
+        return ops
+
+    def open_copy_dialog(self) -> CopyDialog | None:
+        entry = self.selected_entry()
+        if entry is None:
+            return None
+        online = self._online_nodes()
+        sources = [(n, lbl) for n, lbl in online if any(m.name == entry.name for m in self.directory.models(n))]
+        dialog = CopyDialog(entry.name, sources, online, self.current_node(), parent=self)
+        model = entry.name
+        dialog.accepted.connect(lambda: self.submit_copy(model, *dialog.choice()))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.finished.connect(lambda _r: setattr(self, "copy_dialog", None))
+        self.copy_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def submit_copy(self, model: str, source: str, targets: list[str]) -> list[str]:
+        ops = []
+        for nid in targets:
+            op_id = self.hub.pull_model(nid, source, model)
+            self._add_transfer_row(op_id, "pull", model, nid)
+            ops.append(op_id)
+        return ops
+
+    def ask_delete(self) -> QMessageBox | None:
+        entry, nid = self.selected_entry(), self.current_node()
+        if entry is None or not nid:
+            return None
+        box = QMessageBox(QMessageBox.Icon.Warning, "Delete model",
+                          f"Delete {entry.name} from the repository of {self.directory.label(nid)}?", parent=self)
+        box.setInformativeText(f"Its files ({human_bytes(entry.size_bytes)}) are removed from the node's disk. "
+                               "This cannot be undone.")
+        yes = box.addButton("Delete", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        model_name = entry.name
+
+        def done(_result: int) -> None:
+            if box.clickedButton() is yes:
+                op_id = self.hub.delete_model(nid, model_name)
+                self._add_transfer_row(op_id, "delete", model_name, nid)
+            self.confirm_box = None
+            box.deleteLater()
+
+        box.finished.connect(done)
+        self.confirm_box = box
+        box.open()
+        return box
+
+    def _add_transfer_row(self, op_id: str, kind: str, model: str, node_id: str) -> TransferRow:
+        row = TransferRow(op_id, kind, model, self.directory.label(node_id))
+        row.cancel_requested.connect(self.hub.cancel)
+        row.dismissed.connect(self._dismiss_transfer)
+        self.transfer_rows[op_id] = row
+        self._ops_layout.insertWidget(self._ops_layout.count() - 1, row)
+        self.ops_hint.hide()
+        return row
+
+    def _dismiss_transfer(self, op_id: str) -> None:
+        row = self.transfer_rows.pop(op_id, None)
+        if row is not None:
+            row.setParent(None)
+            row.deleteLater()
+        self.ops_hint.setVisible(not self.rows and not self.transfer_rows)
+
+    def _on_transfer(self, event) -> None:  # core.transfers.TransferEvent
+        if event.kind == "space":
+            if self.add_dialog is not None and event.ok:
+                self.add_dialog.set_space(event.node_id, event.free_bytes)
+            return
+        row = self.transfer_rows.get(event.op_id)
+        if row is not None:
+            row.update(event)
 
     # -- undeploy ------------------------------------------------------------------------------
     def ask_undeploy(self) -> QMessageBox | None:
