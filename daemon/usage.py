@@ -16,12 +16,9 @@ from in-memory totals that `record()` keeps.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import logging
-import queue
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -30,10 +27,9 @@ from typing import IO, Any, Iterable, Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-log = logging.getLogger(__name__)
+from .group_commit import GroupCommitWriter
 
 HOUR_S = 3600
-MAX_BATCH = 2000
 OUTCOMES = ("ok", "error", "cancelled", "rate_limited")
 EXPORT_FORMATS = ("csv", "jsonl")
 
@@ -152,71 +148,34 @@ class UsageCollector:
         return [req, pt, ct]
 
 
-_STOP = object()
-
-
 class UsageLog:
     """Per-request usage rows on the daemon database's engine (shared with the audit log)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.totals = _Totals()
-        self._queue: queue.Queue = queue.Queue()
-        self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name="usage-writer", daemon=True)
-        self._writer.start()
+        self._writer: GroupCommitWriter[UsageRecord, None] = GroupCommitWriter(
+            self._commit, _write_failed, name="usage-writer")
 
     # -- appending ------------------------------------------------------------------------
 
     async def record(self, r: UsageRecord) -> None:
         """Writes one request's row; returns once it is durable (raises UsageError if not)."""
-        if self._closed:
+        if self._writer.closed:
             raise UsageError("the usage log is closed")
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._queue.put((r, loop, fut))
-        await fut
+        await self._writer.submit(r)
 
     def record_sync(self, r: UsageRecord, timeout: float = 60.0) -> None:
-        import concurrent.futures
+        if self._writer.closed:
+            raise UsageError("the usage log is closed")
+        self._writer.submit_sync(r, timeout)
 
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put((r, None, fut))
-        fut.result(timeout)
-
-    def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch = [item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            error: BaseException | None = None
-            try:
-                self._append([r for r, _, _ in batch])
-            except Exception as exc:   # the DB refused: every caller in the batch learns it
-                log.exception("usage append failed")
-                error = UsageError(f"the usage record could not be written: {exc}")
-            else:
-                for r, _, _ in batch:
-                    self.totals.add(r)
-            for _, loop, fut in batch:
-                if loop is None:
-                    fut.set_exception(error) if error else fut.set_result(None)
-                else:
-                    try:
-                        loop.call_soon_threadsafe(_settle, fut, error)
-                    except RuntimeError:   # that loop has closed
-                        pass
+    def _commit(self, records: list[UsageRecord]) -> list[None]:
+        """The writer's transaction; the in-memory totals count only what was committed."""
+        self._append(records)
+        for r in records:
+            self.totals.add(r)
+        return [None] * len(records)
 
     def _append(self, records: list[UsageRecord]) -> None:
         now_us = time.time_ns() // 1000
@@ -290,20 +249,11 @@ class UsageLog:
             return int(conn.execute(q).scalar())
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
-        self._writer.join()
+        self._writer.close()
 
 
-def _settle(fut: asyncio.Future, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(None)
+def _write_failed(exc: Exception) -> UsageError:
+    return UsageError(f"the usage record could not be written: {exc}")
 
 
 def export_usage(log_: UsageLog, out: IO[str], fmt: str, f: UsageFilter = UsageFilter()) -> int:

@@ -10,13 +10,8 @@ the default; PostgreSQL works by URL. The code has no update or delete path.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import hashlib
 import json
-import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +21,12 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from ..group_commit import GroupCommitWriter
 from .caller import Caller, current_caller, local_caller
-
-log = logging.getLogger(__name__)
 
 Outcome = Literal["ok", "denied", "failed"]
 OUTCOMES = ("ok", "denied", "failed")
 GENESIS_HASH = "0" * 64
-MAX_BATCH = 2000          # records per group-commit transaction
 PAGE = 2000               # rows per keyset page when streaming
 
 _meta = sa.MetaData()
@@ -235,51 +228,19 @@ def _insert_sql(conn: Connection) -> str:
     return f"INSERT INTO audit_log ({', '.join(FIELDS)}) VALUES ({', '.join([mark] * len(FIELDS))})"
 
 
-@dataclass
-class _Pending:
+class _Pending(NamedTuple):
+    """One record waiting for the writer: the caller's part of it."""
+
     caller: Caller
     action: str
     target: str
     params_json: str
     outcome: str
     error: str
-    # Exactly one of these receives the outcome: an asyncio future (record) or a
-    # concurrent one (record_sync).
-    loop: asyncio.AbstractEventLoop | None = None
-    afuture: asyncio.Future | None = None
-    future: concurrent.futures.Future | None = None
 
 
-def _settle(items: list[tuple[_Pending, Any]]) -> None:
-    """On the event loop: one call resolves a whole batch's futures."""
-    for p, result in items:
-        if p.afuture is None or p.afuture.done():   # the caller was cancelled: the record stands
-            continue
-        if isinstance(result, BaseException):
-            p.afuture.set_exception(result)
-        else:
-            p.afuture.set_result(result)
-
-
-def _deliver(batch: list[_Pending], results: list[Any]) -> None:
-    """From the writer thread: wakes each event loop once per batch."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Any]]] = {}
-    for p, r in zip(batch, results):
-        if p.future is not None:
-            if isinstance(r, BaseException):
-                p.future.set_exception(r)
-            else:
-                p.future.set_result(r)
-        elif p.loop is not None:
-            by_loop.setdefault(p.loop, []).append((p, r))
-    for loop, items in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_settle, items)
-        except RuntimeError:  # that loop has closed; nobody is waiting any more
-            pass
-
-
-_STOP = object()
+def _write_failed(exc: Exception) -> AuditError:
+    return AuditError(f"the audit record could not be written: {exc}")
 
 
 class AuditLog:
@@ -289,10 +250,8 @@ class AuditLog:
         self.engine = engine
         self.node = node
         self._owns_engine = owns_engine
-        self._queue: queue.Queue = queue.Queue()
-        self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
-        self._writer.start()
+        self._writer: GroupCommitWriter[_Pending, AuditEntry] = GroupCommitWriter(
+            self._append, _write_failed, name="audit-writer")
 
     @classmethod
     def open(cls, db_url: str, node: str, *, must_exist: bool = False) -> "AuditLog":
@@ -301,58 +260,27 @@ class AuditLog:
 
     # -- appending ---------------------------------------------------------------------
 
-    def _submit(self, action: str, target: str, params: dict[str, Any] | None, outcome: str,
-                error: str, caller: Caller | None, *, sync: bool) -> _Pending:
-        if self._closed:
+    def _pending(self, action: str, target: str, params: dict[str, Any] | None, outcome: str,
+                 error: str, caller: Caller | None) -> _Pending:
+        if self._writer.closed:
             raise AuditError("the audit log is closed")
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
-        pending = _Pending(caller or current_caller(), action, target or "",
-                           canonical_params(params), outcome, error or "")
-        if sync:
-            pending.future = concurrent.futures.Future()
-        else:
-            pending.loop = asyncio.get_running_loop()
-            pending.afuture = pending.loop.create_future()
-        self._queue.put(pending)
-        return pending
+        return _Pending(caller or current_caller(), action, target or "",
+                        canonical_params(params), outcome, error or "")
 
     async def record(self, action: str, target: str = "", params: dict[str, Any] | None = None,
                      outcome: Outcome = "ok", error: str = "",
                      caller: Caller | None = None) -> AuditEntry:
         """Appends one record; returns once it is durable. Raises AuditError if it is not."""
-        pending = self._submit(action, target, params, outcome, error, caller, sync=False)
-        return await pending.afuture  # type: ignore[misc]
+        return await self._writer.submit(self._pending(action, target, params, outcome, error, caller))
 
     def record_sync(self, action: str, target: str = "", params: dict[str, Any] | None = None,
                     outcome: Outcome = "ok", error: str = "",
                     caller: Caller | None = None, timeout: float | None = 60.0) -> AuditEntry:
         """Blocking `record()` for threads and the CLI (never call it on the event loop)."""
-        pending = self._submit(action, target, params, outcome, error, caller, sync=True)
-        return pending.future.result(timeout)  # type: ignore[union-attr]
-
-    def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch = [item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            try:
-                results: list[Any] = list(self._append(batch))
-            except Exception as exc:  # the DB refused: every caller in the batch learns it
-                log.exception("audit append failed")
-                results = [AuditError(f"the audit record could not be written: {exc}")] * len(batch)
-            _deliver(batch, results)
+        return self._writer.submit_sync(self._pending(action, target, params, outcome, error, caller),
+                                        timeout)
 
     def _append(self, batch: list[_Pending]) -> list[AuditEntry]:
         """One transaction: read the head, chain and insert the batch, move the head."""
@@ -478,11 +406,9 @@ class AuditLog:
 
     def close(self) -> None:
         """Flushes pending records, stops the writer, releases the database."""
-        if self._closed:
+        if self._writer.closed:
             return
-        self._closed = True
-        self._queue.put(_STOP)
-        self._writer.join()
+        self._writer.close()
         if self._owns_engine:
             self.engine.dispose()
 
