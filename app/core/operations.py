@@ -52,6 +52,7 @@ class ModelEntry:
     hidden_size: int = 0
     vocab_size: int = 0
     notice: str = ""          # a sentence the node asks to show beside the model (random weights)
+    quantization: str = ""    # GGUF files: the quantization type, e.g. "Q4_1"
 
     def estimate(self, dtype: str) -> MemoryEstimate | None:
         return next((e for e in self.memory_estimates if e.dtype == dtype), None)

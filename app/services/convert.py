@@ -100,7 +100,8 @@ def model_entry(m: node_pb2.ModelInfo) -> ModelEntry:
                                               e.total_bytes) for e in m.memory_estimates),
         reason=m.reason, max_position_embeddings=m.max_position_embeddings,
         torch_dtype=m.torch_dtype, deployment=dep, num_layers=m.num_layers,
-        hidden_size=m.hidden_size, vocab_size=m.vocab_size, notice=m.notice)
+        hidden_size=m.hidden_size, vocab_size=m.vocab_size, notice=m.notice,
+        quantization=m.quantization)
 
 
 def deploy_request(spec: DeploySpec) -> node_pb2.DeployRequest:

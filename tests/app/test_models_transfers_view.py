@@ -126,3 +126,19 @@ def test_a_refused_upload_is_shown_on_its_row(qtbot, console, two, demo_model_di
     row = view.transfer_rows[ops[0]]
     qtbot.waitUntil(lambda: row.finished, timeout=30_000)
     assert "already holds" in row.detail.text() and row.button.text() == "Dismiss"
+
+
+
+def test_gguf_quantization_is_shown(qtbot) -> None:
+    """ListModels' quantization reaches the table beside the architecture."""
+    from musaops.app.qt.models.models_model import COL_ARCH, ModelsTableModel
+    from musaops.app.services import convert
+    from musaops.v1 import node_pb2
+
+    entries = [convert.model_entry(node_pb2.ModelInfo(name="smol.gguf", architecture="LlamaForCausalLM",
+                                                      quantization="Q4_1")),
+               convert.model_entry(node_pb2.ModelInfo(name="plain", architecture="LlamaForCausalLM"))]
+    model = ModelsTableModel()
+    model.set_entries(entries)
+    text = {model.entry(r).name: model.data(model.index(r, COL_ARCH)) for r in range(model.rowCount())}
+    assert text == {"smol.gguf": "LlamaForCausalLM · Q4_1", "plain": "LlamaForCausalLM"}

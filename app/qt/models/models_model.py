@@ -179,8 +179,8 @@ class ModelsTableModel(QAbstractTableModel):
             return e.name
         if col == COL_STATE:
             return f"{e.state.capitalize()} (stale)" if self._stale else e.state.capitalize()
-        if col == COL_ARCH:
-            return e.architecture or "—"
+        if col == COL_ARCH:   # a GGUF file's quantization beside it, e.g. "LlamaForCausalLM · Q4_1"
+            return " · ".join(x for x in (e.architecture, e.quantization) if x) or "—"
         if col == COL_PARAMS:
             return human_count(e.parameters)
         if col == COL_SIZE:
