@@ -1,6 +1,7 @@
 """Qt-free console core: immutable dataclasses and ring buffers."""
 
-from .nodes import (ConnectionState, DeviceInfo, EngineLimits, NodeAddress, NodeInfo,
+from .engine_options import EngineOptions
+from .nodes import (ConnectionState, DeviceInfo, EngineAvailability, EngineLimits, NodeAddress, NodeInfo,
                     NodeStatus, TlsFiles, parse_address)
 from .operations import (ChatMessage, CommandError, DeployEvent, DeploymentInfo, DeploySpec,
                          GenerateSpec, GenerationDone, MemoryEstimate, ModelEntry, Sampling,
@@ -9,7 +10,7 @@ from .samples import DeviceSample, HostSample, ModelStatsSample, Snapshot
 
 __all__ = [
     "ChatMessage", "CommandError", "ConnectionState", "DeployEvent", "DeploySpec",
-    "DeploymentInfo", "DeviceInfo", "DeviceSample", "EngineLimits", "GenerateSpec",
+    "DeploymentInfo", "DeviceInfo", "DeviceSample", "EngineAvailability", "EngineLimits", "EngineOptions", "GenerateSpec",
     "GenerationDone", "HostSample", "MemoryEstimate", "ModelEntry", "ModelStatsSample",
     "NodeAddress", "NodeInfo", "NodeStatus", "Sampling", "Snapshot", "Timings", "TlsFiles",
     "TokenChunk", "UndeployResult", "Usage", "parse_address",

@@ -101,6 +101,15 @@ class EngineLimits:
 
 
 @dataclass(frozen=True)
+class EngineAvailability:
+    """An engine Deploy accepts on the node (GetInfoResponse.engines)."""
+
+    name: str                      # "builtin" or "vllm"
+    version: str = ""              # "" for the built-in engine
+    plugins: tuple[tuple[str, str], ...] = ()   # platform plugins, e.g. (("vllm_musa", "0.28.0"),)
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     """Node.GetInfo, as the console keeps it."""
 
@@ -123,6 +132,11 @@ class NodeInfo:
     # The node's OpenAI-compatible HTTP address as bound ("host:port", "" = off; a wildcard
     # host means the node's own address): what the playground's HTTP snippets call.
     http_address: str = ""
+    # Engines Deploy accepts there; empty from a daemon that does not say (built-in only).
+    engines: tuple[EngineAvailability, ...] = ()
+
+    def engine_names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.engines) or ("builtin",)
 
     def resolve_dtype(self, dtype: str, checkpoint_dtype: str) -> str | None:
         """The dtype a Deploy with `dtype` ("" or "auto" = the daemon's choice) loads a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .engine_options import EngineOptions
 from .sampling import Sampling
 
 
@@ -32,6 +33,10 @@ class DeploymentInfo:
     kv_block_size: int = 0
     kv_blocks_total: int = 0
     ready_unix_ms: int = 0
+    engine: str = ""                     # "builtin" or "vllm" ("" from an older daemon: builtin)
+    tensor_parallel_size: int = 0
+    restarts: int = 0                    # a supervised engine restarted after crashes
+    pid: int = 0                         # the supervised child's process id; 0 = built-in
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,9 @@ class DeploySpec:
     max_context: int = 0
     kv_cache_fraction: float = 0.0
     force: bool = False                  # deploy even on a device the daemon reports unhealthy
+    engine: str = ""                     # "" / "builtin" = musad's own engine, "vllm" = supervised
+    tensor_parallel_size: int = 0        # vllm: ranks; 0 = one per device given
+    engine_options: EngineOptions = field(default_factory=EngineOptions)
 
 
 @dataclass(frozen=True)

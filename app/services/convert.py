@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from musaops.v1 import common_pb2, inference_pb2, node_pb2, telemetry_pb2
 
-from ..core.nodes import DeviceInfo, EngineLimits, NodeInfo
+from ..core.engine_options import EngineOptions
+from ..core.nodes import DeviceInfo, EngineAvailability, EngineLimits, NodeInfo
 from ..core.operations import (DeploymentInfo, DeploySpec, GenerateSpec, MemoryEstimate,
                                ModelEntry, Timings, Usage)
 from ..core.samples import DeviceSample, HostSample, ModelStatsSample, Snapshot
@@ -52,7 +53,9 @@ def node_info(r: node_pb2.GetInfoResponse) -> NodeInfo:
         torch_version=r.torch_version, python_version=r.python_version,
         started_unix_ms=r.started_unix_ms, host_memory_total_bytes=r.host_memory_total_bytes,
         host_cpu_count=r.host_cpu_count, tls=r.tls, auth_required=r.auth_required,
-        auto_dtype=tuple(sorted(r.auto_dtype.items())), http_address=r.http_address)
+        auto_dtype=tuple(sorted(r.auto_dtype.items())), http_address=r.http_address,
+        engines=tuple(EngineAvailability(e.name, e.version, tuple(sorted(e.plugins.items())))
+                      for e in r.engines))
 
 
 def device_sample(d: common_pb2.DeviceSample) -> DeviceSample:
@@ -92,7 +95,8 @@ def model_entry(m: node_pb2.ModelInfo) -> ModelEntry:
         d = m.deployment
         dep = DeploymentInfo(d.dtype, tuple(d.device_indices), d.max_batch, d.max_context,
                              d.weights_bytes, d.kv_cache_bytes, d.kv_block_size,
-                             d.kv_blocks_total, d.ready_unix_ms)
+                             d.kv_blocks_total, d.ready_unix_ms, engine=d.engine,
+                             tensor_parallel_size=d.tensor_parallel_size, restarts=d.restarts, pid=d.pid)
     return ModelEntry(
         name=m.name, state=_MODEL_STATES.get(m.state, "unknown"), architecture=m.architecture,
         parameters=m.parameters, size_bytes=m.size_bytes,
@@ -108,7 +112,16 @@ def deploy_request(spec: DeploySpec) -> node_pb2.DeployRequest:
     return node_pb2.DeployRequest(
         model=spec.model, dtype=spec.dtype, device_indices=list(spec.device_indices),
         max_batch=spec.max_batch, max_context=spec.max_context,
-        kv_cache_fraction=spec.kv_cache_fraction, force=spec.force)
+        kv_cache_fraction=spec.kv_cache_fraction, force=spec.force, engine=spec.engine,
+        tensor_parallel_size=spec.tensor_parallel_size, engine_options=engine_options(spec.engine_options))
+
+
+def engine_options(o: EngineOptions) -> node_pb2.EngineOptions:
+    msg = node_pb2.EngineOptions(max_num_batched_tokens=o.max_num_batched_tokens, quantization=o.quantization,
+                                 gpu_memory_utilization=o.gpu_memory_utilization)
+    if o.enable_prefix_caching is not None:   # unset = the node's default
+        msg.enable_prefix_caching = o.enable_prefix_caching
+    return msg
 
 
 def generate_request(spec: GenerateSpec) -> inference_pb2.GenerateRequest:

@@ -4,6 +4,13 @@ It checks memory before it lets the operator submit: the model's estimate at the
 dtype ("auto" as the node's GetInfo says it resolves) (weights plus the KV cache of one full context window) against the free memory of the
 chosen devices in each node's latest telemetry. One dialog serves one node or many: every
 checked node gets the same DeploySpec, and the Models view shows per-node progress.
+
+The engine selector lists only the engines every checked node reports (GetInfo). The
+built-in engine runs on exactly one device; vLLM takes several devices of a node as tensor
+parallel ranks (on a CPU node the ranks split the cores, so the rank count is chosen
+instead) and the typed options of app/core/engine_options.py. vLLM's memory rule differs:
+it reserves gpu_memory_utilization of each device's total memory, which must be free, and
+the model (weights plus one full context of KV cache) must fit in what it reserves.
 """
 
 from __future__ import annotations
@@ -13,16 +20,20 @@ from typing import Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QFrame,
+    QCheckBox, QComboBox, QGridLayout, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QFrame,
     QGroupBox, QHBoxLayout, QHeaderView, QLabel, QSpinBox, QTreeWidget, QTreeWidgetItem,
     QVBoxLayout, QWidget,
 )
 
-from musaops.app.core import DeploySpec, ModelEntry, NodeInfo, Snapshot
+from musaops.app.core import DeploySpec, EngineOptions, ModelEntry, NodeInfo, Snapshot
+from musaops.app.core.engine_options import (BUILTIN, GPU_MEMORY_UTILIZATION_MAX, MAX_NUM_BATCHED_TOKENS,
+                                             MAX_TENSOR_PARALLEL, QUANTIZATIONS, VLLM,
+                                             VLLM_DEFAULT_GPU_MEMORY_UTILIZATION)
 from musaops.app.qt.models.models_model import human_bytes
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DEPLOYABLE_STATES = ("available", "failed")
+DEVICE_COLUMNS = 4   # device check boxes a row (a node of 8 GPUs: two rows)
 DEPLOYED_STATES = {"ready": "already deployed on this node",
                    "loading": "already being deployed on this node",
                    "pending": "already being deployed on this node"}
@@ -100,6 +111,17 @@ def check_memory(node: NodeChoice, spec: DeploySpec) -> MemoryCheck:
         return MemoryCheck(False, 0, 0, dtype,
                            f"context {context} exceeds the model's {entry.max_position_embeddings}")
     needed = est.weights_bytes + est.kv_bytes_per_token * context
+    engine = spec.engine or BUILTIN
+    if node.info is not None and engine not in node.info.engine_names():
+        return MemoryCheck(False, 0, 0, dtype, f"engine {engine} is not installed on this node")
+    problem = spec.engine_options.problem(cpu_node=bool(node.info and node.info.backend == "CPU"))
+    if problem:
+        return MemoryCheck(False, 0, 0, dtype, problem)
+    if engine == BUILTIN and len(devices) > 1:
+        return MemoryCheck(False, 0, 0, dtype, "the built-in engine runs on one device; choose vllm "
+                                               "for tensor parallelism")
+    if engine == VLLM and node.info is not None and node.info.backend != "CPU":
+        return _vllm_device_check(node, spec, dtype, needed, devices)
     free, measured = free_memory(node, devices)
     source = "free" if measured else "total (no telemetry yet)"
     if free and needed > free:
@@ -113,6 +135,31 @@ def check_memory(node: NodeChoice, spec: DeploySpec) -> MemoryCheck:
             warning = f"KV cache at {fraction:.2f} holds ~{kv_tokens} tokens, less than one {context}-token context"
     return MemoryCheck(True, needed, free, dtype,
                        f"needs {human_bytes(needed)} of {human_bytes(free)} {source}", warning)
+
+
+def _vllm_device_check(node: NodeChoice, spec: DeploySpec, dtype: str, needed: int,
+                       devices: Sequence[int]) -> MemoryCheck:
+    """vLLM's rule on GPU nodes: it takes gpu_memory_utilization of each device's total
+    memory (that much must be free), and weights plus one full context of KV cache must fit
+    in what it took, summed over the tensor parallel ranks."""
+    util = spec.engine_options.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+    totals = {d.index: d.memory_total_bytes for d in node.info.devices} if node.info else {}
+    reserved = 0
+    for idx in devices:
+        share = int(util * totals.get(idx, 0))
+        free, measured = free_memory(node, (idx,))
+        if measured and free < share:
+            return MemoryCheck(False, needed, free, dtype,
+                               f"vLLM takes {util:.2f} of device {idx} ({human_bytes(share)}), "
+                               f"only {human_bytes(free)} free")
+        reserved += share
+    if reserved and needed > reserved:
+        return MemoryCheck(False, needed, reserved, dtype,
+                           f"needs {human_bytes(needed)}, vLLM's {util:.2f} of {len(devices)} "
+                           f"device{'s' if len(devices) > 1 else ''} is {human_bytes(reserved)}")
+    return MemoryCheck(True, needed, reserved, dtype,
+                       f"needs {human_bytes(needed)} of the {human_bytes(reserved)} vLLM takes "
+                       f"({util:.2f} of each device)")
 
 
 class DeployDialog(QDialog):
@@ -141,16 +188,28 @@ class DeployDialog(QDialog):
         self.kv_spin.setDecimals(2)
         self.kv_spin.setSpecialValueText("node default")
 
+        self.engine_box = QComboBox()
+        self.tp_spin = QSpinBox()
+        self.tp_spin.setRange(1, MAX_TENSOR_PARALLEL)
+        self.tp_spin.setToolTip("vLLM tensor parallel ranks: one per checked device on GPU nodes; "
+                                "on a CPU node the ranks split the cores.")
+        self.options_box = self._build_options()
+
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         form.addRow("Model", self.model_box)
+        engine_row = QHBoxLayout()
+        engine_row.addWidget(self.engine_box, 1)
+        engine_row.addWidget(QLabel("Tensor parallel"))
+        engine_row.addWidget(self.tp_spin)
+        form.addRow("Engine", engine_row)
         form.addRow("Data type", self.dtype_box)
         form.addRow("Max batch", self.batch_spin)
         form.addRow("Context length", self.context_spin)
         form.addRow("KV cache fraction", self.kv_spin)
 
         self.devices_box = QGroupBox("Devices")
-        self._devices_layout = QHBoxLayout(self.devices_box)
+        self._devices_layout = QGridLayout(self.devices_box)   # up to DEVICE_COLUMNS a row
         self.device_checks: list[QCheckBox] = []
 
         self.nodes_tree = QTreeWidget()
@@ -159,7 +218,7 @@ class DeployDialog(QDialog):
         self.nodes_tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.nodes_tree.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         self.nodes_tree.header().setStretchLastSection(True)
-        self.nodes_tree.setMinimumHeight(110)
+        self.nodes_tree.setMinimumHeight(90)
         for n in self._nodes:
             item = QTreeWidgetItem([n.label, "", ""])
             item.setData(0, Qt.ItemDataRole.UserRole, n.node_id)
@@ -182,6 +241,7 @@ class DeployDialog(QDialog):
         line.setFrameShadow(QFrame.Shadow.Sunken)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.options_box)
         layout.addWidget(self.devices_box)
         layout.addWidget(QLabel("Nodes"))
         layout.addWidget(self.nodes_tree, 1)
@@ -190,16 +250,107 @@ class DeployDialog(QDialog):
         layout.addWidget(self.buttons)
 
         self._fill_models(model)
+        self._fill_engines()
         self._fill_devices()
-        for w in (self.model_box, self.dtype_box):
+        self._apply_engine()
+        for w in (self.model_box, self.dtype_box, self.prefix_box, self.quant_box):
             w.currentIndexChanged.connect(self._recheck)
-        for w in (self.batch_spin, self.context_spin):
+        self.engine_box.currentIndexChanged.connect(self._on_engine_changed)
+        for w in (self.batch_spin, self.context_spin, self.tp_spin, self.batched_spin):
             w.valueChanged.connect(self._recheck)
-        self.kv_spin.valueChanged.connect(self._recheck)
+        for d in (self.kv_spin, self.gpu_util_spin):
+            d.valueChanged.connect(self._recheck)
         self.nodes_tree.itemChanged.connect(self._on_node_toggled)
         self._recheck()
 
+    def _build_options(self) -> QGroupBox:
+        self.batched_spin = QSpinBox()
+        self.batched_spin.setRange(0, MAX_NUM_BATCHED_TOKENS)
+        self.batched_spin.setSingleStep(512)
+        self.batched_spin.setSpecialValueText("vLLM default")
+        self.prefix_box = QComboBox()
+        for text, value in (("node default", None), ("on", True), ("off", False)):
+            self.prefix_box.addItem(text, value)
+        self.quant_box = QComboBox()
+        self.quant_box.addItem("checkpoint's own", "")
+        for q in QUANTIZATIONS:
+            self.quant_box.addItem(q, q)
+        self.gpu_util_spin = QDoubleSpinBox()
+        self.gpu_util_spin.setRange(0.0, GPU_MEMORY_UTILIZATION_MAX)
+        self.gpu_util_spin.setSingleStep(0.05)
+        self.gpu_util_spin.setDecimals(2)
+        self.gpu_util_spin.setSpecialValueText(f"vLLM default ({VLLM_DEFAULT_GPU_MEMORY_UTILIZATION:.2f})")
+        box = QGroupBox("vLLM options")
+        grid = QGridLayout(box)
+        for i, (label, w) in enumerate((("Max batched tokens", self.batched_spin),
+                                        ("Prefix caching", self.prefix_box),
+                                        ("Quantization", self.quant_box),
+                                        ("GPU memory utilization", self.gpu_util_spin))):
+            row, col = divmod(i, 2)
+            grid.addWidget(QLabel(label), row, col * 2, Qt.AlignmentFlag.AlignRight)
+            grid.addWidget(w, row, col * 2 + 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        return box
+
     # -- choices -----------------------------------------------------------------------
+    def _offered_engines(self) -> list[str]:
+        """Engines every checked node reports (a node without GetInfo yet: built-in only)."""
+        chosen = self._checked_nodes() or self._nodes[:1]
+        names: list[str] | None = None
+        for n in chosen:
+            have = n.info.engine_names() if n.info else (BUILTIN,)
+            names = [e for e in (names if names is not None else have) if e in have]
+        return names or [BUILTIN]
+
+    def _fill_engines(self) -> None:
+        current = self.engine_box.currentData() or BUILTIN
+        names = self._offered_engines()
+        single = self._checked_nodes()[:1] or self._nodes[:1]
+        versions = {e.name: e for e in single[0].info.engines} if single and single[0].info else {}
+        self.engine_box.blockSignals(True)
+        self.engine_box.clear()
+        for name in names:
+            e = versions.get(name)
+            text = "built-in (one device)" if name == BUILTIN else name
+            if e is not None and e.version:
+                text += f" {e.version}"
+            if e is not None and e.plugins:
+                text += " · " + ", ".join(f"{k} {v}" for k, v in e.plugins)
+            self.engine_box.addItem(text, name)
+        self.engine_box.setCurrentIndex(names.index(current) if current in names else 0)
+        self.engine_box.blockSignals(False)
+
+    def _cpu_nodes_only(self) -> bool:
+        chosen = self._checked_nodes() or self._nodes[:1]
+        return all(n.info is not None and n.info.backend == "CPU" for n in chosen)
+
+    def _apply_engine(self) -> None:
+        """Devices, ranks and options as the chosen engine allows them."""
+        vllm = self.engine_box.currentData() == VLLM
+        if not vllm:   # the built-in engine: one device
+            for b in [b for b in self.device_checks if b.isChecked()][1:]:
+                b.setChecked(False)
+        self.options_box.setVisible(vllm)
+        cpu = self._cpu_nodes_only()
+        self.gpu_util_spin.setEnabled(not cpu)
+        if cpu:
+            self.gpu_util_spin.setValue(0.0)
+            cores = min((n.info.host_cpu_count for n in (self._checked_nodes() or self._nodes[:1])
+                         if n.info and n.info.host_cpu_count), default=MAX_TENSOR_PARALLEL)
+            self.tp_spin.setMaximum(max(1, min(cores, MAX_TENSOR_PARALLEL)))
+        self.tp_spin.setEnabled(vllm and cpu)
+        if not vllm:
+            self.tp_spin.setValue(1)
+        elif not cpu:
+            self.tp_spin.setValue(max(1, sum(b.isChecked() for b in self.device_checks)))
+
+    def _on_engine_changed(self, *_: object) -> None:
+        self._apply_engine()
+        self._recheck()
+        if self.isVisible():   # the vLLM options appeared or went: fit them
+            self.adjustSize()
+
     def _fill_models(self, preferred: str) -> None:
         names: list[str] = []
         for n in self._nodes:
@@ -218,7 +369,7 @@ class DeployDialog(QDialog):
         return out
 
     def _fill_devices(self) -> None:
-        while self._devices_layout.count():  # boxes and the trailing stretch
+        while self._devices_layout.count():
             item = self._devices_layout.takeAt(0)
             if item.widget() is not None:
                 item.widget().setParent(None)
@@ -226,13 +377,23 @@ class DeployDialog(QDialog):
         chosen = self._checked_nodes() or self._nodes[:1]
         count = max((len(n.info.devices) for n in chosen if n.info), default=1) or 1
         single = chosen[0] if len(chosen) == 1 else None
+        columns = min(count, DEVICE_COLUMNS) if count > 2 else 2
         for idx in range(count):
-            box = QCheckBox(self._device_label(single, idx))
+            label = self._device_label(single, idx)
+            box = QCheckBox(label if count <= 2 else label.replace(self._device_name(single, idx), "", 1))
+            box.setToolTip(label)
             box.setChecked(idx == 0)
-            box.toggled.connect(self._recheck)
-            self._devices_layout.addWidget(box)
+            box.toggled.connect(lambda on, box=box: self._on_device_toggled(box, on))
+            self._devices_layout.addWidget(box, idx // columns, idx % columns)
             self.device_checks.append(box)
-        self._devices_layout.addStretch(1)
+        for col in range(DEVICE_COLUMNS):
+            self._devices_layout.setColumnStretch(col, 1 if col < columns else 0)
+
+    @staticmethod
+    def _device_name(node: NodeChoice | None, idx: int) -> str:
+        """" · name" as the label shows it; many devices are labelled without it (tooltip has it)."""
+        dev = next((d for d in node.info.devices if d.index == idx), None) if node and node.info else None
+        return f" · {dev.name}" if dev is not None else "\0"
 
     @staticmethod
     def _device_label(node: NodeChoice | None, idx: int) -> str:
@@ -245,11 +406,24 @@ class DeployDialog(QDialog):
         avail = f"{human_bytes(free)} free" if measured else f"{human_bytes(dev.memory_total_bytes)}"
         return f"{idx} · {dev.name} · {avail}"
 
+    def _on_device_toggled(self, box: QCheckBox, on: bool) -> None:
+        if on and self.engine_box.currentData() != VLLM:   # the built-in engine: one device
+            for other in self.device_checks:
+                if other is not box and other.isChecked():
+                    other.blockSignals(True)
+                    other.setChecked(False)
+                    other.blockSignals(False)
+        elif self.engine_box.currentData() == VLLM and not self._cpu_nodes_only():
+            self.tp_spin.setValue(max(1, sum(b.isChecked() for b in self.device_checks)))
+        self._recheck()
+
     def _on_node_toggled(self, *_: object) -> None:
         before = [b.isChecked() for b in self.device_checks]
+        self._fill_engines()
         self._fill_devices()
         for box, was in zip(self.device_checks, before):
             box.setChecked(was)
+        self._apply_engine()
         self._recheck()
 
     # -- result ------------------------------------------------------------------------
@@ -262,7 +436,19 @@ class DeployDialog(QDialog):
             max_batch=self.batch_spin.value(),
             max_context=self.context_spin.value(),
             kv_cache_fraction=round(self.kv_spin.value(), 2),
+            **self._engine_fields(),
         )
+
+    def _engine_fields(self) -> dict:
+        engine = self.engine_box.currentData() or BUILTIN
+        if engine != VLLM:   # "" = the built-in engine, as every daemon reads it
+            return {}
+        return {"engine": engine, "tensor_parallel_size": self.tp_spin.value(),
+                "engine_options": EngineOptions(
+                    max_num_batched_tokens=self.batched_spin.value(),
+                    enable_prefix_caching=self.prefix_box.currentData(),
+                    quantization=self.quant_box.currentData() or "",
+                    gpu_memory_utilization=round(self.gpu_util_spin.value(), 2))}
 
     def specs(self) -> list[tuple[str, DeploySpec]]:
         """(node_id, spec) for every checked node."""
