@@ -106,6 +106,7 @@ def test_the_random_demo_model_is_marked_in_models_and_playground(qtbot, window)
     pg.send()
     qtbot.waitUntil(lambda: not pg.busy(), timeout=30_000)
     assert RANDOM_WEIGHTS_NOTICE in pg.transcript.toPlainText()   # beside the answer it marks
+    assert not w.stack.currentWidget().horizontalScrollBar().isVisible()   # nor the stats line
     pg.set_compare(True)
     pg.compare_count.setValue(2)
     pg.panes[1].picker.set_target(nid, DEMO_MODEL_NAME)
@@ -144,8 +145,8 @@ def test_four_compare_targets_fit_1024_px(qtbot, window, tmp_path) -> None:
     pg.set_compare(True)
     pg.compare_count.setValue(4)
     qtbot.wait(200)
-    scroll = w.scrolls["playground"] if hasattr(w, "scrolls") else None
-    assert pg.width() <= w.width(), (pg.width(), w.width())
+    page = w.stack.currentWidget()   # the view's scroll area: the page must not scroll sideways
+    assert not page.horizontalScrollBar().isVisible(), (pg.width(), page.viewport().width())
     for pane in pg.panes:
         assert pane.isVisible() and pane.width() >= 200, pane.width()
     assert pg.compare_columns() == 2 and pg._columns_shown() == 2

@@ -24,7 +24,7 @@ from musaops.app.core import ChatMessage, GenerateSpec, GenerationDone, Sampling
 from musaops.app.core.sampling import PARAMS_BY_NAME, SAMPLING_PARAMS, SamplingParam
 from musaops.app.qt.bridge import GuiInvoker
 from musaops.app.qt.fleet_state import FleetState
-from musaops.app.qt.views.banner import Banner
+from musaops.app.qt.views.banner import Banner, never_widens
 from musaops.app.qt.views.playground_parts import (  # noqa: F401 (parse/format_stops re-exported)
     ComparePane, ResizedWidget, TargetPicker, Transcript, format_stops, parse_stops, stats_text,
 )
@@ -102,7 +102,7 @@ class PlaygroundView(QWidget):
         left_scroll.setMaximumWidth(460)
 
         # ---- right: the conversation -----------------------------------------------------------
-        title = QLabel("Playground")
+        title = self.title = QLabel("Playground")
         title.setStyleSheet("font-size: 18px; font-weight: 600;")
         self.compare_check = QCheckBox("Compare")
         self.compare_check.setToolTip("Send one prompt to several node/model targets side by side")
@@ -132,7 +132,7 @@ class PlaygroundView(QWidget):
         self.notice_banner.setObjectName("noticeBanner")
         self.transcript = Transcript()
         self.transcript.setPlaceholderText("Pick a target, type a prompt, press Ctrl+Enter.")
-        self.stats_label = QLabel("")
+        self.stats_label = never_widens(QLabel(""))   # a long stats line wraps, never widens the view
         self.stats_label.setStyleSheet("color: #6b7a90;")
         chat_page = QWidget()
         cl = QVBoxLayout(chat_page)
@@ -421,6 +421,7 @@ class PlaygroundView(QWidget):
         self.compare_count.setVisible(on)
         self.pages.setCurrentIndex(1 if on else 0)
         self.target_group.setVisible(not on)  # each compare pane has its own target
+        self.title.setVisible(not on)   # room for the targets box: the bar fits 1024 px
         if on:  # start the first target where the chat is pointed
             self.panes[0].picker.set_target(self.picker.node_id(), self.picker.model())
         self._show_notice()
