@@ -40,6 +40,38 @@ def _run(func: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.N
     return command
 
 
+def add_common_args(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace, Any], int], *,
+                    json_help: str | None = "print the answer as JSON") -> None:
+    """What every shell command ends with: --json (unless `json_help` is None), the
+    connection options, and `func` as what it runs (through `_run`)."""
+    if json_help is not None:
+        p.add_argument("--json", action="store_true", help=json_help)
+    add_connection_args(p)
+    p.set_defaults(func=_run(func))
+
+
+def follow_progress(call: Any, client: Any, progress: Any, show: Callable[[Any], Any], cancelled: str) -> Any:
+    """Passes each message of the progress stream `call` to `show` until it returns true or the
+    stream ends; returns the last message (None when there was none). The node's error is a
+    ClientError; Ctrl-C cancels the call: exit 130 with "interrupted; " + `cancelled`."""
+    import grpc
+
+    last = None
+    try:
+        for msg in call:
+            last = msg
+            if show(msg):
+                break
+    except grpc.RpcError as exc:
+        progress.end()
+        raise client.error(exc) from None
+    except KeyboardInterrupt:
+        call.cancel()
+        progress.end()
+        raise ClientError(f"interrupted; {cancelled}", 130) from None
+    return last
+
+
 def _stage(progress: Any) -> str:
     from musaops.v1 import node_pb2
 
@@ -57,15 +89,11 @@ def _state(model: Any) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show a node: host, versions, devices, limits",
                        description="GetInfo of a musad: host, versions, backend, devices, engine limits.")
-    p.add_argument("--json", action="store_true", help="print the answer as JSON")
-    add_connection_args(p)
-    p.set_defaults(func=_run(cmd_status))
+    add_common_args(p, cmd_status)
 
     p = sub.add_parser("models", help="list the node's models and their deployments",
                        description="The node's model repository with each model's state and deployment.")
-    p.add_argument("--json", action="store_true", help="print the answer as JSON")
-    add_connection_args(p)
-    p.set_defaults(func=_run(cmd_models))
+    add_common_args(p, cmd_models)
 
     p = sub.add_parser("deploy", help="load a model and wait until it serves",
                        description="Deploy MODEL and follow its progress; exit 0 once READY, 1 if it FAILED.")
@@ -85,9 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensor-parallel-size", type=int, default=0, metavar="N",
                    help="vllm: ranks (default: one per --device)")
     p.add_argument("--force", action="store_true", help="deploy even on a device reported unhealthy")
-    p.add_argument("--json", action="store_true", help="print the resulting model as JSON")
-    add_connection_args(p)
-    p.set_defaults(func=_run(cmd_deploy))
+    add_common_args(p, cmd_deploy, json_help="print the resulting model as JSON")
 
     p = sub.add_parser("undeploy", help="free a deployed model",
                        description="Undeploy MODEL: in-flight requests drain (or, with --cancel, are cancelled).")
@@ -95,19 +121,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cancel", action="store_true", help="cancel in-flight requests instead of letting them finish")
     p.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="cancel what is still running after this long (default 30)")
-    p.add_argument("--json", action="store_true", help="print the answer as JSON")
-    add_connection_args(p)
-    p.set_defaults(func=_run(cmd_undeploy))
+    add_common_args(p, cmd_undeploy)
 
     p = sub.add_parser("generate", help="send one prompt and stream the answer",
                        description="Generate text from a raw PROMPT (or stdin with -) on a deployed MODEL.")
     p.add_argument("model", metavar="MODEL", help="a deployed model's name, as `musad models` lists it")
     p.add_argument("prompt", metavar="PROMPT", help='prompt text; "-" reads it from stdin')
     _add_sampling_args(p)
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object (text, finish reason, usage, timings) instead of streaming")
-    add_connection_args(p)
-    p.set_defaults(func=_run(cmd_generate))
+    add_common_args(p, cmd_generate,
+                    json_help="print one JSON object (text, finish reason, usage, timings) instead of streaming")
 
     p = sub.add_parser("chat", help="chat with a deployed model (one line per turn)",
                        description="Chat with MODEL, rendered with its chat template: each stdin line is a "
@@ -115,8 +137,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="a deployed model's name, as `musad models` lists it")
     p.add_argument("--system", metavar="TEXT", default="", help="system message that starts the conversation")
     _add_sampling_args(p)
-    add_connection_args(p)
-    p.set_defaults(func=_run(cmd_chat))
+    add_common_args(p, cmd_chat, json_help=None)
+
+    from . import client_models   # import | pull | delete (the model repository)
+    client_models.register(sub)
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -205,8 +229,6 @@ def cmd_models(args: argparse.Namespace, client: Any) -> int:
 # -- deploy and undeploy -------------------------------------------------------------------
 
 def cmd_deploy(args: argparse.Namespace, client: Any) -> int:
-    import grpc
-
     from musaops.v1 import node_pb2, node_pb2_grpc
 
     from .client.render import Progress, as_json, fmt_bytes, print_json
@@ -219,25 +241,19 @@ def cmd_deploy(args: argparse.Namespace, client: Any) -> int:
                                  force=args.force, engine=args.engine,
                                  tensor_parallel_size=args.tensor_parallel_size)
     progress = Progress(args.model)
-    call = client.stream(node_pb2_grpc.NodeStub(client.channel).Deploy, req)
-    last = None
-    try:
-        for p in call:
-            last = p
-            if p.stage in (node_pb2.DEPLOY_STAGE_READY, node_pb2.DEPLOY_STAGE_FAILED):
-                break
-            detail = (f"{fmt_bytes(p.done_bytes)} / {fmt_bytes(p.total_bytes)}"
-                      if p.stage == node_pb2.DEPLOY_STAGE_LOADING_WEIGHTS and p.total_bytes else p.message)
-            progress.update(_stage(p), p.fraction, detail)
-    except grpc.RpcError as exc:
-        progress.end()
-        raise client.error(exc) from None
-    except KeyboardInterrupt:
-        call.cancel()
-        progress.end()
-        print("musad: interrupted; the deploy was cancelled.", file=sys.stderr)
-        return 130
-    if last is None or last.stage not in (node_pb2.DEPLOY_STAGE_READY, node_pb2.DEPLOY_STAGE_FAILED):
+    ends = (node_pb2.DEPLOY_STAGE_READY, node_pb2.DEPLOY_STAGE_FAILED)
+
+    def show(p: Any) -> bool:
+        if p.stage in ends:
+            return True
+        detail = (f"{fmt_bytes(p.done_bytes)} / {fmt_bytes(p.total_bytes)}"
+                  if p.stage == node_pb2.DEPLOY_STAGE_LOADING_WEIGHTS and p.total_bytes else p.message)
+        progress.update(_stage(p), p.fraction, detail)
+        return False
+
+    last = follow_progress(client.stream(node_pb2_grpc.NodeStub(client.channel).Deploy, req), client,
+                           progress, show, "the deploy was cancelled.")
+    if last is None or last.stage not in ends:
         progress.end()
         return _fail(f"the deploy of {args.model} ended without a result; see `musad models`.", 1)
     if last.stage == node_pb2.DEPLOY_STAGE_FAILED:

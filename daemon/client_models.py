@@ -21,20 +21,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .client.connection import ClientError, add_connection_args
+from .client.connection import ClientError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .client_cli import _run
+    from .client_cli import add_common_args
 
     p = sub.add_parser("import", help="upload a model folder or .gguf file into the node's repository",
                        description="Upload PATH (a model folder or one .gguf file) into the node's repository; "
                                    "run it again to resume an interrupted upload.")
     p.add_argument("path", metavar="PATH", help="model folder or .gguf file on this machine")
     p.add_argument("--name", default="", help="name in the repository (default: PATH's name)")
-    p.add_argument("--json", action="store_true", help="print the final progress as JSON")
-    add_connection_args(p)
-    p.set_defaults(func=_run(cmd_import))
+    add_common_args(p, cmd_import, json_help="print the final progress as JSON")
 
     p = sub.add_parser("pull", help="have the node copy a model from another musad",
                        description="The node fetches MODEL from the musad at --from (node to node; the weights "
@@ -44,47 +42,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source-token", default="", metavar="TOKEN",
                    help="credential for the source (operator role there); default $MUSAD_SOURCE_TOKEN")
     p.add_argument("--source-tls", action="store_true", help="reach the source over TLS (the node's certificates)")
-    p.add_argument("--json", action="store_true", help="print the final progress as JSON")
-    add_connection_args(p)
-    p.set_defaults(func=_run(cmd_pull))
+    add_common_args(p, cmd_pull, json_help="print the final progress as JSON")
 
     p = sub.add_parser("delete", help="remove a model that is not deployed",
                        description="Delete MODEL from the node's repository (refused while it is deployed).")
     p.add_argument("model", metavar="MODEL", help="model name, as `musad models` lists it")
-    p.add_argument("--json", action="store_true", help="print the answer as JSON")
-    add_connection_args(p)
-    p.set_defaults(func=_run(cmd_delete))
+    add_common_args(p, cmd_delete)
 
 
 def _follow(call: Any, client: Any, label: str, as_json: bool) -> int:
     """Shows TransferProgress messages until DONE; Ctrl-C cancels the transfer."""
-    import grpc
-
     from musaops.v1 import models_pb2
 
     from .client.render import Progress, as_json as to_json, fmt_bytes, print_json
+    from .client_cli import follow_progress
 
     progress = Progress(label)
-    last = None
-    try:
-        for p in call:
-            last = p
-            stage = models_pb2.TransferStage.Name(p.stage).removeprefix("TRANSFER_STAGE_").lower()
-            fraction = p.bytes_done / p.bytes_total if p.bytes_total else 0.0
-            rate = f", {fmt_bytes(p.rate_bytes_per_s)}/s" if p.rate_bytes_per_s else ""
-            eta = ""
-            if p.rate_bytes_per_s > 0 and p.bytes_total > p.bytes_done:
-                eta = f", {(p.bytes_total - p.bytes_done) / p.rate_bytes_per_s:.0f} s left"
-            progress.update(stage, fraction, f"{fmt_bytes(p.bytes_done)} / {fmt_bytes(p.bytes_total)}{rate}{eta}")
-    except grpc.RpcError as exc:
-        progress.end()
-        raise client.error(exc) from None
-    except KeyboardInterrupt:
-        call.cancel()
-        progress.end()
-        print("musad: interrupted; the transfer was cancelled (what arrived stays staged for a retry).",
-              file=sys.stderr)
-        return 130
+
+    def show(p: Any) -> None:
+        stage = models_pb2.TransferStage.Name(p.stage).removeprefix("TRANSFER_STAGE_").lower()
+        fraction = p.bytes_done / p.bytes_total if p.bytes_total else 0.0
+        rate = f", {fmt_bytes(p.rate_bytes_per_s)}/s" if p.rate_bytes_per_s else ""
+        eta = ""
+        if p.rate_bytes_per_s > 0 and p.bytes_total > p.bytes_done:
+            eta = f", {(p.bytes_total - p.bytes_done) / p.rate_bytes_per_s:.0f} s left"
+        progress.update(stage, fraction, f"{fmt_bytes(p.bytes_done)} / {fmt_bytes(p.bytes_total)}{rate}{eta}")
+
+    last = follow_progress(call, client, progress, show,
+                           "the transfer was cancelled (what arrived stays staged for a retry).")
     progress.end()
     if last is None or last.stage != models_pb2.TRANSFER_STAGE_DONE:
         print(f"musad: the transfer of {label} ended before it was done; run it again to resume.", file=sys.stderr)
