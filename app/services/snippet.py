@@ -183,12 +183,13 @@ def python_snippet(req: SnippetRequest) -> str:
         '            print(f"{err.code().name}: {err.details()}", file=sys.stderr)',
         "            return 1",
         "    return 0",
-        "",
-        "",
-        'if __name__ == "__main__":',
-        "    sys.exit(main())",
     ]
-    return "\n".join(out) + "\n"
+    return _script(out)
+
+
+def _script(lines: list[str]) -> str:
+    """A generated script's text: `lines` (which define main()), then the guard that runs it."""
+    return "\n".join([*lines, "", "", 'if __name__ == "__main__":', "    sys.exit(main())"]) + "\n"
 
 
 # -- the OpenAI-compatible HTTP front door ------------------------------------------------------
@@ -310,12 +311,8 @@ def openai_snippet(req: SnippetRequest) -> str:
         '        print(f"error: {err}", file=sys.stderr)',
         "        return 1",
         "    return 0",
-        "",
-        "",
-        'if __name__ == "__main__":',
-        "    sys.exit(main())",
     ]
-    return "\n".join(out) + "\n"
+    return _script(out)
 
 
 def curl_snippet(req: SnippetRequest) -> str:
