@@ -20,7 +20,7 @@ import torch
 
 from .api import DTYPES, LoadError
 from .gguf_meta import TOKEN_CONTROL, TOKEN_USER_DEFINED, GGUFError, GGUFModel, inspect_gguf
-from .model import CausalLM, RMSNorm
+from .model import CausalLM
 from .tokenizer import Tokenizer
 
 # tokenizer.ggml.pre -> how text is split before byte-level BPE (llama.cpp's llama-vocab.cpp).
@@ -169,7 +169,7 @@ def load_gguf_model(g: GGUFModel, dtype: str, device: torch.device, max_position
                     progress=None, cancel: threading.Event | None = None,
                     compute_dtype: torch.dtype | None = None) -> CausalLM:
     """The model of `g` on `device` in `dtype`, every tensor dequantized from the file."""
-    from .loader import TORCH_DTYPES
+    from .loader import TORCH_DTYPES, finish_load, load_failed
 
     if dtype not in DTYPES:
         raise LoadError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -197,17 +197,11 @@ def load_gguf_model(g: GGUFModel, dtype: str, device: torch.device, max_position
                 if progress:
                     progress("loading_weights", done, total, g.tensors[hf_name].name)
         del mm
-        if compute_dtype is not None and compute_dtype != tdtype:
-            for mod in model.modules():
-                if isinstance(mod, RMSNorm):
-                    mod.weight.data = mod.weight.data.to(compute_dtype)
-        model.build_rope(device)
+        finish_load(model, device, tdtype, compute_dtype)
     except LoadError:
         raise
     except (RuntimeError, MemoryError) as exc:
-        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-            raise LoadError(f"out of memory while loading {g.path.name} in {dtype}: {exc}") from exc
-        raise LoadError(f"could not load {g.path.name}: {exc}") from exc
+        raise load_failed(exc, g.path.name, dtype) from exc
     except (OSError, ValueError) as exc:
         raise LoadError(f"could not read the weights of {g.path.name}: {exc}") from exc
     return model

@@ -111,6 +111,25 @@ def _weights_fit(model_dir: Path, cfg: ModelConfig, dtype: str, device: torch.de
             f"but {device.type} has {free / 2**30:,.1f} GiB free")
 
 
+def finish_load(model: CausalLM, device: torch.device, tdtype: torch.dtype,
+                compute_dtype: torch.dtype | None) -> None:
+    """After the weights are in: norm weights in the compute dtype (they are tiny: no per-step
+    promotion), then the RoPE tables."""
+    if compute_dtype is not None and compute_dtype != tdtype:
+        for mod in model.modules():
+            if isinstance(mod, RMSNorm):
+                mod.weight.data = mod.weight.data.to(compute_dtype)
+    model.build_rope(device)
+
+
+def load_failed(exc: BaseException, name: str, dtype: str) -> LoadError:
+    """The LoadError for a RuntimeError or MemoryError while loading `name`: out of memory, or
+    the error's own words."""
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return LoadError(f"out of memory while loading {name} in {dtype}: {exc}")
+    return LoadError(f"could not load {name}: {exc}")
+
+
 def load_model(model_dir: str | Path, dtype: str, device: torch.device, max_positions: int,
                progress: ProgressFn | None = None,
                cancel: threading.Event | None = None,
@@ -170,18 +189,11 @@ def load_model(model_dir: str | Path, dtype: str, device: torch.device, max_posi
         if missing:
             raise LoadError(f"tensor {missing[0]} is missing from the weights "
                             f"({len(missing)} missing in all)")
-        if compute_dtype is not None and compute_dtype != tdtype:
-            # Norm weights are tiny: keep them in the compute dtype (no per-step promotion).
-            for mod in model.modules():
-                if isinstance(mod, RMSNorm):
-                    mod.weight.data = mod.weight.data.to(compute_dtype)
-        model.build_rope(device)
+        finish_load(model, device, tdtype, compute_dtype)
     except LoadError:
         raise
     except (RuntimeError, MemoryError) as exc:
-        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-            raise LoadError(f"out of memory while loading {model_dir.name} in {dtype}: {exc}") from exc
-        raise LoadError(f"could not load {model_dir.name}: {exc}") from exc
+        raise load_failed(exc, model_dir.name, dtype) from exc
     except OSError as exc:  # unreadable or corrupt safetensors
         raise LoadError(f"could not read weights of {model_dir.name}: {exc}") from exc
     except Exception as exc:  # safetensors raises its own error type for corrupt headers
