@@ -341,6 +341,18 @@ def _print_stats(result: Any) -> None:
           f"{speed:.1f} tok/s; total {t.total_ms:.0f} ms]", file=sys.stderr)
 
 
+def _after_answer(text: str, result: Any, stats: bool, *, streamed: bool = True) -> None:
+    """After an answer: ends the streamed text's line, prints the stats when asked, and
+    raises ClientError when the model failed or the node cancelled the request."""
+    if streamed:
+        if not text.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+    if stats:
+        _print_stats(result)
+    _check_result(result)
+
+
 def cmd_generate(args: argparse.Namespace, client: Any) -> int:
     from musaops.v1 import inference_pb2
 
@@ -357,13 +369,7 @@ def cmd_generate(args: argparse.Namespace, client: Any) -> int:
         return 130
     if args.json:
         print_json({"text": text, **as_json(result)})
-    else:
-        if not text.endswith("\n"):
-            sys.stdout.write("\n")
-        sys.stdout.flush()
-    if args.stats:
-        _print_stats(result)
-    _check_result(result)
+    _after_answer(text, result, args.stats, streamed=not args.json)
     return 0
 
 
@@ -396,10 +402,5 @@ def cmd_chat(args: argparse.Namespace, client: Any) -> int:
         except KeyboardInterrupt:
             print("\nmusad: interrupted; the request was cancelled.", file=sys.stderr)
             return 130
-        if not text.endswith("\n"):
-            sys.stdout.write("\n")
-        sys.stdout.flush()
-        if args.stats:
-            _print_stats(result)
-        _check_result(result)
+        _after_answer(text, result, args.stats)
         messages.append(inference_pb2.ChatMessage(role="assistant", content=text))
