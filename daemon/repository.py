@@ -136,8 +136,10 @@ class ModelRepository:
             return next((e for e in self.scan() if e.name == name), None)
         folder = self.root / name
         try:
-            if not (folder.is_dir() or folder.is_symlink() or name.endswith(gguf_meta.SUFFIX)) \
-                    or not folder.exists() or folder.parent != self.root:
+            # a folder, a .gguf file, or a link (a dangling one is listed as ERROR)
+            candidate = folder.is_symlink() or folder.is_dir() or (
+                name.endswith(gguf_meta.SUFFIX) and folder.is_file())
+            if not candidate or folder.parent != self.root:
                 return None
         except (OSError, ValueError):  # e.g. a name too long for the file system
             return None

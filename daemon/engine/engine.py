@@ -39,6 +39,17 @@ from .tokenizer import IncrementalDetokenizer, Tokenizer
 log = logging.getLogger(__name__)
 
 
+def release_host_memory() -> None:
+    """Hand freed heap pages back to the OS (the CPU's counterpart of `empty_cache`): glibc
+    keeps a freed block of up to 32 MiB on its heap once its mmap threshold has grown, so an
+    undeployed model's KV cache could stay in the daemon's RSS. No-op without glibc."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass(eq=False)
 class _Sink:
     """Per-request state the engine thread keeps beside the Sequence."""
@@ -233,6 +244,8 @@ class LLMEngine:
             torch.cuda.empty_cache()
         elif self.device.type == "musa":
             torch.musa.empty_cache()  # type: ignore[attr-defined]
+        else:
+            release_host_memory()
 
     # ---- engine thread ------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ def mtml_dir(tmp_path_factory) -> pathlib.Path:
 
 
 def _musad(tmp_path, mtml_dir, *args, **env):
-    (tmp_path / "musad.toml").write_text("[auth]\nrequired = false\n[server]\ngrace_seconds = 5\nhttp_listen = ""\n")
+    (tmp_path / "musad.toml").write_text("[auth]\nrequired = false\n[server]\ngrace_seconds = 5\nhttp_listen = \"\"\n")
     return subprocess.Popen(
         [sys.executable, "-m", "musaops.daemon.cli", "serve", "--config", str(tmp_path / "musad.toml"),
          "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),

@@ -1,5 +1,5 @@
 """`python -m musaops.daemon.devrun` (make run-daemon): demo model written, daemon healthy,
-model deployed; Ctrl-C (SIGINT) stops the daemon with SIGTERM, which lets a Generate that is
+the starter model (SmolLM2, when it could be fetched; else the random demo model) deployed; Ctrl-C (SIGINT) stops the daemon with SIGTERM, which lets a Generate that is
 still running finish, and everything exits 0.
 
 One test, because each start imports torch in a fresh daemon process (seconds)."""
@@ -14,6 +14,7 @@ import sys
 import grpc
 import pytest
 
+from musaops.daemon import starter_model
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
 from musaops.v1 import common_pb2, inference_pb2, inference_pb2_grpc, node_pb2, node_pb2_grpc
 
@@ -42,10 +43,12 @@ def test_devrun_serves_the_deployed_demo_model(tmp_path):
         metadata = (("authorization", f"Bearer {token_file.read_text().strip()}"),) if token_file.exists() else None
         with grpc.insecure_channel(address) as ch:
             models = node_pb2_grpc.NodeStub(ch).ListModels(node_pb2.ListModelsRequest(), metadata=metadata).models
-            assert [(m.name, m.state) for m in models] == [(DEMO_MODEL_NAME, common_pb2.MODEL_STATE_READY)]
+            deployed = starter_model.FILE_NAME if starter_model.cached() else DEMO_MODEL_NAME
+            assert DEMO_MODEL_NAME in {m.name for m in models}
+            assert [m.name for m in models if m.state == common_pb2.MODEL_STATE_READY] == [deployed]
             # 500 tokens take the CPU a second or more: the stop arrives mid-stream
             gen = inference_pb2_grpc.InferenceStub(ch).Generate(inference_pb2.GenerateRequest(
-                model=DEMO_MODEL_NAME, prompt="Hello",
+                model=deployed, prompt="Hello",
                 sampling=inference_pb2.SamplingParams(max_tokens=500, ignore_eos=True, temperature=0)),
                 metadata=metadata)
             first = next(gen)
