@@ -1,5 +1,5 @@
 """`musad import | pull | delete`: a node's model repository from the shell (registered by
-client_cli.register, in its style: connection options, one sentence and exit 1 when the node
+client_cli.register, in its style (client/commands.py): connection options, one sentence and exit 1 when the node
 refuses, 2 for bad usage, 130 when interrupted, after cancelling the running transfer).
 
 - import PATH: uploads a model folder or one .gguf file (name: the folder's or file's name,
@@ -25,7 +25,7 @@ from .client.connection import ClientError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .client_cli import add_common_args
+    from .client.commands import add_common_args
 
     p = sub.add_parser("import", help="upload a model folder or .gguf file into the node's repository",
                        description="Upload PATH (a model folder or one .gguf file) into the node's repository; "
@@ -55,7 +55,7 @@ def _follow(call: Any, client: Any, label: str, as_json: bool) -> int:
     from musaops.v1 import models_pb2
 
     from .client.render import Progress, as_json as to_json, fmt_bytes, print_json
-    from .client_cli import follow_progress
+    from .client.commands import follow_progress
 
     progress = Progress(label)
 
