@@ -189,8 +189,9 @@ class DeploymentManager:
         FAILED_PRECONDITION)."""
         dep = self._deployments.get(name)
         if dep is None or dep.state != State.READY:
-            if dep is None:
-                self._check_known(name)
+            if dep is None and (not name or self.repository.get(name) is None):
+                # inference callers (client keys included) learn nothing of the node's folders
+                raise RequestError(Status.NOT_FOUND, f"There is no model named {shown(name)} on this node.")
             state = dep.state.value if dep else "not deployed"
             raise RequestError(Status.FAILED_PRECONDITION,
                                f"Model {shown(name)} is {state}; deploy it and wait for READY first.")
