@@ -29,6 +29,7 @@ MAIN_ACTIONS = {
     "models": ("node_box", "refresh_button", "deploy_button", "undeploy_button"),
     "playground": ("send_button", "stop_button", "copy_button", "clear_button"),
     "audit": ("since", "until", "apply_button", "export_button"),
+    "keys": ("node_box", "refresh_button", "create_button", "edit_button", "revoke_button", "export_button"),
 }
 
 
@@ -121,6 +122,47 @@ def test_a_long_error_does_not_widen_the_models_view(qtbot, small_window) -> Non
     assert not w.stack.currentWidget().horizontalScrollBar().isVisible()
     assert fully_inside(w, view.undeploy_button) == ""
     assert view.banner._label.toolTip() == long   # the full text is one hover away
+
+
+def _columns_fit(table) -> str:
+    """"" when every shown column lies inside the table's viewport and no number is cut."""
+    header = table.horizontalHeader()
+    cols = [c for c in range(header.count()) if not header.isSectionHidden(c)]
+    used = sum(header.sectionSize(c) for c in cols)
+    if used > table.viewport().width():
+        return f"{used} px of columns in a {table.viewport().width()} px table"
+    for c in cols:
+        texts = [table.item(r, c).text() for r in range(table.rowCount()) if table.item(r, c)]
+        if texts and all(t.replace(",", "").isdigit() for t in texts) and \
+                header.sectionSize(c) < table.sizeHintForColumn(c):
+            return f"numbers cut in column {c}: {header.sectionSize(c)} < {table.sizeHintForColumn(c)}"
+    return ""
+
+
+def test_keys_tables_fit_and_the_legend_names_every_series(qtbot, small_window) -> None:
+    from musaops.app.core.usage import KeyEntry, UsageBucket
+    w = small_window
+    w.show_view("keys")
+    view = w.views["keys"]
+    qtbot.waitUntil(lambda: view.isVisible() and not view.ops, timeout=10_000)   # the node's answers are in
+    nid = view.directory.node_ids()[0]
+    names = [f"team-{i}-" + "long-key-name-" * 3 for i in range(9)]
+    hour = view.range_ms()[1] - 3_600_000
+    view.keys[nid] = tuple(KeyEntry(nid, n, "client", "active", 1, 0, 1) for n in names)
+    view.buckets[nid] = tuple(UsageBucket(nid, hour, n, "m", 1_234_567, 8_765_432, 1_000_000 + i, 12_345, 54_321)
+                              for i, n in enumerate(names))
+    view._show()
+    qtbot.wait(200)
+    assert not w.stack.currentWidget().horizontalScrollBar().isVisible()
+    for table in (view.keys_table, view.top_table):
+        assert _columns_fit(table) == ""
+    assert view.top_table.item(0, 0).toolTip() in names   # an elided key is one hover away
+    legend = view.chart.legend()
+    assert [name for name, _label, _rect in legend] == [n for n, _s in view.chart.series]
+    assert len(legend) == 8 and all(rect.right() <= view.chart.width() for _n, _l, rect in legend)
+    assert legend[-1][2].top() > legend[0][2].top()   # it wrapped instead of dropping entries
+    assert view.chart.plot_rect().top() >= legend[-1][2].bottom()
+    assert view.chart.tip_at(legend[1][2].center()).startswith(legend[1][0])
 
 
 def _console(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -14,8 +14,8 @@ from typing import Any, Callable
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-    QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QPushButton, QSpinBox,
+    QAbstractItemView, QBoxLayout, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
+    QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton, QSpinBox,
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
@@ -26,11 +26,16 @@ from musaops.app.services.keys_feed import KeysAnswer, KeysRequest
 from ..charts.stacked_bars import StackedBars
 from ..fleet_state import FleetState
 from .banner import Banner
+from .column_fit import ColumnFitter
 
 ALL = ""   # the node picker's "All nodes" entry
 RANGES = (("Last 24 hours", 24), ("Last 7 days", 24 * 7), ("Last 30 days", 24 * 30))
 ROLES = ("client", "viewer", "operator", "auditor", "admin")
 KEY_COLUMNS = ("Node", "Key", "Role", "State", "Limits", "Created", "Last used", "Expires")
+# Columns that elide (full text in the tooltip) before the others give way, with their minimum.
+KEY_ELASTIC = {0: 80, 1: 100, 4: 90}   # Node, Key, Limits
+TOP_ELASTIC = {0: 90}                  # Key
+SIDE_BY_SIDE_FROM = 1000   # the view's width from which the chart and the top keys share a row
 TOP_COLUMNS = (("Key", "API key (top 20 by tokens)"), ("Requests", "requests that reached a model"),
                ("Prompt", "prompt tokens"), ("Completion", "completion tokens"), ("Errors", "failed requests"),
                ("429", "requests refused by a limit"), ("Nodes", "nodes the key was used on"))
@@ -171,8 +176,7 @@ class KeysView(QWidget):
         self.keys_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.keys_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.keys_table.verticalHeader().setVisible(False)
-        self.keys_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.keys_table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.keys_fit = ColumnFitter(self.keys_table, KEY_ELASTIC, stretch=4)
         self.keys_table.setMinimumHeight(120)
         self.create_button = QPushButton("Create key…")
         self.edit_button = QPushButton("Edit limits…")
@@ -212,16 +216,16 @@ class KeysView(QWidget):
             self.top_table.setHorizontalHeaderItem(c, head)
         self.top_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.top_table.verticalHeader().setVisible(False)
-        self.top_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.top_fit = ColumnFitter(self.top_table, TOP_ELASTIC, stretch=0)
         self.top_table.setMinimumHeight(110)
-        charts = QHBoxLayout()
-        charts.addWidget(self.chart, 2)
-        charts.addWidget(self.top_table, 3)
+        self.charts = QBoxLayout(QBoxLayout.Direction.LeftToRight)   # or one above the other: resizeEvent
+        self.charts.addWidget(self.chart, 2)
+        self.charts.addWidget(self.top_table, 3)
         usage_box = QGroupBox("Usage")
         ul = QVBoxLayout(usage_box)
         ul.addLayout(controls)
         ul.addWidget(self.totals_label)
-        ul.addLayout(charts, 1)
+        ul.addLayout(self.charts, 1)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 12, 16, 12)
@@ -271,6 +275,13 @@ class KeysView(QWidget):
         """The nodes in scope: the chosen one, or every node."""
         chosen = self.node_box.currentData()
         return [chosen] if chosen else self.directory.node_ids()
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        wide = self.width() >= SIDE_BY_SIDE_FROM
+        direction = QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom
+        if self.charts.direction() != direction:
+            self.charts.setDirection(direction)
 
     def showEvent(self, event) -> None:  # noqa: ANN001, N802
         super().showEvent(event)
@@ -359,6 +370,7 @@ class KeysView(QWidget):
                 t.setItem(r, c, item)
             if selected and (selected.node_id, selected.name) == (k.node_id, k.name):
                 t.selectRow(r)
+        self.keys_fit.fit()
         self._update_buttons()
 
     def scoped_buckets(self) -> list[UsageBucket]:
@@ -376,12 +388,14 @@ class KeysView(QWidget):
             for c, v in enumerate((k.key, k.requests, k.prompt_tokens, k.completion_tokens, k.errors,
                                    k.rate_limited, k.nodes)):
                 item = QTableWidgetItem(f"{v:,}" if isinstance(v, int) else v)
+                item.setToolTip(item.text())
                 if isinstance(v, int):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 t.setItem(r, c, item)
         s = totals(buckets)
         nodes = self.node_ids()
         t.setColumnHidden(len(TOP_COLUMNS) - 1, len(nodes) < 2)   # Nodes: only across several
+        self.top_fit.fit()
         who = (f"Fleet ({len(nodes)} node{'s' if len(nodes) != 1 else ''})" if not self.node_box.currentData()
                else self.directory.label(nodes[0]))
         self.totals_label.setText(
