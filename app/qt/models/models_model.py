@@ -14,7 +14,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication, QStyle
 
-from musaops.app.core import ModelEntry
+from musaops.app.core import DeploymentInfo, ModelEntry
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -77,7 +77,14 @@ def deployment_text(entry: ModelEntry) -> str:
     if dep is None:
         return ""
     devices = ",".join(str(i) for i in dep.device_indices) or "0"
-    return f"{dep.dtype} · dev {devices} · batch {dep.max_batch} · ctx {dep.max_context}"
+    return f"{engine_text(dep)} · {dep.dtype} · dev {devices} · batch {dep.max_batch} · ctx {dep.max_context}"
+
+
+def engine_text(dep: DeploymentInfo) -> str:
+    """Which engine serves a deployment: "built-in", "vllm", "vllm tp 2"."""
+    if (dep.engine or "builtin") == "builtin":
+        return "built-in"
+    return dep.engine + (f" tp {dep.tensor_parallel_size}" if dep.tensor_parallel_size > 1 else "")
 
 
 class ModelsTableModel(QAbstractTableModel):
@@ -231,5 +238,6 @@ class ModelsTableModel(QAbstractTableModel):
             return (
                 f"weights {human_bytes(d.weights_bytes)}, KV cache {human_bytes(d.kv_cache_bytes)}"
                 f" ({d.kv_blocks_total} blocks of {d.kv_block_size} tokens)"
-            )
+            ) + (f"; engine {engine_text(d)}, child pid {d.pid}" + (f", restarted {d.restarts}×" if d.restarts else "")
+                 if d.pid else "")
         return None

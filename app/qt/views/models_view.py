@@ -19,11 +19,12 @@ from PySide6.QtWidgets import (
 from musaops.app.core import CommandError, DeployEvent, DeploySpec, UndeployResult
 from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.models.models_model import (
-    COL_ARCH, COL_DEPLOYMENT, COL_NAME, COL_REASON, EntryRole, ModelsTableModel, SortRole, human_bytes,
+    COL_ARCH, COL_DEPLOYMENT, COL_NAME, COL_REASON, COL_STATE, EntryRole, ModelsTableModel, SortRole, human_bytes,
 )
 from musaops.app.qt.views.banner import Banner, never_widens
 from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice
 from musaops.app.qt.views.deploy_progress import DeployProgressRow
+from musaops.app.qt.views.failure_dialog import FailureDialog
 from musaops.app.qt.views.model_transfers import AddModelDialog, CopyDialog, TransferRow
 
 
@@ -41,6 +42,7 @@ class ModelsView(QWidget):
         self.directory = directory or FleetState(bridge, parent=self)
         self.rows: dict[str, DeployProgressRow] = {}   # op_id -> row
         self.deploy_dialog: DeployDialog | None = None
+        self.failure_dialog: FailureDialog | None = None
         self.confirm_box: QMessageBox | None = None
         self._pending_node = ""
         self._stopped = False
@@ -168,7 +170,7 @@ class ModelsView(QWidget):
         if hasattr(bridge, "transfer"):
             bridge.transfer.connect(self._on_transfer)
         self.table.selectionModel().selectionChanged.connect(self._update_actions)
-        self.table.doubleClicked.connect(lambda _i: self.open_deploy_dialog())
+        self.table.doubleClicked.connect(self._on_double_click)
         self.directory.node_added.connect(self._node_added)
         self.directory.node_updated.connect(self._node_updated)
         self.directory.node_removed.connect(self._node_gone)
@@ -350,6 +352,22 @@ class ModelsView(QWidget):
                                   status.info if status else None, self.directory.latest.get(nid),
                                   self.directory.models(nid)))
         return out
+
+    def _on_double_click(self, index: Any) -> None:
+        """A failed model's State or Reason: why it failed, in full (a vLLM child's log tail);
+        anywhere else: the deploy dialog."""
+        entry = self.proxy.data(index, EntryRole)
+        if entry is not None and entry.reason and index.column() in (COL_STATE, COL_REASON):
+            self.open_failure_dialog(entry)
+        else:
+            self.open_deploy_dialog()
+
+    def open_failure_dialog(self, entry: Any) -> FailureDialog:
+        dialog = FailureDialog(entry, self.directory.label(self.current_node()), parent=self)
+        dialog.finished.connect(dialog.deleteLater)
+        self.failure_dialog = dialog
+        dialog.open()
+        return dialog
 
     def open_deploy_dialog(self) -> DeployDialog | None:
         nodes = [n for n in self.node_choices() if n.online]
