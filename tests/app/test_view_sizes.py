@@ -92,6 +92,44 @@ def test_audit_dates_are_not_cut(qtbot, small_window) -> None:
         assert edit.lineEdit().width() >= edit.fontMetrics().horizontalAdvance(text), text
 
 
+def test_audit_outcome_and_sources_fit_at_the_minimum_size(qtbot, small_window, daemon) -> None:
+    """Time, Actor, Action, Target and Outcome are inside the table's viewport with the table
+    not scrolled (Outcome's values whole); the sources panel keeps its minimum width, its
+    names elide with the full name as tooltip, and the splitter can widen it."""
+    from musaops.app.qt.models.audit_model import COL_OUTCOME
+    from musaops.app.qt.views.audit_view import PRIMARY, SOURCES_MIN_W
+    from musaops.app.services.audit_feed import CONSOLE_SOURCE
+    from musaops.daemon.trust.caller import Caller
+
+    for i, outcome in enumerate(("ok", "denied", "failed") * 3):   # long values in every column
+        daemon.ctx.audit.record_sync("inference.Generate", f"a-rather-long-model-name-{i}-instruct-q4_k_m",
+                                     {"i": i}, outcome, error="the model is not deployed on this node",
+                                     caller=Caller("operator-with-a-long-name", "operator", "ipv4:127.0.0.1:65535"))
+    w = small_window
+    w.show_view("audit")
+    view = w.views["audit"]
+    qtbot.waitUntil(lambda: view.model.rowCount() >= 9, timeout=20_000)
+    qtbot.wait(200)   # layouts settle
+    table, header = view.table, view.table.horizontalHeader()
+    assert table.horizontalScrollBar().value() == 0
+    room = table.viewport().width()
+    for col in PRIMARY:
+        left = header.sectionViewportPosition(col)
+        assert 0 <= left and left + header.sectionSize(col) <= room, \
+            f"{view.model.headerData(col, header.orientation())}: {left}+{header.sectionSize(col)} in {room} px"
+    fm = table.fontMetrics()
+    assert header.sectionSize(COL_OUTCOME) >= fm.horizontalAdvance("denied") + 8   # not elided
+    assert fully_inside(w, table) == ""
+
+    row = next(r for s, r in view.source_rows.items() if s != CONSOLE_SOURCE)
+    assert view.sources_box.width() >= SOURCES_MIN_W
+    assert fully_inside(w, row.verify) == ""
+    assert row.include.toolTip() == row.include.text() and row.include.text().startswith("127.0.0.1:")
+    before = view.sources_box.width()
+    view.splitter.setSizes([before + 150, sum(view.splitter.sizes()) - before - 150])
+    qtbot.waitUntil(lambda: view.sources_box.width() > before + 100, timeout=5000)
+
+
 def test_fleet_devices_column_keeps_its_width(qtbot, small_window) -> None:
     from musaops.app.qt.models.fleet_model import COL_DEVICES
     view = small_window.views["fleet"]

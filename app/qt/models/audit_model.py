@@ -197,9 +197,15 @@ class AuditTableModel(QAbstractTableModel):
             return cells[col] if 0 <= col < len(COLUMNS) else None
         if role == Qt.ItemDataRole.ForegroundRole and col == COL_OUTCOME:
             return OUTCOME_COLOURS.get(r.outcome)
-        if role == Qt.ItemDataRole.ToolTipRole:   # the cell in full (it may be elided), then the record
+        if role == Qt.ItemDataRole.ToolTipRole:
+            # the cell in full (it may be elided), then the whole record: the columns a
+            # narrow window scrolls to (node, role, client, error) are one hover away
             cell = f"{COLUMNS[col]}: {cells[col]}\n" if 0 <= col < len(COLUMNS) and cells[col] else ""
-            return cell + f"{r.action} {r.target}\nparams: {r.params_json}" + (f"\nhash: {r.hash}" if r.hash else "")
+            lines = [f"{cells[COL_TIME]} UTC · node {r.node} · seq {r.seq}",
+                     f"{r.actor} ({r.role})" + (f" from {r.client}" if r.client else ""),
+                     f"{r.action} {r.target} → {r.outcome}" + (f": {r.error}" if r.error else ""),
+                     f"params: {r.params_json}"] + ([f"hash: {r.hash}"] if r.hash else [])
+            return cell + "\n".join(lines)
         if role == RowRole:
             return r
         return None

@@ -16,10 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QDateTime, Qt, QTimeZone, Signal
+from PySide6.QtCore import QDateTime, QEvent, Qt, QTimer, QTimeZone, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDateTimeEdit, QFileDialog,
-                               QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QProgressBar, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
+                               QFrame, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QProgressBar, QPushButton, QScrollArea, QSplitter, QTableView, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.models.audit_model import (COL_ACTION, COL_ACTOR, COL_CLIENT, COL_ERROR, COL_NODE,
@@ -29,10 +30,20 @@ from musaops.app.services.audit_feed import (CONSOLE_SOURCE, AuditClient, AuditF
                                              ConsoleLogFetcher, VerifyOutcome)
 from musaops.app.services.export import FORMATS, AuditExportJob
 
+from .column_fit import PAD, fit_widths
+from .elided import ElidedCheckBox, ElidedLabel
+
 ACTIONS = ("", "node.Deploy", "node.Undeploy", "inference.Generate", "token.create", "token.revoke",
            "config.change", "node.GetInfo", "node.ListModels", "telemetry.Stream", "audit.Query",
            "audit.Verify")
 OUTCOMES = ("", "ok", "denied", "failed")
+# The columns an operator reads (kept inside the table's width: their elastic ones elide),
+# then the rest (narrowed to their content, scrolled to; each row's tooltip has them all).
+PRIMARY = (COL_TIME, COL_ACTOR, COL_ACTION, COL_TARGET, COL_OUTCOME)
+SECONDARY = (COL_NODE, COL_ROLE, COL_ERROR, COL_CLIENT, COL_SEQ)
+ELASTIC = {COL_ACTOR: 64, COL_TARGET: 80}   # minimum widths of the primary columns that elide
+SECONDARY_MAX_W = 200   # Error, Client, ... beyond this elide (when they do not all fit)
+SOURCES_MIN_W, SOURCES_W = 120, 180
 
 
 def _to_us(edit: QDateTimeEdit) -> int:
@@ -40,26 +51,38 @@ def _to_us(edit: QDateTimeEdit) -> int:
 
 
 class _SourceRow(QWidget):
-    """One source: include checkbox, name, and (for nodes) a Verify button with its result."""
+    """One source: include checkbox with its name and (for nodes) a Verify button; the verify
+    result goes on a line of its own below. Name and result elide to the panel's width (the
+    full text is their tooltip), so the panel can be narrow."""
 
     def __init__(self, source: str, label: str, verifiable: bool, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.source = source
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        self.include = QCheckBox(label)
-        self.include.setToolTip(label)   # cut in a narrow sources column
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(4)
+        grid.setVerticalSpacing(0)
+        self.include = ElidedCheckBox(label)
         self.include.setChecked(True)
-        row.addWidget(self.include, 1)
-        self.verify = QPushButton("Verify")
+        grid.addWidget(self.include, 0, 0)
+        self.verify = QToolButton()
+        self.verify.setText("Verify")
         self.verify.setObjectName(f"verify-{source}")
         self.verify.setVisible(verifiable)
         self.verify.setToolTip("Walk this node's hash chain and report the head or the first broken link")
-        row.addWidget(self.verify)
-        self.result = QLabel("")
+        grid.addWidget(self.verify, 0, 1)
+        self.result = ElidedLabel("")
         self.result.setObjectName(f"verify-result-{source}")
-        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        row.addWidget(self.result)
+        self.result.setVisible(False)
+        grid.addWidget(self.result, 1, 0, 1, 2)
+        grid.setColumnStretch(0, 1)
+
+    def show_result(self, text: str, colour: str, tooltip: str = "") -> None:
+        self.result.setText(text)
+        if tooltip:
+            self.result.setToolTip(tooltip)
+        self.result.setStyleSheet(f"color: {colour}" if colour else "")
+        self.result.setVisible(bool(text))
 
 
 class AuditView(QWidget):
@@ -145,8 +168,19 @@ class AuditView(QWidget):
         filters.setHorizontalSpacing(8)
 
         self.sources_box = QGroupBox("Sources")
-        self.sources_layout = QVBoxLayout(self.sources_box)
+        box_layout = QVBoxLayout(self.sources_box)
+        box_layout.setContentsMargins(6, 6, 6, 6)
+        self.sources_list = sources_list = QWidget()
+        self.sources_layout = QVBoxLayout(sources_list)
+        self.sources_layout.setContentsMargins(0, 0, 0, 0)
+        self.sources_layout.setSpacing(4)
         self.sources_layout.addStretch(1)
+        scroll = QScrollArea()   # a fleet's worth of nodes scrolls instead of growing the view
+        scroll.setWidget(sources_list)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        box_layout.addWidget(scroll)
         self.source_rows: dict[str, _SourceRow] = {}
 
         self.table = QTableView()
@@ -156,27 +190,26 @@ class AuditView(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setWordWrap(False)
+        self.table.setHorizontalScrollMode(QTableView.ScrollMode.ScrollPerPixel)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setStretchLastSection(False)
-        header.setMinimumSectionSize(48)
+        header.setMinimumSectionSize(40)
+        header.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)   # each cell's tooltip is the whole record
+        # What happened first (Time, Actor, Action, Target, Outcome), the rest after Outcome.
+        for visual, col in enumerate((*PRIMARY, *SECONDARY)):
+            header.moveSection(header.visualIndex(col), visual)
         fm = self.table.fontMetrics()
-        pad = 24   # cell padding plus the header's sort arrow
-        # Fixed-content columns get the width of their widest typical value; Target and
-        # Error (free text) take the rest and stretch with the window.
-        for col, sample in ((COL_TIME, "2026-11-30 12:14:44.758"), (COL_NODE, "gpu-node-01"),
-                            (COL_ACTOR, "anonymous"), (COL_ROLE, "operator"),
-                            (COL_ACTION, "inference.Generate"), (COL_OUTCOME, "denied"),
-                            (COL_TARGET, "tiny-llama-7b"), (COL_CLIENT, "ipv4:127.0.0.1:65535"),
-                            (COL_SEQ, "000000")):
-            header.resizeSection(col, fm.horizontalAdvance(sample) + pad)
-        header.setSectionResizeMode(COL_ERROR, QHeaderView.ResizeMode.Stretch)
-        header.resizeSection(COL_ERROR, 160)
-        # Outcome beside Action: what happened is in view in a 1024 px window (the rest scrolls,
-        # each cut cell's full text is in its tooltip).
-        header.moveSection(header.visualIndex(COL_OUTCOME), header.visualIndex(COL_ACTION) + 1)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        # Before the first page: the widths of typical values (replaced by the records' own).
+        self._contents = {col: fm.horizontalAdvance(sample) + 2 * PAD + 8 for col, sample in (
+            (COL_TIME, "2026-11-30 12:14:44.758"), (COL_NODE, "gpu-node-01"), (COL_ACTOR, "anonymous"),
+            (COL_ROLE, "operator"), (COL_ACTION, "inference.Generate"), (COL_OUTCOME, "denied"),
+            (COL_TARGET, "tiny-llama-7b"), (COL_ERROR, "model not found"),
+            (COL_CLIENT, "ipv4:127.0.0.1:65535"), (COL_SEQ, "000000"))}
+        self.table.viewport().installEventFilter(self)   # refit when the table's width changes
+        self._fit_columns()
 
         self.status = QLabel("")
         self.status.setObjectName("audit-status")
@@ -205,8 +238,11 @@ class AuditView(QWidget):
         split.addWidget(self.table)
         split.setStretchFactor(1, 4)
         split.setChildrenCollapsible(False)
-        self.sources_box.setMinimumWidth(200)
-        split.setSizes([200, 10_000])   # the table gets the width; sources keep their minimum
+        self.sources_box.setMinimumWidth(SOURCES_MIN_W)   # names elide; drag the splitter to widen
+        split.setSizes([SOURCES_W, 10_000])   # the table gets the rest of the width
+        split.splitterMoved.connect(lambda *_: setattr(self, "_sources_sized", True))
+        split.installEventFilter(self)
+        self.splitter = split
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 12, 16, 12)   # same page margins as the other views
         layout.setSpacing(8)
@@ -222,6 +258,7 @@ class AuditView(QWidget):
         row = self.source_rows[source] = _SourceRow(source, label, verifiable)
         row.verify.clicked.connect(lambda _=False, s=source: self.verify(s))
         self.sources_layout.insertWidget(self.sources_layout.count() - 1, row)
+        self._size_sources()
         if self.isVisible() and not self._stale:   # show its records too, asking only it
             fetcher = self._fetchers([source]).get(source)
             if fetcher is not None:
@@ -238,8 +275,7 @@ class AuditView(QWidget):
         if row is not None:
             label = self.directory.label(node_id)
             if row.include.text() != label:
-                row.include.setText(label)
-                row.include.setToolTip(label)
+                row.include.setText(label)   # and its tooltip
 
     def _remove_source(self, node_id: str) -> None:
         """Its row goes; records already shown stay until the filters are applied again."""
@@ -252,18 +288,49 @@ class AuditView(QWidget):
         if self._stale:
             self.apply_filters()
 
-    def _fit_columns(self) -> None:
-        """Sizes the columns to the first page of records, once per query: cheap (Qt samples
-        at most a few hundred rows) and it keeps values like "inference.Generate" whole."""
-        if getattr(self, "_fitted", False) or self.model.rowCount() == 0:
+    def _size_sources(self) -> None:
+        """Until the splitter is dragged, the sources get their names' width, within
+        SOURCES_W .. a fifth of the view (full names in a wide window, elided in a small one)."""
+        if getattr(self, "_sources_sized", False):
             return
-        self._fitted = True
+        total = sum(self.splitter.sizes())
+        names = max((row.sizeHint().width() for row in self.source_rows.values()), default=0)
+        frame = self.sources_box.width() - self.sources_list.width()   # margins, frame, scrollbar
+        want = max(SOURCES_W, min(names + max(frame, 24), total // 5))
+        if total > want and self.splitter.sizes()[0] != want:
+            self.splitter.setSizes([want, total - want])
+
+    def _fit_columns(self) -> None:
+        """Fits the columns to the table's width: all of them when they fit (Error takes the
+        room left), else the primary ones (Actor and Target elide first) with the rest after
+        them, reached by scrolling. Content widths are measured once per query, from the
+        first page (Qt samples at most a few hundred rows); a resize only redistributes."""
         header = self.table.horizontalHeader()
-        for col in range(self.model.columnCount()):
-            if col == COL_ERROR:
-                continue
-            want = max(self.table.sizeHintForColumn(col), header.sectionSizeHint(col)) + 8
-            header.resizeSection(col, min(want, 280))
+        if not getattr(self, "_fitted", False) and self.model.rowCount():
+            self._fitted = True
+            for col in range(self.model.columnCount()):
+                self._contents[col] = max(0, self.table.sizeHintForColumn(col)) + PAD
+        cols = [*PRIMARY, *SECONDARY]
+        contents = [self._contents[c] for c in cols]
+        wants = [max(self._contents[c], header.sectionSizeHint(c)) for c in cols]
+        room = self.table.viewport().width()
+        if sum(wants) <= room:
+            widths = fit_widths(wants, contents, {}, cols.index(COL_ERROR), room)
+        else:
+            n = len(PRIMARY)
+            elastic = {i: ELASTIC[c] for i, c in enumerate(PRIMARY) if c in ELASTIC}
+            widths = fit_widths(wants[:n], contents[:n], elastic, None, room)
+            widths += [min(w, SECONDARY_MAX_W) for w in wants[n:]]
+        for col, width in zip(cols, widths):
+            header.resizeSection(col, width)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt name)
+        if event.type() == QEvent.Type.Resize:
+            if obj is self.table.viewport():
+                self._fit_columns()
+            elif obj is self.splitter:   # after the splitter has laid out its new width
+                QTimer.singleShot(0, self._size_sources)
+        return super().eventFilter(obj, event)
 
     def selected_sources(self) -> list[str]:
         return [s for s, row in self.source_rows.items() if row.include.isChecked()]
@@ -314,7 +381,7 @@ class AuditView(QWidget):
     def verify(self, source: str) -> None:
         row = self.source_rows.get(source)
         if row is not None:
-            row.result.setText("verifying…")
+            row.show_result("verifying…", "")
             row.verify.setEnabled(False)
         self.client.verify(source, self.verify_done.emit)
 
@@ -324,15 +391,12 @@ class AuditView(QWidget):
             return
         row.verify.setEnabled(True)
         if v.error:
-            row.result.setText(f"could not verify: {v.error}")
-            row.result.setStyleSheet("color: #d18b1f")
+            row.show_result(f"could not verify: {v.error}", "#d18b1f")
         elif v.ok:
-            row.result.setText(f"✓ {v.records} records, head {v.head_hash[:12]}")
-            row.result.setToolTip(v.head_hash)
-            row.result.setStyleSheet("color: #2e9d5b")
+            text = f"✓ {v.records} records, head {v.head_hash[:12]}"
+            row.show_result(text, "#2e9d5b", f"✓ {v.records} records, head {v.head_hash}")
         else:
-            row.result.setText(f"✗ broken at record {v.first_broken_seq}: {v.reason}")
-            row.result.setStyleSheet("color: #d64545")
+            row.show_result(f"✗ broken at record {v.first_broken_seq}: {v.reason}", "#d64545")
 
     # -- export ------------------------------------------------------------------------------
 
