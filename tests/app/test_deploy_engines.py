@@ -17,7 +17,7 @@ from musaops.app.core.engine_options import GPU_MEMORY_UTILIZATION_MAX, MAX_NUM_
 from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice, check_memory
 from musaops.app.services import convert
 from musaops.v1 import node_pb2, node_pb2_grpc
-from tests.app.views_daemon import ThreadDaemon
+from views_daemon import ThreadDaemon
 
 GiB = 2**30
 REPO = pathlib.Path(__file__).resolve().parents[2]
