@@ -128,14 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m musaops.daemon.devrun", description=__doc__.splitlines()[0])
     ap.add_argument("--demo-dir", required=True, type=pathlib.Path, help="models folder for the demo model")
     ap.add_argument("--state-dir", required=True, type=pathlib.Path, help="daemon state folder (SQLite, token)")
-    ap.add_argument("--listen", default="127.0.0.1:50051")
-    ap.add_argument("--metrics-listen", default="127.0.0.1:9400")
+    ap.add_argument("--listen", default="127.0.0.1:50051",
+                    help="gRPC HOST:PORT; a fixed port, since the console is pointed at it")
+    ap.add_argument("--metrics-listen", default="127.0.0.1:9400", help='Prometheus HOST:PORT ("" disables)')
     ap.add_argument("--http-listen", default="127.0.0.1:8000", help='OpenAI-compatible HTTP ("" disables)')
     ap.add_argument("--device", default="auto", choices=("auto", "musa", "cuda", "cpu"))
     ap.add_argument("--console", action="store_true", help="also start musa-console connected to the daemon")
     ap.add_argument("--random-model", action="store_true",
                     help="deploy the random-weights demo model instead of fetching SmolLM2")
     args = ap.parse_args(argv)
+    if args.listen.rpartition(":")[2] == "0":
+        ap.error(f"--listen {args.listen}: give a fixed port (devrun deploys and points the console "
+                 "at this address, so it cannot be picked at random)")
 
     ensure_demo_model(args.demo_dir)
     model = None if args.random_model else ensure_starter_model(args.demo_dir)
