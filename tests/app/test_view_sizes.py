@@ -162,6 +162,20 @@ def test_a_long_error_does_not_widen_the_models_view(qtbot, small_window) -> Non
     assert view.banner._label.toolTip() == long   # the full text is one hover away
 
 
+def test_models_toolbar_wraps_when_narrow_and_is_one_row_when_wide(qtbot, small_window) -> None:
+    w = small_window
+    w.show_view("models")
+    view = w.views["models"]
+    qtbot.waitUntil(lambda: view.isVisible(), timeout=5000)
+    buttons = (view.refresh_button, view.deploy_button, view.undeploy_button, view.add_button,
+               view.copy_button, view.delete_button)
+    qtbot.wait(200)
+    assert all(fully_inside(w, b) == "" for b in buttons), {b.text(): fully_inside(w, b) for b in buttons}
+    assert view.deploy_button.y() == view.undeploy_button.y() == view.refresh_button.y()   # the first row
+    w.resize(1920, 1080)
+    qtbot.waitUntil(lambda: len({b.mapTo(w, b.rect().topLeft()).y() for b in buttons}) == 1, timeout=5000)
+
+
 def _columns_fit(table) -> str:
     """"" when every shown column lies inside the table's viewport and no number is cut."""
     header = table.horizontalHeader()

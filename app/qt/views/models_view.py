@@ -1,6 +1,7 @@
 """The Models view: a node's repository, deploying and undeploying models.
 
-Top: the node picker and the actions (Refresh, Deploy…, Undeploy). Then an inline banner
+Top: the node picker and the actions (Refresh, Deploy…, Undeploy, Add model…, Copy to
+nodes…, Delete; they wrap onto a second row in a narrow window). Then an inline banner
 for errors, the repository table, and a Deployments panel with one progress row per
 running deploy (several rows when one model goes to several nodes at once). Every command
 goes to the NodeHub and returns at once; answers arrive as bridge signals.
@@ -25,6 +26,7 @@ from musaops.app.qt.views.banner import Banner, never_widens
 from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice
 from musaops.app.qt.views.deploy_progress import DeployProgressRow
 from musaops.app.qt.views.failure_dialog import FailureDialog
+from musaops.app.qt.views.flow_layout import flow_widget
 from musaops.app.qt.views.model_transfers import AddModelDialog, CopyDialog, TransferRow
 
 
@@ -80,13 +82,11 @@ class ModelsView(QWidget):
         header.addSpacing(16)
         header.addWidget(QLabel("Node"))
         header.addWidget(self.node_box)
-        header.addStretch(1)
-        header.addWidget(self.refresh_button)
-        header.addWidget(self.deploy_button)
-        header.addWidget(self.undeploy_button)
-        header.addWidget(self.add_button)
-        header.addWidget(self.copy_button)
-        header.addWidget(self.delete_button)
+        # The actions wrap onto a second row rather than widen the view; Refresh, Deploy and
+        # Undeploy come first, so they stay on the first row.
+        self.actions = flow_widget(self.refresh_button, self.deploy_button, self.undeploy_button,
+                                   self.add_button, self.copy_button, self.delete_button, align_right=True)
+        header.addWidget(self.actions, 1)
 
         self.banner = Banner(self)
         self.repo_label = never_widens(QLabel())
