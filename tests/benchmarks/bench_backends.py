@@ -3,14 +3,20 @@ behind musad (Inference.Generate), and musad's built-in engine.
 
 Writes bench_engine.py's 0.4 B bench model, starts `musad serve` (CPU) with
 engines.vllm.python pointing at the vLLM environment (.venv-vllm unless --vllm-python),
-deploys the model with engine "vllm" (vllm_ready_s: Deploy to READY), then sends N
-concurrent requests of P prompt + G new tokens (greedy, EOS ignored) straight to the
-child's OpenAI API and through musad, twice each alternately (the better run of each is
-reported), undeploys, deploys it on the built-in engine and sends the same load through
-musad. TTFT is measured by the client: to the first message that carries text.
+deploys the model with engine "vllm" (vllm_ready_s: Deploy to READY) and a copy of it on
+the built-in engine, both at once. Then --rounds rounds, each sending N concurrent requests
+of P prompt + G new tokens (greedy, EOS ignored) once per path: straight to the child's
+OpenAI API, through musad to the child, through musad to the built-in engine, the paths
+interleaved and their order rotated from round to round so that drift of a shared machine
+falls on all three alike. TTFT is measured by the client (to the first message that
+carries text). Each round gives each path its throughput and TTFT p50/p99 from that same
+run; the keys report the median over rounds of each figure (per-round figures under
+"rounds"), and proxy_overhead_ttft_p50_ms is the median of the per-round differences
+(via musad minus direct, paired rounds).
 Keys: vllm_direct_tok_s, vllm_via_musad_tok_s, builtin_tok_s, *_ttft_p50_ms / *_ttft_p99_ms,
-proxy_overhead_ttft_p50_ms (via musad minus direct), via_musad_vs_direct, vllm_ready_s.
-stdout is one JSON line.
+proxy_overhead_ttft_p50_ms, via_musad_vs_direct, vllm_ready_s, builtin_ready_s.
+--quick: a 2-layer model, 4 requests of 8 new tokens, one round, eager mode (checks that
+the benchmark works; its figures mean nothing). stdout is one JSON line.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -147,14 +154,18 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=24, help="bench model depth (24 = the 0.4 B model)")
     ap.add_argument("--vllm-python", default=str(REPO / ".venv-vllm" / "bin" / "python"))
     ap.add_argument("--eager", action="store_true", help="vLLM eager mode (faster start-up, slower steps)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the three paths, interleaved")
+    ap.add_argument("--quick", action="store_true", help="tiny run that checks the benchmark works")
     args = ap.parse_args()
+    if args.quick:
+        args.requests, args.new_tokens, args.layers, args.rounds, args.eager = 4, 8, 2, 1, True
     from bench_engine import write_model
     from bench_serving import free_address
     from musaops.daemon.devrun import stop, wait_healthy
 
     n, plen, new = args.requests, args.prompt_tokens, args.new_tokens
     result: dict = {"bench": "backends", "requests": n, "prompt_tokens": plen, "new_tokens": new,
-                    "cpus": os.cpu_count(), "vllm_eager": args.eager}
+                    "cpus": os.cpu_count(), "vllm_eager": args.eager, "rounds_run": args.rounds}
     with tempfile.TemporaryDirectory() as tmp:
         models, state = Path(tmp) / "models", Path(tmp) / "state"
         result["parameters"] = write_model(models / "bench", args.layers)
@@ -171,31 +182,33 @@ def main() -> None:
             result["vllm_ready_s"] = deploy(address, "bench", engine="vllm", max_batch=n, max_context=512,
                                             dtype="bfloat16")
             log("vLLM ready after", round(result["vllm_ready_s"], 1), "s")
+            shutil.copytree(models / "bench", models / "bench-builtin")
+            result["builtin_ready_s"] = deploy(address, "bench-builtin", max_batch=n, max_context=512)
             port = child_port(address, "bench")
-            asyncio.run(run_direct(port, "bench", 4, plen, 8))       # warm-up
-            asyncio.run(run_musad(address, "bench", 4, plen, 8))
-            runs: dict[str, list[dict]] = {"direct": [], "musad": []}
-            for _ in range(2):
-                runs["direct"].append(asyncio.run(run_direct(port, "bench", n, plen, new)))
-                runs["musad"].append(asyncio.run(run_musad(address, "bench", n, plen, new)))
-                log("direct", runs["direct"][-1], "via musad", runs["musad"][-1])
-            direct = max(runs["direct"], key=lambda r: r["tok_s"])
-            via = max(runs["musad"], key=lambda r: r["tok_s"])
+            paths = {"vllm_direct": lambda k: run_direct(port, "bench", k, plen, new if k == n else 8),
+                     "vllm_via_musad": lambda k: run_musad(address, "bench", k, plen, new if k == n else 8),
+                     "builtin": lambda k: run_musad(address, "bench-builtin", k, plen, new if k == n else 8)}
+            for run in paths.values():   # warm-up
+                asyncio.run(run(4))
+            rounds: list[dict[str, dict]] = []
+            names = list(paths)
+            for r in range(args.rounds):
+                order = names[r % 3:] + names[:r % 3]
+                rounds.append({name: asyncio.run(paths[name](n)) for name in order})
+                log("round", r + 1, json.dumps({k: {m: round(x, 1) for m, x in v.items()} for k, v in rounds[-1].items()}))
             undeploy(address, "bench")
-            deploy(address, "bench", max_batch=n, max_context=512)
-            asyncio.run(run_musad(address, "bench", 4, plen, 8))
-            builtin = max((asyncio.run(run_musad(address, "bench", n, plen, new)) for _ in range(2)),
-                          key=lambda r: r["tok_s"])
-            log("built-in", builtin)
+            undeploy(address, "bench-builtin")
         finally:
             if stop(daemon) not in (0, None):
                 log(daemon.stderr.read()[-2000:])
-    for key, r in (("vllm_direct", direct), ("vllm_via_musad", via), ("builtin", builtin)):
-        result[f"{key}_tok_s"] = r["tok_s"]
-        result[f"{key}_ttft_p50_ms"] = r["ttft_p50_ms"]
-        result[f"{key}_ttft_p99_ms"] = r["ttft_p99_ms"]
-    result["proxy_overhead_ttft_p50_ms"] = via["ttft_p50_ms"] - direct["ttft_p50_ms"]
-    result["via_musad_vs_direct"] = via["tok_s"] / direct["tok_s"]
+    for key in ("vllm_direct", "vllm_via_musad", "builtin"):
+        for figure in ("tok_s", "ttft_p50_ms", "ttft_p99_ms"):
+            result[f"{key}_{figure}"] = statistics.median(r[key][figure] for r in rounds)
+    result["proxy_overhead_ttft_p50_ms"] = statistics.median(
+        r["vllm_via_musad"]["ttft_p50_ms"] - r["vllm_direct"]["ttft_p50_ms"] for r in rounds)
+    result["via_musad_vs_direct"] = statistics.median(
+        r["vllm_via_musad"]["tok_s"] / r["vllm_direct"]["tok_s"] for r in rounds)
+    result["rounds"] = rounds
     print(json.dumps(result))
 
 
