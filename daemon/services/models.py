@@ -11,6 +11,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import os
 import pathlib
 import time
 
@@ -40,6 +41,7 @@ def _manifest(name: str, specs: list[mt.FileSpec]) -> models_pb2.ModelManifest:
 class ModelsServicer(models_pb2_grpc.ModelsServicer):
     def __init__(self, ctx):
         self.ctx = ctx
+        mt.keep_chunk_buffers()
         removed = mt.clean_staging(self.root, ctx.config.models.staging_max_age_s)   # start-up, before serving
         if removed:
             log.info("removed %d abandoned staged transfer(s) from %s: %s", len(removed), self.root / mt.STAGING,
@@ -105,8 +107,9 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
     async def _receive(self, tr: mt.Transfer, chunks):
         """Writes chunks into the transfer; yields progress; installs when complete.
 
-        One writer thread per transfer hashes and writes in order while the next chunks
-        arrive; at most WRITES_IN_FLIGHT chunks wait for it (memory stays a few MiB)."""
+        One writer thread per transfer writes in order (and hands each chunk to the
+        transfer's hashing thread) while the next chunks arrive; at most WRITES_IN_FLIGHT
+        chunks wait for it (memory stays a few MiB)."""
         rate, last = mt.Rate(tr.done), 0.0
         yield P(stage=models_pb2.TRANSFER_STAGE_RECEIVING, bytes_done=tr.done, bytes_total=tr.total,
                 message=f"resuming at {tr.done:,} of {tr.total:,} bytes" if tr.done else "receiving")
@@ -149,17 +152,16 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
             off = offsets.get(f.path, 0)
             if off >= f.size:
                 continue
-            fh = await asyncio.to_thread(open, base / f.path, "rb")
+            fd = await asyncio.to_thread(os.open, base / f.path, os.O_RDONLY)
             try:
-                fh.seek(off)
                 while off < f.size:
-                    data = await asyncio.to_thread(fh.read, mt.CHUNK)
+                    data = await asyncio.to_thread(os.pread, fd, min(mt.SEND_CHUNK, f.size - off), off)
                     if not data:
                         await context.abort(grpc.StatusCode.DATA_LOSS, f"{f.path} shrank while it was sent")
                     yield models_pb2.ExportChunk(data=models_pb2.FileData(path=f.path, offset=off, data=data))
                     off += len(data)
             finally:
-                fh.close()
+                os.close(fd)
         await self.ctx.record("models.ExportModel", request.model, {"files": len(specs)}, "ok")
 
     def PullModel(self, request, context):
@@ -194,7 +196,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
     def _source_channel(self, request):
         if not request.source:
             raise RequestError(Status.INVALID_ARGUMENT, "PullModel needs the source node's address (host:port)")
-        opts = [("grpc.max_receive_message_length", 8 * mt.CHUNK)]
+        opts = [("grpc.max_receive_message_length", 64 << 20)]
         if not request.tls:
             return grpc.aio.insecure_channel(request.source, options=opts)
         tls = self.ctx.config.tls
