@@ -124,6 +124,16 @@ def _interrupt(*_args) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_with_parent() -> None:
+    """In the daemon child before exec: SIGTERM it (a graceful drain) when devrun dies, even
+    by SIGKILL, so a killed `make run` leaves no musad serving behind it (Linux only)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m musaops.daemon.devrun", description=__doc__.splitlines()[0])
     ap.add_argument("--demo-dir", required=True, type=pathlib.Path, help="models folder for the demo model")
@@ -154,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
            "--state-dir", str(args.state_dir), "--device", args.device]
     # The daemon ignores the terminal's Ctrl-C (own process group); we stop it with SIGTERM.
     console_rc = 0
-    daemon = subprocess.Popen(cmd, start_new_session=True)
+    daemon = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_stop_with_parent)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         wait_healthy(args.listen, daemon)
