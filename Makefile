@@ -58,13 +58,16 @@ $(VLLM_VENV)/.installed:
 
 vllm-env: $(VLLM_VENV)/.installed
 
+# With .venv-vllm present (`make vllm-env`), the node also offers the vllm engine.
+DEVRUN_VLLM = $(if $(wildcard $(VLLM_VENV)/.installed),--vllm-python $(VLLM_VENV)/bin/python)
+
 run: install
 	$(PY) -m musaops.daemon.devrun --demo-dir $(DEMO_DIR) --state-dir $(STATE_DIR) \
-		--listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) --console
+		--listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) $(DEVRUN_VLLM) --console
 
 run-daemon: install
 	$(PY) -m musaops.daemon.devrun --demo-dir $(DEMO_DIR) --state-dir $(STATE_DIR) \
-		--listen $(LISTEN) --metrics-listen $(METRICS_LISTEN)
+		--listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) $(DEVRUN_VLLM)
 
 test: install vllm-env
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -16,6 +16,7 @@ either waits (Ctrl-C stops the daemon cleanly) or, with --console, starts
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import signal
 import subprocess
@@ -40,6 +41,16 @@ def ensure_demo_model(demo_dir: pathlib.Path) -> pathlib.Path:
         _log(f"writing the demo model to {model}")
         write_demo_model(model)
     return model
+
+
+def write_engine_config(state_dir: pathlib.Path, vllm_python: pathlib.Path) -> pathlib.Path:
+    """A config file naming the interpreter that runs vLLM children (engines.vllm.python)."""
+    if not vllm_python.is_file():
+        raise SystemExit(f"devrun: --vllm-python {vllm_python} does not exist; run `make vllm-env` first")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "devrun.toml"
+    path.write_text(f"[engines.vllm]\npython = {json.dumps(str(vllm_python.absolute()))}\n")
+    return path
 
 
 def ensure_token(state_dir: pathlib.Path) -> pathlib.Path | None:
@@ -144,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-listen", default="127.0.0.1:8000", help='OpenAI-compatible HTTP ("" disables)')
     ap.add_argument("--device", default="auto", choices=("auto", "musa", "cuda", "cpu"))
     ap.add_argument("--console", action="store_true", help="also start musa-console connected to the daemon")
+    ap.add_argument("--vllm-python", type=pathlib.Path, default=None,
+                    help="interpreter with vLLM installed (e.g. .venv-vllm/bin/python from `make vllm-env`): "
+                         "the node then offers the vllm engine")
     ap.add_argument("--random-model", action="store_true",
                     help="deploy the random-weights demo model instead of fetching SmolLM2")
     args = ap.parse_args(argv)
@@ -162,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "musaops.daemon.cli", "serve", "--listen", args.listen,
            "--metrics-listen", args.metrics_listen, "--http-listen", args.http_listen, "--models", str(args.demo_dir),
            "--state-dir", str(args.state_dir), "--device", args.device]
+    if args.vllm_python is not None:
+        cmd += ["--config", str(write_engine_config(args.state_dir, args.vllm_python))]
     # The daemon ignores the terminal's Ctrl-C (own process group); we stop it with SIGTERM.
     console_rc = 0
     daemon = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_stop_with_parent)
