@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from musaops.app.core import DeploySpec, NodeAddress
 from musaops.app.qt.bridge import HubBridge
-from musaops.app.qt.models.models_model import COL_STATE
+from musaops.app.qt.models.models_model import COL_DEPLOYMENT, COL_STATE
 from musaops.app.qt.views.deploy_progress import STAGES
 from musaops.app.qt.views.models_view import ModelsView
 from musaops.app.services.node_hub import Backoff, HubConfig, NodeHub
@@ -88,7 +88,7 @@ def test_repository_deploy_with_stages_then_undeploy(qtbot, console, daemons) ->
     assert {"loading_weights", "allocating_kv_cache", "warming_up"} <= set(stages)
     assert [s for s in STAGES if s in stages] == list(STAGES)  # in the daemon's order
     qtbot.waitUntil(lambda: _state(view, DEMO_MODEL_NAME) == "ready", timeout=10_000)
-    assert "float32" in view.model.data(view.model.index(view.model.row_of(DEMO_MODEL_NAME), 8))
+    assert "float32" in view.model.data(view.model.index(view.model.row_of(DEMO_MODEL_NAME), COL_DEPLOYMENT))
 
     # Undeploy asks first; answering Cancel leaves the model deployed.
     view.select_model(DEMO_MODEL_NAME)

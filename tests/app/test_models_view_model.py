@@ -7,8 +7,8 @@ from PySide6.QtCore import Qt
 
 from musaops.app.core import DeploymentInfo, MemoryEstimate, ModelEntry
 from musaops.app.qt.models.models_model import (
-    COL_DEPLOYMENT, COL_MEM0, COL_NAME, COL_PARAMS, COL_SIZE, COL_STATE, EntryRole,
-    ModelsTableModel, SortRole, human_bytes, human_count,
+    COL_DEPLOYMENT, COL_MEMORY, COL_NAME, COL_PARAMS, COL_SIZE, COL_STATE, EntryRole,
+    ModelsTableModel, SortRole, human_bytes, human_count, memory_text,
 )
 
 
@@ -46,9 +46,12 @@ def test_cells_show_sizes_states_and_reasons() -> None:
     assert cell(0, COL_STATE) == "Ready"
     assert cell(0, COL_PARAMS) == "1.2 M"
     assert cell(0, COL_SIZE) == "5.0 MiB"
-    assert cell(0, COL_MEM0) == "3.0 MiB"          # bf16 total
-    assert cell(0, COL_MEM0 + 1) == "—"            # no fp16 estimate given
+    assert cell(0, COL_MEMORY) == "3.0 / 6.0 MiB"   # 16-bit (bf16; no fp16 given) / 32-bit totals
+    assert "bfloat16: weights 2.0 MiB" in cell(0, COL_MEMORY, Qt.ItemDataRole.ToolTipRole)
+    assert cell(0, COL_MEMORY, SortRole) == 3 * 2**20
+    assert cell(1, COL_MEMORY) == "— / —"
     assert "batch 8" in cell(0, COL_DEPLOYMENT)
+    assert cell(0, COL_DEPLOYMENT, Qt.ItemDataRole.ToolTipRole).startswith(cell(0, COL_DEPLOYMENT))   # elided: whole on hover
     assert cell(0, COL_PARAMS, SortRole) == 1_234_567
     assert cell(1, COL_STATE) == "Error"
     assert "not valid JSON" in cell(1, COL_STATE, Qt.ItemDataRole.ToolTipRole)
@@ -74,3 +77,10 @@ def test_human_bytes(n, text) -> None:
 
 def test_human_count() -> None:
     assert human_count(0) == "—" and human_count(950) == "950" and human_count(7_000_000_000) == "7.0 B"
+
+
+def test_memory_text_shares_a_unit_and_shows_fp16_only_when_it_differs() -> None:
+    assert memory_text(3 * 2**20, 3 * 2**20, 6 * 2**20) == "3.0 / 6.0 MiB"
+    assert memory_text(800 * 2**10, None, 3 * 2**19) == "800.0 KiB / 1.5 MiB"
+    assert memory_text(None, 2**30, None) == "1.0 GiB / —"
+    assert memory_text(2**30, 2**31, 2**32) == "1.0 / 2.0 / 4.0 GiB"

@@ -176,6 +176,27 @@ def test_models_toolbar_wraps_when_narrow_and_is_one_row_when_wide(qtbot, small_
     qtbot.waitUntil(lambda: len({b.mapTo(w, b.rect().topLeft()).y() for b in buttons}) == 1, timeout=5000)
 
 
+def test_models_columns_fit_at_the_minimum_size(qtbot, small_window) -> None:
+    """Model, State, Deployment and Architecture are inside the table's viewport with the
+    table not scrolled, and no column lies past its right edge."""
+    from musaops.app.qt.models.models_model import COL_ARCH, COL_DEPLOYMENT, COL_NAME, COL_STATE
+    w = small_window
+    w.show_view("models")
+    view = w.views["models"]
+    qtbot.waitUntil(lambda: view.table.isVisible() and view.model.rowCount() > 0, timeout=20_000)
+    qtbot.wait(200)   # layouts settle
+    table, header = view.table, view.table.horizontalHeader()
+    assert table.horizontalScrollBar().value() == 0
+    room = table.viewport().width()
+    for col in (COL_NAME, COL_STATE, COL_DEPLOYMENT, COL_ARCH):
+        left = header.sectionViewportPosition(col)
+        assert 0 <= left and left + header.sectionSize(col) <= room, \
+            f"{view.model.headerData(col, header.orientation())}: {left}+{header.sectionSize(col)} in {room} px"
+    shown = [c for c in range(header.count()) if not header.isSectionHidden(c)]
+    assert sum(header.sectionSize(c) for c in shown) <= room
+    assert header.sectionSize(COL_DEPLOYMENT) >= 140   # not squeezed to nothing
+
+
 def _columns_fit(table) -> str:
     """"" when every shown column lies inside the table's viewport and no number is cut."""
     header = table.horizontalHeader()

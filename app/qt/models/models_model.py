@@ -1,7 +1,8 @@
 """Table model of one node's model repository, for the Models view.
 
 One row a model (name, state with its reason, architecture, parameters, bytes on disk,
-estimated memory per dtype, and the live deployment). Rows are replaced wholesale from the
+estimated memory at 16 and 32 bits as one cell (bf16 and fp16 take the same bytes; the
+tooltip gives each dtype), and the live deployment). Rows are replaced wholesale from the
 hub's `models` signal; when the names are unchanged only the changed cells are signalled,
 so the selection and the scroll position survive a refresh.
 """
@@ -18,22 +19,21 @@ from musaops.app.core import DeploymentInfo, ModelEntry
 
 _Index = QModelIndex | QPersistentModelIndex
 
-DTYPE_COLUMNS = ("bfloat16", "float16", "float32")
+MEMORY_DTYPES = ("bfloat16", "float16", "float32")   # the order of the Memory cell
 COLUMNS = (
     "Model",
     "State",
     "Architecture",
     "Params",
     "On disk",
-    "bf16 est.",
-    "fp16 est.",
-    "fp32 est.",
+    "Memory (16 / 32-bit)",
     "Deployment",
     "Reason",
 )
-COL_NAME, COL_STATE, COL_ARCH, COL_PARAMS, COL_SIZE = range(5)
-COL_MEM0 = 5
-COL_DEPLOYMENT, COL_REASON = 8, 9
+COL_NAME, COL_STATE, COL_ARCH, COL_PARAMS, COL_SIZE, COL_MEMORY, COL_DEPLOYMENT, COL_REASON = range(len(COLUMNS))
+NUMERIC_COLUMNS = (COL_PARAMS, COL_SIZE, COL_MEMORY)   # right-aligned, header and cells
+MEMORY_TIP = ("Estimated device memory: weights plus the KV cache of one full context window,"
+              " in 16-bit (bf16, fp16) / 32-bit (fp32)")
 
 SortRole = Qt.ItemDataRole.UserRole + 1  # a plain number or string for sorting
 EntryRole = Qt.ItemDataRole.UserRole + 2  # the ModelEntry itself
@@ -70,6 +70,20 @@ def human_count(n: int | None) -> str:
         if n >= threshold:
             return f"{n / threshold:.1f} {suffix}"
     return str(n)
+
+
+def memory_text(bf16: int | None, fp16: int | None, fp32: int | None) -> str:
+    """The estimates as "16-bit / 32-bit" ("436.6 / 873.1 MiB", "784.6 KiB / 1.5 MiB", "—"
+    where none); all three when bf16 and fp16 differ."""
+    if bf16 is not None and fp16 is not None and bf16 != fp16:
+        totals = [bf16, fp16, fp32]
+    else:
+        totals = [bf16 if bf16 is not None else fp16, fp32]
+    cells = [human_bytes(t) if t is not None else "—" for t in totals]
+    units = {c.split(" ")[1] for c in cells if c != "—"}
+    if len(units) == 1 and "—" not in cells:
+        return " / ".join(c.split(" ")[0] for c in cells) + f" {units.pop()}"
+    return " / ".join(cells)
 
 
 def deployment_text(entry: ModelEntry) -> str:
@@ -142,10 +156,10 @@ class ModelsTableModel(QAbstractTableModel):
         if orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
             if role == Qt.ItemDataRole.DisplayRole:
                 return COLUMNS[section]
-            if role == Qt.ItemDataRole.ToolTipRole and COL_MEM0 <= section < COL_MEM0 + 3:
-                return "Estimated device memory: weights plus the KV cache of one full context window"
+            if role == Qt.ItemDataRole.ToolTipRole:   # a header the table elides is one hover away
+                return MEMORY_TIP if section == COL_MEMORY else COLUMNS[section]
             if role == Qt.ItemDataRole.TextAlignmentRole:   # headers line up with their values
-                right = section in (COL_PARAMS, COL_SIZE, COL_MEM0, COL_MEM0 + 1, COL_MEM0 + 2)
+                right = section in NUMERIC_COLUMNS
                 return int((Qt.AlignmentFlag.AlignRight if right else Qt.AlignmentFlag.AlignLeft)
                            | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -169,7 +183,7 @@ class ModelsTableModel(QAbstractTableModel):
             return NOTICE_COLOUR
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(e, col)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_SIZE, COL_MEM0, COL_MEM0 + 1, COL_MEM0 + 2):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in NUMERIC_COLUMNS:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -192,9 +206,8 @@ class ModelsTableModel(QAbstractTableModel):
             return human_count(e.parameters)
         if col == COL_SIZE:
             return human_bytes(e.size_bytes)
-        if COL_MEM0 <= col < COL_MEM0 + 3:
-            est = self._estimate(e, DTYPE_COLUMNS[col - COL_MEM0])
-            return human_bytes(est.total_bytes) if est else "—"
+        if col == COL_MEMORY:
+            return memory_text(*(est.total_bytes if (est := self._estimate(e, d)) else None for d in MEMORY_DTYPES))
         if col == COL_DEPLOYMENT:
             return deployment_text(e)
         if col == COL_REASON:
@@ -206,20 +219,21 @@ class ModelsTableModel(QAbstractTableModel):
             return int(e.parameters or 0)
         if col == COL_SIZE:
             return int(e.size_bytes or 0)
-        if COL_MEM0 <= col < COL_MEM0 + 3:
-            est = self._estimate(e, DTYPE_COLUMNS[col - COL_MEM0])
+        if col == COL_MEMORY:   # by the first dtype's estimate (bf16)
+            est = self._estimate(e, MEMORY_DTYPES[0])
             return int(est.total_bytes) if est else -1
         return self._display(e, col).lower()
 
     def _tooltip(self, e: ModelEntry, col: int) -> str | None:
-        if COL_MEM0 <= col < COL_MEM0 + 3:
-            est = self._estimate(e, DTYPE_COLUMNS[col - COL_MEM0])
-            if est is None:
-                return None
-            return (
-                f"weights {human_bytes(est.weights_bytes)} + KV {human_bytes(est.kv_bytes_per_token)}/token"
+        if col == COL_MEMORY:
+            lines = [
+                f"{dtype}: weights {human_bytes(est.weights_bytes)} + KV {human_bytes(est.kv_bytes_per_token)}/token"
                 f" × {e.max_position_embeddings or '?'} tokens = {human_bytes(est.total_bytes)}"
-            )
+                for dtype in MEMORY_DTYPES if (est := self._estimate(e, dtype)) is not None
+            ]
+            return "\n".join([MEMORY_TIP, *lines]) if lines else None
+        if col == COL_ARCH:
+            return self._display(e, col)
         if col == COL_STATE and self._stale:
             return f"Last reported {e.state}; the node is {self._stale}" + (f". {e.reason}" if e.reason else "")
         if col in (COL_STATE, COL_REASON) and e.reason:
@@ -234,8 +248,8 @@ class ModelsTableModel(QAbstractTableModel):
                 parts.append(f"context {e.max_position_embeddings} tokens")
             return " · ".join(parts)
         if col == COL_DEPLOYMENT and e.deployment is not None:
-            d = e.deployment
-            return (
+            d = e.deployment   # the whole text first: the cell elides
+            return deployment_text(e) + "\n" + (
                 f"weights {human_bytes(d.weights_bytes)}, KV cache {human_bytes(d.kv_cache_bytes)}"
                 f" ({d.kv_blocks_total} blocks of {d.kv_block_size} tokens)"
             ) + (f"; engine {engine_text(d)}, child pid {d.pid}" + (f", restarted {d.restarts}×" if d.restarts else "")

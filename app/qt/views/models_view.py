@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer
+from PySide6.QtCore import QSize, QSortFilterProxyModel, Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QFrame, QHBoxLayout, QHeaderView, QLabel,
     QMessageBox, QPushButton, QScrollArea, QSizePolicy, QSplitter, QTableView, QVBoxLayout, QWidget,
@@ -23,6 +23,7 @@ from musaops.app.qt.models.models_model import (
     COL_ARCH, COL_DEPLOYMENT, COL_NAME, COL_REASON, COL_STATE, EntryRole, ModelsTableModel, SortRole, human_bytes,
 )
 from musaops.app.qt.views.banner import Banner, never_widens
+from musaops.app.qt.views.column_fit import ColumnFitter
 from musaops.app.qt.views.deploy_dialog import DeployDialog, NodeChoice
 from musaops.app.qt.views.deploy_progress import DeployProgressRow
 from musaops.app.qt.views.failure_dialog import FailureDialog
@@ -31,6 +32,22 @@ from musaops.app.qt.views.model_transfers import AddModelDialog, CopyDialog, Tra
 
 
 TRANSITIONAL_STATES = ("pending", "loading", "unloading")
+# Columns that elide when the table is narrow, each with its minimum width (px).
+ELASTIC_COLUMNS = {COL_NAME: 125, COL_DEPLOYMENT: 147, COL_ARCH: 112, COL_REASON: 120}
+
+
+class SortMarkHeader(QHeaderView):
+    """A header that asks room for the sort arrow only in the sorted column (Qt asks it in
+    every column: 30 px a column that a 1024 px window cannot spare). Right-aligned labels
+    keep half: the style sheet draws them partly clear of the arrow's place (seen at 1024 px)."""
+
+    def sectionSizeFromContents(self, logical: int) -> QSize:  # noqa: N802
+        size = super().sectionSizeFromContents(logical)
+        right = int(self.model().headerData(logical, self.orientation(), Qt.ItemDataRole.TextAlignmentRole) or 0) \
+            & int(Qt.AlignmentFlag.AlignRight)
+        if self.isSortIndicatorShown() and logical != self.sortIndicatorSection():   # Qt adds height + margin
+            size.setWidth(max(0, size.width() - (size.height() // 2 if right else size.height())))
+        return size
 
 
 class ModelsView(QWidget):
@@ -97,6 +114,7 @@ class ModelsView(QWidget):
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SortRole)
         self.table = QTableView()
+        self.table.setHorizontalHeader(SortMarkHeader(Qt.Orientation.Horizontal, self.table))
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(COL_NAME, Qt.SortOrder.AscendingOrder)
@@ -107,13 +125,15 @@ class ModelsView(QWidget):
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(28)
         hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        hh.setSectionResizeMode(COL_DEPLOYMENT, QHeaderView.ResizeMode.Interactive)
-        hh.resizeSection(COL_DEPLOYMENT, 240)   # beside State, wide enough in a 1024 px window
-        hh.setSectionResizeMode(COL_REASON, QHeaderView.ResizeMode.Stretch)
         hh.moveSection(hh.visualIndex(COL_DEPLOYMENT), hh.visualIndex(COL_ARCH))   # seen first
-        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         hh.setHighlightSections(False)
+        hh.setTextElideMode(Qt.TextElideMode.ElideRight)
+        # No sideways scrolling: names, deployment, architecture and reason elide (tooltips
+        # hold them whole) before numbers are cut; Deployment takes the room left over.
+        self.column_fit = ColumnFitter(self.table, ELASTIC_COLUMNS, stretch=COL_DEPLOYMENT)
+        self.model.modelReset.connect(self.column_fit.fit)   # new rows, states, deployments
+        hh.sortIndicatorChanged.connect(lambda *_: self.column_fit.fit())   # the arrow moved
+        self.model.dataChanged.connect(lambda *_: self.column_fit.fit())
         self.empty_label = QLabel("No node connected. Add a node to see its model repository.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         never_widens(self.empty_label)   # it can hold the node's last error
@@ -294,6 +314,7 @@ class ModelsView(QWidget):
         entries = self.directory.models(node_id)
         self.model.set_entries(entries)
         self.table.setColumnHidden(COL_REASON, not any(e.reason for e in entries))
+        self.column_fit.fit()
         self._settle_cancelled(node_id, entries)
         ready = sum(1 for e in entries if e.state == "ready")
         self.repo_label.setText(f"{len(entries)} model{'s' if len(entries) != 1 else ''} in the repository"
