@@ -335,15 +335,18 @@ def model_files(root: pathlib.Path, name: str) -> tuple[pathlib.Path, list[FileS
     if not path.is_dir():
         return path.parent, [FileSpec(name, path.stat().st_size, file_sha256(path))]
     base = path.resolve()
-    specs = []
+    found = []
     for dirpath, dirs, names in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for n in sorted(names):
             p = pathlib.Path(dirpath) / n
             if n.startswith(".") or not p.resolve().is_relative_to(base) or not p.is_file():
                 continue
-            specs.append(FileSpec(str(p.relative_to(path)).replace(os.sep, "/"), p.stat().st_size, file_sha256(p)))
-    return path, specs
+            found.append(p)
+    with concurrent.futures.ThreadPoolExecutor(min(4, max(1, len(found)))) as pool:   # shards hash side by side
+        digests = list(pool.map(file_sha256, found))
+    return path, [FileSpec(str(p.relative_to(path)).replace(os.sep, "/"), p.stat().st_size, d)
+                  for p, d in zip(found, digests)]
 
 
 def delete_model(root: pathlib.Path, name: str) -> int:

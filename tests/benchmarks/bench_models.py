@@ -16,7 +16,8 @@ against `cp`, in one run.
   system, same rounds (`cp_sync_s` adds a `sync` of the copy, which musad does per file).
   Goal: pull_vs_cp (warm pull rate / cp rate, medians) >= 0.5. Memory: the receiver's peak
   RSS during each pull (VmHWM after resetting it through /proc/PID/clear_refs) against its
-  RSS before: rss_growth_mib stays small whatever the model's size.
+  RSS before: rss_growth_mib stays small whatever the model's size. CPU seconds of each
+  daemon per pull (source_cpu_s, receiver_cpu_s) show where the time goes on a busy host.
 
 No fetch possible: the deploy part says why and the pull part still runs. stdout is one
 JSON line; without `--json` a readable summary also goes to stderr.
@@ -86,6 +87,11 @@ class Daemon:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the child so far (its ended threads included)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def reset_peak(self) -> bool:
         try:
             Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
@@ -154,16 +160,19 @@ def bench_pull(root: Path, mib: int, rounds: int) -> dict:
     with Daemon(root, "source") as src, Daemon(root, "receiver") as dst:
         out["model_bytes"] = total = write_big_model(src.models / "big", mib)
         recv = models_pb2_grpc.ModelsStub(dst.channel)
-        pulls, peaks, before = [], [], []
+        pulls, peaks, before, cpu_src, cpu_dst = [], [], [], [], []
         for _ in range(rounds):
             before.append(dst.status("VmRSS"))
             peak_reset = dst.reset_peak()
+            c_src, c_dst = src.cpu_s(), dst.cpu_s()
             t = time.perf_counter()
             last = None
             for last in recv.PullModel(models_pb2.PullRequest(source=src.address, model="big", token=src.token),
                                        metadata=dst.md):
                 pass
             pulls.append(time.perf_counter() - t)
+            cpu_src.append(src.cpu_s() - c_src)
+            cpu_dst.append(dst.cpu_s() - c_dst)
             if last is None or last.stage != models_pb2.TRANSFER_STAGE_DONE:
                 raise SystemExit(f"pull did not finish: {last}")
             peaks.append(dst.status("VmHWM") if peak_reset else 0)
@@ -182,6 +191,9 @@ def bench_pull(root: Path, mib: int, rounds: int) -> dict:
         "pull_s": pulls, "pull_cold_s": pulls[0], "pull_warm_s_median": statistics.median(warm),
         "pull_warm_mib_s": total / statistics.median(warm) / 2**20,
         "pull_cold_mib_s": total / pulls[0] / 2**20,
+        "source_cpu_s": cpu_src, "receiver_cpu_s": cpu_dst,
+        "baseline": "cp -r of the same folder on the same file system (no hashing); cp_sync adds sync -f of the copy",
+        "goal": "pull_vs_cp >= 0.5",
         "cp_s": cps, "cp_sync_s": syncs, "cp_mib_s": total / statistics.median(cps) / 2**20,
         "cp_sync_mib_s": total / statistics.median(syncs) / 2**20,
         "receiver_rss_before_mib": [b / 2**20 for b in before],
@@ -200,7 +212,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2 rounds and a 256 MiB model")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pull-mb", type=int, default=1024, help="model size for the pull, MiB")
-    ap.add_argument("--skip-deploy", action="store_true")
+    ap.add_argument("--skip-deploy", "--pull-only", action="store_true", help="only the pull part")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.pull_mb = 2, 256
@@ -218,8 +230,10 @@ def main() -> None:
                 f"{statistics.median(d['musad_bfloat16_s']):.2f} s; transformers fp32 "
                 f"{statistics.median(d['transformers_float32_s']):.2f} s -> {d['deploy_speedup']:.1f}x")
         log(f"pull {p['model_bytes'] / 2**20:.0f} MiB: warm {p['pull_warm_mib_s']:.0f} MiB/s, cold "
-            f"{p['pull_cold_mib_s']:.0f} MiB/s; cp {p['cp_mib_s']:.0f} MiB/s -> {p['pull_vs_cp']:.2f}; "
-            f"receiver RSS growth {p['rss_growth_mib']} MiB")
+            f"{p['pull_cold_mib_s']:.0f} MiB/s; cp {p['cp_mib_s']:.0f} MiB/s -> {p['pull_vs_cp']:.2f}; cp+sync "
+            f"{p['cp_sync_mib_s']:.0f} MiB/s -> {p['pull_vs_cp_sync']:.2f}; receiver RSS growth "
+            f"{p['rss_growth_mib']} MiB; CPU per pull: source {statistics.median(p['source_cpu_s']):.2f} s, "
+            f"receiver {statistics.median(p['receiver_cpu_s']):.2f} s")
     print(json.dumps(result))
 
 
