@@ -70,15 +70,11 @@ class StubMusad:
         import sys
         import threading
 
-        from musaops.daemon.config import ServerConfig
-
-        server = "grace_seconds = 5\n"
-        if "http_listen" in ServerConfig.__dataclass_fields__:  # no HTTP front door: port 8000 may be taken
-            server += 'http_listen = ""\n'
-        (tmp / "musad.toml").write_text(f"[auth]\nrequired = false\n[server]\n{server}")
+        # no HTTP front door: port 8000 may be taken
+        (tmp / "musad.toml").write_text("[auth]\nrequired = false\n[server]\ngrace_seconds = 5\n")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "musaops.daemon.cli", "serve", "--config", str(tmp / "musad.toml"),
-             "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--state-dir", str(tmp / "state"),
+             "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "", "--state-dir", str(tmp / "state"),
              "--models", str(models or tmp / "models")],
             stderr=subprocess.PIPE, text=True, env=stub_env(folder, **env))
         self.lines: list[str] = []
