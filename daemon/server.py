@@ -279,6 +279,10 @@ async def _close_parts(ctx: DaemonContext) -> None:
         await ctx.deployments.close()
     except Exception:  # noqa: BLE001
         log.exception("closing deployments failed")
+    if ctx.deployments.supervisor is not None:
+        # every child was stopped above; a group still listed (a load the shutdown overtook,
+        # a child whose helpers outlived it) is killed now rather than left to the next start
+        await asyncio.to_thread(ctx.deployments.supervisor.reap)
     if ctx.inference is not None:   # requests the engines' close ended are recorded first
         await ctx.inference.wait_recorded()
     for name, close in (("devices", ctx.devices.close), ("usage", ctx.usage.close if ctx.usage else None),

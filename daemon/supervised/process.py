@@ -221,7 +221,7 @@ def reap_leftovers(folder: pathlib.Path) -> list[int]:
             continue
         ours = [p for p in group_members(pgid) if _has_token(p, token)]
         if ours:
-            log.warning("stopping %d process(es) left by an earlier musad (%s, group %d)", len(ours), pidfile.name, pgid)
+            log.warning("stopping %d process(es) of a vLLM child that was not stopped (%s, group %d)", len(ours), pidfile.name, pgid)
             for p in ours:
                 try:
                     os.kill(p, signal.SIGKILL)
