@@ -414,16 +414,20 @@ class ModelsView(QWidget):
         return ops
 
     def _add_row(self, op_id: str, node_label: str, model: str) -> DeployProgressRow:
-        row = DeployProgressRow(op_id, node_label, model)
+        return self._show_op(self.rows, op_id, DeployProgressRow(op_id, node_label, model))
+
+    def _show_op(self, rows: dict, op_id: str, row):  # noqa: ANN001, ANN201 (a progress row)
+        """Adds a deploy or transfer progress row to the operations panel; its Cancel goes to
+        the hub and its dismissal removes it from `rows` (self.rows or self.transfer_rows)."""
         row.cancel_requested.connect(self.hub.cancel)
-        row.dismissed.connect(self._dismiss_row)
-        self.rows[op_id] = row
+        row.dismissed.connect(lambda op: self._dismiss_op(rows, op))
+        rows[op_id] = row
         self._ops_layout.insertWidget(self._ops_layout.count() - 1, row)
         self.ops_hint.hide()
         return row
 
-    def _dismiss_row(self, op_id: str) -> None:
-        row = self.rows.pop(op_id, None)
+    def _dismiss_op(self, rows: dict, op_id: str) -> None:
+        row = rows.pop(op_id, None)
         if row is not None:
             row.setParent(None)
             row.deleteLater()
@@ -533,20 +537,7 @@ class ModelsView(QWidget):
         return box
 
     def _add_transfer_row(self, op_id: str, kind: str, model: str, node_id: str) -> TransferRow:
-        row = TransferRow(op_id, kind, model, self.directory.label(node_id))
-        row.cancel_requested.connect(self.hub.cancel)
-        row.dismissed.connect(self._dismiss_transfer)
-        self.transfer_rows[op_id] = row
-        self._ops_layout.insertWidget(self._ops_layout.count() - 1, row)
-        self.ops_hint.hide()
-        return row
-
-    def _dismiss_transfer(self, op_id: str) -> None:
-        row = self.transfer_rows.pop(op_id, None)
-        if row is not None:
-            row.setParent(None)
-            row.deleteLater()
-        self.ops_hint.setVisible(not self.rows and not self.transfer_rows)
+        return self._show_op(self.transfer_rows, op_id, TransferRow(op_id, kind, model, self.directory.label(node_id)))
 
     def _on_transfer(self, event) -> None:  # core.transfers.TransferEvent
         if event.kind == "space":
