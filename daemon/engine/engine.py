@@ -91,6 +91,7 @@ class LLMEngine:
         self.runner = ModelRunner(model, cache, device)
         self._lock = threading.Lock()
         self._inbox: deque[Sequence] = deque()
+        self._preparing = 0   # requests being tokenised (event loop only): they count as waiting
         self._aborts: deque[Sequence] = deque()
         self._live: set[Sequence] = set()   # admitted, not finished (engine thread only)
         # Items for the event loops since the last _flush (engine thread only).
@@ -158,15 +159,19 @@ class LLMEngine:
         # Tokenising (and rendering the chat template) of a long prompt takes seconds: keep it
         # off the event loop, and off the loop's default executor (token checks, database
         # reads), on the pool for callers' CPU work (workers.py).
-        ids = await workers.run(self.tokenize, req)
+        if self.stats().waiting + self._preparing >= self.spec.max_queue:
+            raise QueueFullError(f"{self.spec.max_queue} requests are already waiting")
+        self._preparing += 1
+        try:
+            ids = await workers.run(self.tokenize, req)
+        finally:
+            self._preparing -= 1
         if self._stopping or self._draining:  # undeployed while we tokenised
             raise EngineClosedError("this model is being undeployed and takes no new requests")
         if len(ids) >= limit:
             raise InvalidRequestError(
                 f"the prompt is {len(ids)} tokens; this deployment's context is {limit} tokens "
                 "and leaves no room for output")
-        if self.stats().waiting >= self.spec.max_queue:
-            raise QueueFullError(f"{self.spec.max_queue} requests are already waiting")
         loop = asyncio.get_running_loop()
         rid = req.request_id or uuid.uuid4().hex
         seq = Sequence(request_id=rid, prompt_ids=ids, sampling=sp,

@@ -3,8 +3,10 @@ prompt and rendering its chat template.
 
 It is not the event loop's default executor, which the daemon's own work uses (token checks,
 database reads, model scans): a flood of expensive prompts queues here and never in front
-of an authentication or a health answer. The queue is bounded too: past `MAX_PENDING`
-waiting jobs a request is refused as busy instead of queued.
+of an authentication or a health answer. Admission is each engine's (a request being
+prepared counts against its `max_queue`); `MAX_PENDING` is only the node-wide backstop,
+above what the default limits admit (4 models x 256 queued), past which a request is
+refused as busy instead of queued.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Callable
 from .api import QueueFullError
 
 WORKERS = max(2, min(8, (os.cpu_count() or 2) // 2))
-MAX_PENDING = 64 * WORKERS   # jobs queued or running at once
+MAX_PENDING = 4096   # jobs queued or running at once, node-wide
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None

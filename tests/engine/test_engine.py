@@ -240,3 +240,22 @@ def test_close_releases_weights_and_cache(llama_dir):
     gc.collect()
     assert model() is None and storage() is None
     assert before - proc.memory_info().rss > 0.8 * e.info.kv_cache_bytes
+
+
+async def test_a_burst_below_max_queue_is_admitted_whole_and_one_above_is_refused(llama_dir):
+    """Requests being tokenised count against max_queue: a burst of 256 at once (more than the
+    prompt pool's threads many times over) is admitted whole, and the queue's bound holds."""
+    from musaops.daemon.engine.api import QueueFullError
+
+    e = _engine(llama_dir, max_queue=256)
+    try:
+        short = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
+        results = await asyncio.gather(*(_run(e, f"burst {i}", short) for i in range(256)))
+        assert [r.finish_reason for _, r, _ in results] == [FinishReason.LENGTH] * 256
+        over = await asyncio.gather(*(_run(e, f"over {i}", short) for i in range(300)),
+                                    return_exceptions=True)
+        refused = [x for x in over if isinstance(x, QueueFullError)]
+        assert refused and all(isinstance(x, (tuple, QueueFullError)) for x in over)
+        assert len(over) - len(refused) <= 256 + e.info.max_batch
+    finally:
+        e.close()
