@@ -9,9 +9,16 @@ transport alike.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..engine.api import SamplingParams
+
+# The engine's sampling fields; a request carries each under the same name (a test holds
+# every one of them to a field of _Common below).
+SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))
 
 _U64 = 2**64 - 1
 
@@ -50,11 +57,11 @@ class _Common(BaseModel):
 
     def sampling(self) -> dict[str, Any]:
         """Values by SamplingParams field name (None = the default)."""
-        stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
-                "repetition_penalty": self.repetition_penalty, "frequency_penalty": self.frequency_penalty,
-                "presence_penalty": self.presence_penalty, "seed": self.seed, "stop": stop,
-                "max_tokens": self.max_new_tokens(), "ignore_eos": self.ignore_eos or None}
+        values = {name: getattr(self, name) for name in SAMPLING_FIELDS}
+        values["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
+        values["max_tokens"] = self.max_new_tokens()
+        values["ignore_eos"] = self.ignore_eos or None
+        return values
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, sentence) for a field this server cannot honour, else None."""
