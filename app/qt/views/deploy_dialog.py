@@ -11,11 +11,15 @@ parallel ranks (on a CPU node the ranks split the cores, so the rank count is ch
 instead) and the typed options of app/core/engine_options.py. vLLM's memory rule differs:
 it reserves gpu_memory_utilization of each device's total memory, which must be free, and
 the model (weights plus one full context of KV cache) must fit in what it reserves.
+
+A chosen device the node's latest telemetry reports unhealthy (DeviceSample.healthy False,
+e.g. uncorrected ECC errors) shows its reason beside its check box and blocks Deploy, as
+the daemon would refuse it; "Deploy anyway on the unhealthy device" sets DeploySpec.force.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from PySide6.QtCore import Qt
@@ -25,7 +29,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from musaops.app.core import DeploySpec, EngineOptions, ModelEntry, NodeInfo, Snapshot
+from musaops.app.core import DeploySpec, DeviceSample, EngineOptions, ModelEntry, NodeInfo, Snapshot
 from musaops.app.core.engine_options import (BUILTIN, GPU_MEMORY_UTILIZATION_MAX, MAX_NUM_BATCHED_TOKENS,
                                              MAX_TENSOR_PARALLEL, QUANTIZATIONS, VLLM,
                                              VLLM_DEFAULT_GPU_MEMORY_UTILIZATION)
@@ -82,7 +86,31 @@ def free_memory(node: NodeChoice, device_indices: Sequence[int]) -> tuple[int, b
     return free, measured
 
 
+def unhealthy_devices(node: NodeChoice, device_indices: Sequence[int]) -> list[DeviceSample]:
+    """The chosen devices the node's latest telemetry reports unhealthy."""
+    if node.snapshot is None:
+        return []
+    return [d for d in node.snapshot.devices if d.index in device_indices and d.unhealthy]
+
+
+def health_sentence(device: DeviceSample) -> str:
+    return f"device {device.index} is unhealthy: {device.health_reason or 'no reason given'}"
+
+
 def check_memory(node: NodeChoice, spec: DeploySpec) -> MemoryCheck:
+    """Estimate vs free memory for one node, and the health of its chosen devices (refused
+    unless spec.force, as the daemon does); a sentence for the operator either way."""
+    verdict = _check_fit(node, spec)
+    sick = unhealthy_devices(node, spec.device_indices or (0,)) if node.online else []
+    if not sick or not verdict.fits:
+        return verdict
+    health = "; ".join(health_sentence(d) for d in sick)
+    if not spec.force:
+        return replace(verdict, fits=False, sentence=f"{health} (Deploy anyway to force)")
+    return replace(verdict, warning="; ".join(w for w in (f"forced: {health}", verdict.warning) if w))
+
+
+def _check_fit(node: NodeChoice, spec: DeploySpec) -> MemoryCheck:
     """Estimate vs free memory for one node; a sentence for the operator either way."""
     if not node.online:
         return MemoryCheck(False, 0, 0, spec.dtype, "node is not online")
@@ -211,6 +239,10 @@ class DeployDialog(QDialog):
         self.devices_box = QGroupBox("Devices")
         self._devices_layout = QGridLayout(self.devices_box)   # up to DEVICE_COLUMNS a row
         self.device_checks: list[QCheckBox] = []
+        self.force_check = QCheckBox("Deploy anyway on the unhealthy device")
+        self.force_check.setObjectName("deployForce")
+        self.force_check.setToolTip("The node refuses a device it reports unhealthy unless forced.")
+        self.force_check.setVisible(False)   # shown only while a chosen device is unhealthy
 
         self.nodes_tree = QTreeWidget()
         self.nodes_tree.setHeaderLabels(["Node", "Model state", "Memory check"])
@@ -243,6 +275,7 @@ class DeployDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(self.options_box)
         layout.addWidget(self.devices_box)
+        layout.addWidget(self.force_check)
         layout.addWidget(QLabel("Nodes"))
         layout.addWidget(self.nodes_tree, 1)
         layout.addWidget(line)
@@ -261,6 +294,7 @@ class DeployDialog(QDialog):
         for d in (self.kv_spin, self.gpu_util_spin):
             d.valueChanged.connect(self._recheck)
         self.nodes_tree.itemChanged.connect(self._on_node_toggled)
+        self.force_check.toggled.connect(self._recheck)
         self._recheck()
 
     def _build_options(self) -> QGroupBox:
@@ -382,6 +416,8 @@ class DeployDialog(QDialog):
             label = self._device_label(single, idx)
             box = QCheckBox(label if count <= 2 else label.replace(self._device_name(single, idx), "", 1))
             box.setToolTip(label)
+            if single is not None and unhealthy_devices(single, (idx,)):
+                box.setStyleSheet("color: #d64545;")
             box.setChecked(idx == 0)
             box.toggled.connect(lambda on, box=box: self._on_device_toggled(box, on))
             self._devices_layout.addWidget(box, idx // columns, idx % columns)
@@ -404,7 +440,9 @@ class DeployDialog(QDialog):
             return f"Device {idx}"
         free, measured = free_memory(node, (idx,))
         avail = f"{human_bytes(free)} free" if measured else f"{human_bytes(dev.memory_total_bytes)}"
-        return f"{idx} · {dev.name} · {avail}"
+        sick = "".join(f" · unhealthy: {d.health_reason or 'no reason given'}"
+                       for d in unhealthy_devices(node, (idx,)))
+        return f"{idx} · {dev.name} · {avail}{sick}"
 
     def _on_device_toggled(self, box: QCheckBox, on: bool) -> None:
         if on and self.engine_box.currentData() != VLLM:   # the built-in engine: one device
@@ -436,6 +474,7 @@ class DeployDialog(QDialog):
             max_batch=self.batch_spin.value(),
             max_context=self.context_spin.value(),
             kv_cache_fraction=round(self.kv_spin.value(), 2),
+            force=self.force_check.isChecked(),   # unchecked whenever it is hidden
             **self._engine_fields(),
         )
 
@@ -459,7 +498,18 @@ class DeployDialog(QDialog):
         spec = self.spec()
         return {n.node_id: check_memory(n, spec) for n in self._checked_nodes()}
 
+    def _show_force(self, device_indices: Sequence[int]) -> None:
+        """The force check box: offered only while a chosen device of a checked node is
+        unhealthy; hidden, it is unchecked (so spec.force is never set unseen)."""
+        sick = any(unhealthy_devices(n, device_indices) for n in self._checked_nodes() if n.online)
+        if not sick and self.force_check.isChecked():
+            self.force_check.blockSignals(True)
+            self.force_check.setChecked(False)
+            self.force_check.blockSignals(False)
+        self.force_check.setVisible(sick)
+
     def _recheck(self, *_: object) -> None:
+        self._show_force(self.spec().device_indices or (0,))
         spec = self.spec()
         self.nodes_tree.blockSignals(True)
         ok_all, problems, warnings, deployed = True, [], [], []
