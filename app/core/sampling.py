@@ -1,7 +1,7 @@
 """The sampling parameters the console sends: one row each, in proto order.
 
 The one console-side list of them: the playground builds its controls, presets and request
-from it, "Copy as Python" writes the fields it names, and the request builder
+from it, "Copy as code" writes the fields it names, and the request builder
 (services/convert.generate_request) copies a `Sampling` onto the proto by these names.
 `default` is what the daemon uses when the field is left unset (the proto's documented
 default, daemon/engine/api.SamplingParams; a test holds the two equal); the playground
