@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from .digest_cache import DigestCache
 from .errors import RequestError, Status, shown
 
 STAGING = ".staging"
@@ -305,35 +306,17 @@ def _fsync_dir(path: pathlib.Path) -> None:
 
 # -- the source side ---------------------------------------------------------------------
 
-_digests: dict[tuple, str] = {}
-_digests_lock = threading.Lock()
-
-
-def file_sha256(path: pathlib.Path) -> str:
-    """SHA-256 of a file, cached per (path, size, mtime, inode)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    with _digests_lock:
-        if key in _digests:
-            return _digests[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK * 8):
-            h.update(block)
-    with _digests_lock:
-        _digests[key] = h.hexdigest()
-    return _digests[key]
-
-
-def model_files(root: pathlib.Path, name: str) -> tuple[pathlib.Path, list[FileSpec]]:
-    """The files of repository entry `name` with sizes and digests (symbolic links inside a
-    model are not followed out of it)."""
+def model_files(root: pathlib.Path, name: str, digests: DigestCache) -> tuple[pathlib.Path, list[FileSpec]]:
+    """The files of repository entry `name` with sizes and digests from `digests` (hashed
+    only when not cached; symbolic links inside a model are not followed out of it)."""
     check_name(name)
     path = root / name
     if not path.exists():
         raise RequestError(Status.NOT_FOUND, f"there is no model named {shown(name)} in the repository")
     if not path.is_dir():
-        return path.parent, [FileSpec(name, path.stat().st_size, file_sha256(path))]
+        spec = FileSpec(name, path.stat().st_size, digests.sha256(path))
+        digests.save()
+        return path.parent, [spec]
     base = path.resolve()
     found = []
     for dirpath, dirs, names in os.walk(path):
@@ -344,9 +327,10 @@ def model_files(root: pathlib.Path, name: str) -> tuple[pathlib.Path, list[FileS
                 continue
             found.append(p)
     with concurrent.futures.ThreadPoolExecutor(min(4, max(1, len(found)))) as pool:   # shards hash side by side
-        digests = list(pool.map(file_sha256, found))
+        sums = list(pool.map(digests.sha256, found))
+    digests.save()
     return path, [FileSpec(str(p.relative_to(path)).replace(os.sep, "/"), p.stat().st_size, d)
-                  for p, d in zip(found, digests)]
+                  for p, d in zip(found, sums)]
 
 
 def delete_model(root: pathlib.Path, name: str) -> int:

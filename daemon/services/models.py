@@ -20,6 +20,7 @@ import grpc
 from musaops.v1 import models_pb2, models_pb2_grpc
 
 from .. import model_transfer as mt
+from ..digest_cache import FILE_NAME as DIGESTS_FILE, DigestCache
 from ..errors import RequestError, Status, shown
 from .status import abort
 
@@ -42,6 +43,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
     def __init__(self, ctx):
         self.ctx = ctx
         mt.keep_chunk_buffers()
+        self.digests = DigestCache(pathlib.Path(ctx.config.storage.state_dir) / DIGESTS_FILE)   # ExportModel's
         removed = mt.clean_staging(self.root, ctx.config.models.staging_max_age_s)   # start-up, before serving
         if removed:
             log.info("removed %d abandoned staged transfer(s) from %s: %s", len(removed), self.root / mt.STAGING,
@@ -140,7 +142,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
 
     async def ExportModel(self, request, context):
         try:
-            path, specs = await asyncio.to_thread(mt.model_files, self.root, request.model)
+            path, specs = await asyncio.to_thread(mt.model_files, self.root, request.model, self.digests)
         except RequestError as exc:
             await abort(context, exc)
         yield models_pb2.ExportChunk(manifest=_manifest(request.model, specs))

@@ -6,6 +6,7 @@ abandoned staging folders."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import re
@@ -160,6 +161,63 @@ def test_pull_with_a_bad_credential_is_refused(make_daemon, tmp_path):
             source=src.address, model=DEMO_MODEL_NAME, token="not-a-token"))))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "UNAUTHENTICATED" in msg
         assert not (dst_repo / DEMO_MODEL_NAME).exists()
+
+
+def exported_digests(d, model: str) -> dict[str, str]:
+    with d.sync_channel() as ch:
+        first = next(iter(models_pb2_grpc.ModelsStub(ch).ExportModel(
+            models_pb2.ExportRequest(model=model, manifest_only=True))))
+    return {f.path: f.sha256 for f in first.manifest.files}
+
+
+def test_export_digests_survive_a_restart_of_the_source(make_daemon, tmp_path, source):
+    repo, state = tmp_path / "src", tmp_path / "src-state"
+    model = repo / "m"
+    model.mkdir(parents=True)
+    for f in source.iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    (model / "extra.bin").write_bytes(b"extra")
+    truth = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in model.iterdir()}
+    cache_file = state / "digests.json"
+    src = make_daemon(models_dir=repo, **{"storage.state_dir": str(state)})
+    assert exported_digests(src, "m") == truth
+    cached = json.loads(cache_file.read_text())["files"]
+    weights = str((model / "model.safetensors").resolve())
+    st = os.stat(weights)
+    assert cached[weights] == [st.st_size, st.st_mtime_ns, st.st_ino, truth["model.safetensors"]]
+    assert set(cached) == {str(p.resolve()) for p in model.iterdir()}
+    src.stop()
+    # the restarted source answers from the file: a planted digest proves nothing was re-hashed
+    cached[weights][3] = "0" * 64
+    cache_file.write_text(json.dumps({"version": 1, "files": cached}))
+    src = make_daemon(models_dir=repo, **{"storage.state_dir": str(state)})
+    assert exported_digests(src, "m")["model.safetensors"] == "0" * 64
+    # a touched file (new mtime) is hashed again; a vanished file leaves the cache when it is written
+    (model / "extra.bin").unlink()
+    del truth["extra.bin"]
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert exported_digests(src, "m") == truth
+    cached = json.loads(cache_file.read_text())["files"]
+    assert cached[weights][1:] == [st.st_mtime_ns + 1_000_000_000, st.st_ino, truth["model.safetensors"]]
+    assert set(cached) == {str(p.resolve()) for p in model.iterdir()}
+    # and a pull from it verifies every digest
+    dst_repo = tmp_path / "dst"
+    dst_repo.mkdir()
+    dst = make_daemon(models_dir=dst_repo)
+    with dst.sync_channel() as ch:
+        progress = list(models_pb2_grpc.ModelsStub(ch).PullModel(models_pb2.PullRequest(source=src.address, model="m")))
+    assert progress[-1].stage == models_pb2.TRANSFER_STAGE_DONE
+    assert (dst_repo / "m" / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
+
+
+def test_a_damaged_digest_cache_means_hashing_again(make_daemon, tmp_path, source):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "digests.json").write_text("{not json")
+    src = make_daemon(**{"storage.state_dir": str(state)})
+    assert exported_digests(src, DEMO_MODEL_NAME)["config.json"] == hashlib.sha256(
+        (source / "config.json").read_bytes()).hexdigest()
+    assert json.loads((state / "digests.json").read_text())["version"] == 1
 
 
 # -- a daemon as a child process (killed -9), concurrency, a source that goes away ---------
