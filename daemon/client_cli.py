@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of free device memory for the KV cache, (0, 0.95] (default: the node's)")
     p.add_argument("--tensor-parallel-size", type=int, default=0, metavar="N",
                    help="vllm: ranks (default: one per --device)")
+    p.add_argument("--max-restarts", type=int, default=None, metavar="N",
+                   help="vllm: restarts after a crash, 0..10, then it stays FAILED "
+                        "(default: the node's engines.vllm.restarts)")
     p.add_argument("--force", action="store_true", help="deploy even on a device reported unhealthy")
     add_common_args(p, cmd_deploy, json_help="print the resulting model as JSON")
 
@@ -184,11 +187,13 @@ def cmd_deploy(args: argparse.Namespace, client: Any) -> int:
 
     if any(i < 0 for i in args.device):
         return _fail("--device takes a device index (0, 1, ...), as `musad status` lists them.", 2)
+    if args.max_restarts is not None and args.max_restarts < 0:
+        return _fail("--max-restarts takes a count, 0 or more (0: stay FAILED after a crash).", 2)
     req = node_pb2.DeployRequest(model=args.model, dtype="" if args.dtype == "auto" else args.dtype,
                                  device_indices=args.device, max_batch=args.max_batch,
                                  max_context=args.max_context, kv_cache_fraction=args.kv_cache_fraction,
                                  force=args.force, engine=args.engine,
-                                 tensor_parallel_size=args.tensor_parallel_size)
+                                 tensor_parallel_size=args.tensor_parallel_size, max_restarts=args.max_restarts)
     progress = Progress(args.model)
     ends = (node_pb2.DEPLOY_STAGE_READY, node_pb2.DEPLOY_STAGE_FAILED)
 

@@ -27,6 +27,7 @@ from .engine.api import DTYPES, DeviceTarget, EngineSpec, EngineStats, LoadError
 from .errors import RequestError, Status, shown
 from .model_stats import ModelStatsSample, ModelStatsWindow
 from .repository import ModelEntry, ModelRepository
+from .supervised.options import OptionError, check_builtin
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class DeployRequest:
     enable_prefix_caching: bool | None = None
     quantization: str = ""
     gpu_memory_utilization: float = 0.0
+    max_restarts: int | None = None             # vllm: restarts after a crash; None = engines.vllm.restarts
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,7 @@ class DeploymentManager:
         loop = asyncio.get_running_loop()
         loader = self._loader
         if options is not None:
-            dep.restarts_left = self.supervisor.cfg.restarts
+            dep.restarts_left = options.max_restarts
             loader = self.supervisor.loader(entry.name, options, on_crash=lambda reason: loop.call_soon_threadsafe(
                 self._crashed, dep, reason))
         events: asyncio.Queue[DeployEvent] = asyncio.Queue()
@@ -390,6 +392,10 @@ class DeploymentManager:
             if len(target.indices) > 1:
                 raise RequestError(Status.INVALID_ARGUMENT, "The built-in engine runs a model on one device; deploy "
                                                             "with engine \"vllm\" for tensor parallelism.")
+            try:
+                check_builtin(1, 1, False, req.max_restarts)  # the restart policy's sentence
+            except OptionError as exc:
+                raise RequestError(Status.INVALID_ARGUMENT, str(exc)) from None
             return "builtin", None
         if (req.engine or "builtin") == "builtin":
             return self.supervisor.choose(req, self.devices.backend, target.indices)

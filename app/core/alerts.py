@@ -1,5 +1,5 @@
 """Alert rules: node offline, device unhealthy, too hot or memory too full, deploy failed,
-error rate up.
+a deployed model FAILED or restarted after a crash, error rate up.
 
 Qt-free: the main window feeds it statuses, snapshots and deploy events and shows what it
 returns. An alert is keyed so that a condition that persists stays one alert, and it is
@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from .nodes import UNUSABLE, ConnectionState, NodeStatus
-from .operations import DeployEvent
+from .operations import DeployEvent, ModelEntry
 from .samples import Snapshot
 
 
@@ -29,7 +29,8 @@ class Alert:
     key: str                # stable identity: (node, kind, subject)
     node_id: str
     node_label: str
-    kind: str               # offline, unhealthy, temperature, memory, deploy_failed, error_rate
+    kind: str               # offline, unhealthy, temperature, memory, deploy_failed, model_failed,
+                            # model_restarted, error_rate
     severity: str           # warning, critical
     message: str
     since: float            # Unix seconds
@@ -44,6 +45,7 @@ class AlertEngine:
         self._labels: dict[str, str] = {}
         self._offline_since: dict[str, float] = {}
         self._last_counts: dict[tuple[str, str], tuple[int, int]] = {}
+        self._last_restarts: dict[tuple[str, str], int] = {}
 
     @property
     def alerts(self) -> list[Alert]:
@@ -134,6 +136,32 @@ class AlertEngine:
                     f"({100.0 * failed / done:.0f}%)", now))
             elif done > 0:
                 changed |= self._clear(key)
+        return changed
+
+    def on_models(self, node_id: str, models: tuple[ModelEntry, ...], now: float | None = None) -> bool:
+        """A node's repository answer: a model FAILED (e.g. its engine's child crashed while
+        READY) raises a critical alert until it leaves FAILED; a supervised engine restarted
+        after a crash since the last answer raises a warning (open until dismissed)."""
+        now = time.time() if now is None else now
+        label = self._labels.get(node_id, node_id)
+        changed = False
+        for m in models:
+            key = f"{node_id}/model_failed/{m.name}"
+            if m.state == "failed" and f"{node_id}/deploy_failed/{m.name}" not in self._open:
+                changed |= self._raise(Alert(key, node_id, label, "model_failed", "critical",
+                                             f"{m.name} on {label} failed: {m.reason or 'no reason given'}", now))
+            elif m.state != "failed":
+                changed |= self._clear(key)
+            d = m.deployment
+            restarts = d.restarts if d is not None else 0
+            prev = self._last_restarts.get((node_id, m.name))
+            self._last_restarts[(node_id, m.name)] = restarts
+            if prev is not None and restarts > prev:
+                allowed = f" of {d.max_restarts} allowed" if d.max_restarts else ""
+                changed |= self._raise(Alert(f"{node_id}/model_restarted/{m.name}", node_id, label,
+                                             "model_restarted", "warning",
+                                             f"{m.name} on {label} crashed and was restarted "
+                                             f"({restarts}{allowed})", now))
         return changed
 
     def on_deploy_event(self, event: DeployEvent, now: float | None = None) -> bool:

@@ -18,6 +18,7 @@ MAX_TENSOR_PARALLEL = 64
 MAX_NUM_BATCHED_TOKENS = 1 << 20             # 0 = vLLM's default
 GPU_MEMORY_UTILIZATION_MAX = 0.98            # (0, 0.98]; 0 = vLLM's default below
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9    # what vLLM reserves of each device when not told
+MAX_RESTARTS = 10                            # DeployRequest.max_restarts, 0..10; unset = the node's
 # quantization methods the daemon lets a Deploy name; "" = the checkpoint's own
 QUANTIZATIONS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors",
                  "bitsandbytes", "gguf", "experts_int8")

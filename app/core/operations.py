@@ -37,6 +37,7 @@ class DeploymentInfo:
     tensor_parallel_size: int = 0
     restarts: int = 0                    # a supervised engine restarted after crashes
     pid: int = 0                         # the supervised child's process id; 0 = built-in
+    max_restarts: int = 0                # restarts allowed after a crash (vllm); `restarts` used
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class DeploySpec:
     engine: str = ""                     # "" / "builtin" = musad's own engine, "vllm" = supervised
     tensor_parallel_size: int = 0        # vllm: ranks; 0 = one per device given
     engine_options: EngineOptions = field(default_factory=EngineOptions)
+    max_restarts: int | None = None      # vllm: restarts after a crash, 0..10; None = the node's default
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,8 @@ class FleetState(QObject):
     def on_models(self, node_id: str, models: tuple[ModelEntry, ...]) -> None:
         self.repositories[node_id] = tuple(models)
         self.models_changed.emit(node_id)
+        if self.alerts.on_models(node_id, self.repositories[node_id]):
+            self.alerts_changed.emit()
 
     def on_deploy_event(self, event) -> None:
         if self.alerts.on_deploy_event(event):

@@ -96,7 +96,8 @@ def model_entry(m: node_pb2.ModelInfo) -> ModelEntry:
         dep = DeploymentInfo(d.dtype, tuple(d.device_indices), d.max_batch, d.max_context,
                              d.weights_bytes, d.kv_cache_bytes, d.kv_block_size,
                              d.kv_blocks_total, d.ready_unix_ms, engine=d.engine,
-                             tensor_parallel_size=d.tensor_parallel_size, restarts=d.restarts, pid=d.pid)
+                             tensor_parallel_size=d.tensor_parallel_size, restarts=d.restarts, pid=d.pid,
+                             max_restarts=d.max_restarts)
     return ModelEntry(
         name=m.name, state=_MODEL_STATES.get(m.state, "unknown"), architecture=m.architecture,
         parameters=m.parameters, size_bytes=m.size_bytes,
@@ -113,7 +114,8 @@ def deploy_request(spec: DeploySpec) -> node_pb2.DeployRequest:
         model=spec.model, dtype=spec.dtype, device_indices=list(spec.device_indices),
         max_batch=spec.max_batch, max_context=spec.max_context,
         kv_cache_fraction=spec.kv_cache_fraction, force=spec.force, engine=spec.engine,
-        tensor_parallel_size=spec.tensor_parallel_size, engine_options=engine_options(spec.engine_options))
+        tensor_parallel_size=spec.tensor_parallel_size, engine_options=engine_options(spec.engine_options),
+        max_restarts=spec.max_restarts)
 
 
 def engine_options(o: EngineOptions) -> node_pb2.EngineOptions:

@@ -80,6 +80,7 @@ def model_info_pb(entry: ModelEntry, dep: Deployment | None) -> node_pb2.ModelIn
             d.engine = dep.engine_kind
             d.tensor_parallel_size = dep.options.tensor_parallel_size if dep.options is not None else 1
             d.restarts, d.pid = getattr(dep.engine, "restarts", 0), getattr(dep.engine, "pid", 0)
+            d.max_restarts = dep.options.max_restarts if dep.options is not None else 0
             info = getattr(dep.engine, "info", None)
             if info is not None:
                 d.max_batch, d.max_context = info.max_batch, info.max_context
@@ -89,11 +90,12 @@ def model_info_pb(entry: ModelEntry, dep: Deployment | None) -> node_pb2.ModelIn
 
 
 def engine_options(request: node_pb2.DeployRequest) -> dict:
-    """DeployRequest.engine_options -> deployments.DeployRequest's keyword arguments."""
+    """DeployRequest.engine_options and max_restarts -> deployments.DeployRequest's keyword arguments."""
     o = request.engine_options
     return {"max_num_batched_tokens": o.max_num_batched_tokens, "quantization": o.quantization,
             "gpu_memory_utilization": round(o.gpu_memory_utilization, 4),
-            "enable_prefix_caching": o.enable_prefix_caching if o.HasField("enable_prefix_caching") else None}
+            "enable_prefix_caching": o.enable_prefix_caching if o.HasField("enable_prefix_caching") else None,
+            "max_restarts": request.max_restarts if request.HasField("max_restarts") else None}
 
 
 class NodeServicer(node_pb2_grpc.NodeServicer):

@@ -18,6 +18,7 @@ QUANTIZATIONS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-
                  "bitsandbytes", "gguf", "experts_int8")
 MAX_BATCHED_TOKENS_LIMIT = 1 << 20
 MAX_TENSOR_PARALLEL = 64
+MAX_RESTARTS = 10   # restarts after a crash a Deploy may ask for (DeployRequest.max_restarts)
 
 
 class OptionError(ValueError):
@@ -33,6 +34,7 @@ class VllmOptions:
     enable_prefix_caching: bool | None = None  # None = the node's engine.prefix_caching
     quantization: str = ""
     gpu_memory_utilization: float = 0.0      # 0 = from kv_cache_fraction (GPU nodes)
+    max_restarts: int = 1                    # restarts after a crash while READY, then FAILED
 
 
 def engine_name(requested: str) -> str:
@@ -43,20 +45,27 @@ def engine_name(requested: str) -> str:
     return name
 
 
-def check_builtin(device_count: int, tensor_parallel_size: int, has_vllm_options: bool) -> None:
-    """The built-in engine runs a model on one device and takes no vLLM options."""
+def check_builtin(device_count: int, tensor_parallel_size: int, has_vllm_options: bool,
+                  max_restarts: int | None = None) -> None:
+    """The built-in engine runs a model on one device and takes no vLLM options nor a
+    restart policy (it runs inside musad: there is no child to restart)."""
     if device_count > 1 or tensor_parallel_size > 1:
         raise OptionError(f"The built-in engine runs a model on one device; {max(device_count, tensor_parallel_size)} "
                           "were asked for. Deploy with engine \"vllm\" for tensor parallelism across devices.")
     if has_vllm_options:
         raise OptionError("max_num_batched_tokens, enable_prefix_caching, quantization and gpu_memory_utilization "
                           "apply to engine \"vllm\"; the built-in engine does not take them.")
+    if max_restarts is not None:
+        raise OptionError("max_restarts applies to engine \"vllm\" (a child process musad restarts after a "
+                          "crash); the built-in engine runs inside musad and does not take it.")
 
 
 def check_vllm(backend: str, device_indices: tuple[int, ...], tensor_parallel_size: int, cpu_count: int,
                max_num_batched_tokens: int, enable_prefix_caching: bool | None, quantization: str,
-               gpu_memory_utilization: float) -> VllmOptions:
-    """Validated VllmOptions (OptionError with a sentence otherwise).
+               gpu_memory_utilization: float, max_restarts: int | None = None,
+               default_restarts: int = 1) -> VllmOptions:
+    """Validated VllmOptions (OptionError with a sentence otherwise). max_restarts None =
+    default_restarts (the node's engines.vllm.restarts).
 
     GPU nodes: one rank per device, so tensor_parallel_size (default: the number of devices
     given) must equal the number of device_indices. CPU nodes: the ranks split the cores."""
@@ -83,5 +92,9 @@ def check_vllm(backend: str, device_indices: tuple[int, ...], tensor_parallel_si
     if g and backend == "cpu":
         raise OptionError("gpu_memory_utilization applies to GPU nodes; on a CPU node vLLM's KV cache size "
                           "comes from kv_cache_fraction (or engines.vllm.cpu_kv_cache_gib).")
+    if max_restarts is not None and not 0 <= max_restarts <= MAX_RESTARTS:
+        raise OptionError(f"max_restarts {max_restarts} is outside 0..{MAX_RESTARTS} (restarts after a crash; "
+                          "leave it unset for the node's engines.vllm.restarts).")
     return VllmOptions(tensor_parallel_size=tp, max_num_batched_tokens=max_num_batched_tokens,
-                       enable_prefix_caching=enable_prefix_caching, quantization=q, gpu_memory_utilization=g)
+                       enable_prefix_caching=enable_prefix_caching, quantization=q, gpu_memory_utilization=g,
+                       max_restarts=default_restarts if max_restarts is None else max_restarts)

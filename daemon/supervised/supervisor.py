@@ -53,11 +53,11 @@ class Supervisor:
             if kind == opts.BUILTIN:
                 has_options = bool(req.max_num_batched_tokens or req.quantization or req.gpu_memory_utilization
                                    or req.enable_prefix_caching is not None)
-                opts.check_builtin(len(indices), req.tensor_parallel_size, has_options)
+                opts.check_builtin(len(indices), req.tensor_parallel_size, has_options, req.max_restarts)
                 return kind, None
             options = opts.check_vllm(backend, indices, req.tensor_parallel_size, _cpu_count(),
                                       req.max_num_batched_tokens, req.enable_prefix_caching, req.quantization,
-                                      req.gpu_memory_utilization)
+                                      req.gpu_memory_utilization, req.max_restarts, self.cfg.restarts)
         except opts.OptionError as exc:
             raise RequestError(Status.INVALID_ARGUMENT, str(exc)) from None
         if not installed(self.python).get("vllm"):

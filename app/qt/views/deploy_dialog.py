@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from musaops.app.core import DeploySpec, DeviceSample, EngineOptions, ModelEntry, NodeInfo, Snapshot
 from musaops.app.core.engine_options import (BUILTIN, GPU_MEMORY_UTILIZATION_MAX, MAX_NUM_BATCHED_TOKENS,
-                                             MAX_TENSOR_PARALLEL, QUANTIZATIONS, VLLM,
+                                             MAX_RESTARTS, MAX_TENSOR_PARALLEL, QUANTIZATIONS, VLLM,
                                              VLLM_DEFAULT_GPU_MEMORY_UTILIZATION)
 from musaops.app.qt.models.models_model import human_bytes
 
@@ -314,12 +314,18 @@ class DeployDialog(QDialog):
         self.gpu_util_spin.setSingleStep(0.05)
         self.gpu_util_spin.setDecimals(2)
         self.gpu_util_spin.setSpecialValueText(f"vLLM default ({VLLM_DEFAULT_GPU_MEMORY_UTILIZATION:.2f})")
+        self.restarts_spin = QSpinBox()   # -1 = unset: the node's engines.vllm.restarts
+        self.restarts_spin.setRange(-1, MAX_RESTARTS)
+        self.restarts_spin.setValue(-1)
+        self.restarts_spin.setSpecialValueText("node default")
+        self.restarts_spin.setToolTip("Restarts of the vLLM child after a crash while ready; then it stays FAILED.")
         box = QGroupBox("vLLM options")
         grid = QGridLayout(box)
         for i, (label, w) in enumerate((("Max batched tokens", self.batched_spin),
                                         ("Prefix caching", self.prefix_box),
                                         ("Quantization", self.quant_box),
-                                        ("GPU memory utilization", self.gpu_util_spin))):
+                                        ("GPU memory utilization", self.gpu_util_spin),
+                                        ("Restarts after a crash", self.restarts_spin))):
             row, col = divmod(i, 2)
             grid.addWidget(QLabel(label), row, col * 2, Qt.AlignmentFlag.AlignRight)
             grid.addWidget(w, row, col * 2 + 1)
@@ -487,7 +493,8 @@ class DeployDialog(QDialog):
                     max_num_batched_tokens=self.batched_spin.value(),
                     enable_prefix_caching=self.prefix_box.currentData(),
                     quantization=self.quant_box.currentData() or "",
-                    gpu_memory_utilization=round(self.gpu_util_spin.value(), 2))}
+                    gpu_memory_utilization=round(self.gpu_util_spin.value(), 2)),
+                "max_restarts": None if self.restarts_spin.value() < 0 else self.restarts_spin.value()}
 
     def specs(self) -> list[tuple[str, DeploySpec]]:
         """(node_id, spec) for every checked node."""

@@ -131,7 +131,7 @@ class MemoryEstimate(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., weights_bytes: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
 
 class DeploymentInfo(_message.Message):
-    __slots__ = ("dtype", "device_indices", "max_batch", "max_context", "weights_bytes", "kv_cache_bytes", "kv_block_size", "kv_blocks_total", "ready_unix_ms", "engine", "tensor_parallel_size", "restarts", "pid")
+    __slots__ = ("dtype", "device_indices", "max_batch", "max_context", "weights_bytes", "kv_cache_bytes", "kv_block_size", "kv_blocks_total", "ready_unix_ms", "engine", "tensor_parallel_size", "restarts", "pid", "max_restarts")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_INDICES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +145,7 @@ class DeploymentInfo(_message.Message):
     TENSOR_PARALLEL_SIZE_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     dtype: str
     device_indices: _containers.RepeatedScalarFieldContainer[int]
     max_batch: int
@@ -158,7 +159,8 @@ class DeploymentInfo(_message.Message):
     tensor_parallel_size: int
     restarts: int
     pid: int
-    def __init__(self, dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_cache_bytes: _Optional[int] = ..., kv_block_size: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., ready_unix_ms: _Optional[int] = ..., engine: _Optional[str] = ..., tensor_parallel_size: _Optional[int] = ..., restarts: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
+    max_restarts: int
+    def __init__(self, dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_cache_bytes: _Optional[int] = ..., kv_block_size: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., ready_unix_ms: _Optional[int] = ..., engine: _Optional[str] = ..., tensor_parallel_size: _Optional[int] = ..., restarts: _Optional[int] = ..., pid: _Optional[int] = ..., max_restarts: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "architecture", "parameters", "size_bytes", "memory_estimates", "state", "reason", "max_position_embeddings", "torch_dtype", "deployment", "num_layers", "hidden_size", "vocab_size", "quantization", "notice")
@@ -205,7 +207,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., repository: _Optional[str] = ..., free_bytes: _Optional[int] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("model", "dtype", "device_indices", "max_batch", "max_context", "kv_cache_fraction", "force", "engine", "tensor_parallel_size", "engine_options")
+    __slots__ = ("model", "dtype", "device_indices", "max_batch", "max_context", "kv_cache_fraction", "force", "engine", "tensor_parallel_size", "engine_options", "max_restarts")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_INDICES_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +218,7 @@ class DeployRequest(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     TENSOR_PARALLEL_SIZE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     dtype: str
     device_indices: _containers.RepeatedScalarFieldContainer[int]
@@ -226,7 +229,8 @@ class DeployRequest(_message.Message):
     engine: str
     tensor_parallel_size: int
     engine_options: EngineOptions
-    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., kv_cache_fraction: _Optional[float] = ..., force: _Optional[bool] = ..., engine: _Optional[str] = ..., tensor_parallel_size: _Optional[int] = ..., engine_options: _Optional[_Union[EngineOptions, _Mapping]] = ...) -> None: ...
+    max_restarts: int
+    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., device_indices: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., max_context: _Optional[int] = ..., kv_cache_fraction: _Optional[float] = ..., force: _Optional[bool] = ..., engine: _Optional[str] = ..., tensor_parallel_size: _Optional[int] = ..., engine_options: _Optional[_Union[EngineOptions, _Mapping]] = ..., max_restarts: _Optional[int] = ...) -> None: ...
 
 class EngineOptions(_message.Message):
     __slots__ = ("max_num_batched_tokens", "enable_prefix_caching", "quantization", "gpu_memory_utilization")
