@@ -7,7 +7,8 @@ one sentence; `LimitError` adds the OpenAI error code and Retry-After) or return
 `Generation` whose `events()` yields the engine's `TextDelta`s and then its
 `GenerationResult`. Before the result is handed to the transport, the request's usage row
 and audit record are durable (what a client was told is on disk); a request that ends
-without a result (the client went away, an error) is recorded in the background. Closing
+without a result (the client went away, an error) is recorded in the background, with the
+prompt tokens its deltas carried and the completion tokens streamed so far. Closing
 `events()` early cancels the request in the engine within one step.
 
 Audit records keep digests (SHA-256) of the prompt and completion, never the texts, unless
@@ -205,6 +206,8 @@ class Generation:
 
     def start(self, stream, first, ticket: Ticket | None) -> None:  # noqa: ANN001
         self._stream, self._first, self.ticket = stream, first, ticket
+        if isinstance(first, TextDelta):   # counted even if events() never runs (aclose)
+            self.prompt_tokens = first.prompt_tokens
 
     async def events(self) -> AsyncIterator[TextDelta | GenerationResult]:
         """TextDeltas, then the GenerationResult (recorded durably before it is yielded)."""
@@ -214,6 +217,7 @@ class Generation:
         try:
             while True:
                 if isinstance(item, TextDelta):
+                    self.prompt_tokens = item.prompt_tokens or self.prompt_tokens
                     self.completion_tokens += item.tokens
                     self._completion.update(item.text.encode("utf-8"))
                     if store:

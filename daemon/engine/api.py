@@ -202,10 +202,15 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class TextDelta:
-    """Streamed text: UTF-8 safe (never splits a character), stop strings already removed."""
+    """Streamed text: UTF-8 safe (never splits a character), stop strings already removed.
+
+    `prompt_tokens` is the request's prompt token count, carried by every delta, so a request
+    that ends without its GenerationResult (the client went away) is still counted with the
+    prompt it cost; 0 where the engine does not know it."""
 
     text: str
     tokens: int
+    prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)

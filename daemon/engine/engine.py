@@ -195,7 +195,8 @@ class LLMEngine:
                 while isinstance(item, TextDelta) and not queue.empty():
                     nxt = queue.get_nowait()
                     if isinstance(nxt, TextDelta):
-                        item = TextDelta(text=item.text + nxt.text, tokens=item.tokens + nxt.tokens)
+                        item = TextDelta(text=item.text + nxt.text, tokens=item.tokens + nxt.tokens,
+                                         prompt_tokens=item.prompt_tokens)
                     else:
                         after = nxt
                         break
@@ -382,7 +383,8 @@ class LLMEngine:
         sink = seq.sink
         tokens = len(seq.output_ids) - sink.emitted_tokens
         if end > sink.emitted:
-            self._emit(seq, TextDelta(text=sink.text[sink.emitted:end], tokens=tokens))
+            self._emit(seq, TextDelta(text=sink.text[sink.emitted:end], tokens=tokens,
+                                      prompt_tokens=len(seq.prompt_ids)))
             sink.emitted = end
             sink.emitted_tokens = len(seq.output_ids)
 

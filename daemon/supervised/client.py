@@ -116,7 +116,8 @@ async def generate(client: httpx.AsyncClient, served: str, req: GenerationReques
                 completion += new
                 pending += new
             if text:
-                yield TextDelta(text, pending)
+                # continuous_usage_stats: vLLM reports the prompt's tokens with every chunk
+                yield TextDelta(text, pending, int(prompt_tokens))
                 pending = 0
         end = time.monotonic()
     if finish is None:

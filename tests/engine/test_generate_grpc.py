@@ -171,3 +171,43 @@ async def test_store_prompts_keeps_the_prompt_in_the_audit_record(make_daemon):
         await _generate(ch, prompt="keep me", sampling=P(temperature=0, max_tokens=2))
     records = await d.audit_records("inference.Generate", 1)
     assert json.loads(records[0].params_json)["prompt"] == "keep me"
+
+
+async def test_cancelled_generate_is_counted_with_its_prompt(served):
+    """A Generate cancelled mid-stream: its usage row and audit record hold the prompt's
+    token count, as a finished request with the same prompt reports it."""
+    import json
+
+    import sqlalchemy as sa
+
+    from musaops.daemon.usage import usage_requests
+
+    await served.deploy()
+    prompt = "Once upon a time there was a small daemon that counted every token"
+    async with served.channel() as ch:
+        _, res, _ = await _generate(ch, prompt=prompt, request_id="whole", sampling=P(temperature=0, max_tokens=2))
+        prompt_tokens = res.usage.prompt_tokens
+        assert prompt_tokens > 10
+        call = inference_pb2_grpc.InferenceStub(ch).Generate(inference_pb2.GenerateRequest(
+            model=DEMO_MODEL_NAME, prompt=prompt, request_id="left",
+            sampling=P(temperature=0, max_tokens=200, ignore_eos=True)))
+        n = 0
+        async for _ in call:
+            n += 1
+            if n == 3:
+                call.cancel()
+                break
+    records = await served.audit_records("inference.Generate", 2)
+    params = {p["request_id"]: p for p in (json.loads(r.params_json) for r in records)}
+    assert params["left"]["finish_reason"] == "cancelled"
+    assert params["left"]["prompt_tokens"] == params["whole"]["prompt_tokens"] == prompt_tokens
+    assert 0 < params["left"]["completion_tokens"] < 200
+
+    def rows():
+        with served.ctx.usage.engine.connect() as conn:
+            c = usage_requests.c
+            return conn.execute(sa.select(c.outcome, c.prompt_tokens, c.completion_tokens)).all()
+    await served.until(lambda: len(rows()) == 2, "both usage rows")
+    by_outcome = {r[0]: r for r in rows()}
+    assert by_outcome["cancelled"][1:] == (prompt_tokens, params["left"]["completion_tokens"])
+    assert by_outcome["ok"][1] == prompt_tokens
