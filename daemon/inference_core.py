@@ -161,6 +161,15 @@ class InferenceCore:
             except Exception:  # the refusal stands even if it could not be recorded
                 log.exception("could not record a refused inference request")
             raise
+        except asyncio.CancelledError:
+            # the client left while the request waited for its first token (queued, or in
+            # prefill): abort it in the engine and record it like any cancelled request
+            gen.ticket = ticket
+            if stream is not None:
+                await stream.aclose()
+            gen.finish_reason = FinishReason.CANCELLED.value
+            self._spawn(gen._record("cancelled", "ok", ""))
+            raise
         gen.start(stream, first, ticket)
         return gen
 

@@ -211,3 +211,29 @@ async def test_cancelled_generate_is_counted_with_its_prompt(served):
     by_outcome = {r[0]: r for r in rows()}
     assert by_outcome["cancelled"][1:] == (prompt_tokens, params["left"]["completion_tokens"])
     assert by_outcome["ok"][1] == prompt_tokens
+
+
+async def test_generate_cancelled_before_its_first_token_is_aborted_and_recorded(make_daemon):
+    """A client that leaves while its request still waits in the queue: the request leaves the
+    engine's queue, and its audit record and usage row say cancelled."""
+    import json
+
+    d = make_daemon(**{"engine.max_tokens": 512})
+    async with d.channel() as ch:
+        [e async for e in node_pb2_grpc.NodeStub(ch).Deploy(node_pb2.DeployRequest(
+            model=DEMO_MODEL_NAME, dtype="float32", max_batch=1, max_context=256))]
+        engine = d.ctx.deployments.get(DEMO_MODEL_NAME).engine
+        stub = inference_pb2_grpc.InferenceStub(ch)
+        running = stub.Generate(inference_pb2.GenerateRequest(
+            model=DEMO_MODEL_NAME, prompt="a", request_id="running",
+            sampling=P(temperature=0, max_tokens=240, ignore_eos=True)))
+        await running.read()   # it holds the only batch slot
+        waiting = stub.Generate(inference_pb2.GenerateRequest(
+            model=DEMO_MODEL_NAME, prompt="b", request_id="queued", sampling=P(max_tokens=4)))
+        await d.until(lambda: engine.stats().waiting == 1, "the second request queued")
+        waiting.cancel()
+        await d.until(lambda: engine.stats().waiting == 0, "the cancelled request leaving the queue")
+        running.cancel()
+    records = await d.audit_records("inference.Generate", 2)
+    params = {p["request_id"]: p for p in (json.loads(r.params_json) for r in records)}
+    assert params["queued"]["finish_reason"] == "cancelled" and params["queued"]["completion_tokens"] == 0
