@@ -55,10 +55,11 @@ def served(tmp_path_factory, vllm_models):
 
     python = vllm_python()
     state = tmp_path_factory.mktemp("vllm-state")
-    d = DaemonHandle(load_config(None, vllm_overrides(python, state, vllm_models)))
+    # the node allows no restart; llama64's Deploy asks for one (DeployRequest.max_restarts wins)
+    d = DaemonHandle(load_config(None, {**vllm_overrides(python, state, vllm_models), "engines.vllm.restarts": 0}))
     node = node_pb2_grpc.NodeStub(d.sync_channel())
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        one = pool.submit(_deploy, node, "llama64")
+        one = pool.submit(_deploy, node, "llama64", max_restarts=1)
         two = pool.submit(_deploy, node, "llama64-tp2", tensor_parallel_size=2)
         stages = {"llama64": one.result(), "llama64-tp2": two.result()}
     yield d, stages
@@ -81,6 +82,7 @@ def test_deploy_streams_the_childs_stages_and_lists_the_engine(served):
     assert one.state == two.state == common_pb2.MODEL_STATE_READY
     assert (one.deployment.engine, one.deployment.tensor_parallel_size) == ("vllm", 1)
     assert (two.deployment.engine, two.deployment.tensor_parallel_size) == ("vllm", 2)
+    assert (one.deployment.max_restarts, two.deployment.max_restarts) == (1, 0)  # the request, the node
     assert one.deployment.pid and group_members(one.deployment.pid)
     assert one.deployment.kv_blocks_total > 0 and one.deployment.kv_cache_bytes > 0
     engines = {e.name: e.version for e in node.GetInfo(node_pb2.GetInfoRequest()).engines}
@@ -214,7 +216,9 @@ def test_undeploy_stops_the_child_and_frees_its_port(served):
 def test_a_crashed_child_goes_failed_with_its_log_then_restarts(served):
     d, _ = served
     node = node_pb2_grpc.NodeStub(d.sync_channel())
-    pid = _model(node, "llama64").deployment.pid
+    before = _model(node, "llama64").deployment
+    assert (before.restarts, before.max_restarts) == (0, 1)
+    pid = before.pid
     os.killpg(pid, signal.SIGKILL)
     dep = d.ctx.deployments.get("llama64")
     deadline = time.monotonic() + 30
@@ -223,12 +227,12 @@ def test_a_crashed_child_goes_failed_with_its_log_then_restarts(served):
     assert dep.state.value in ("failed", "loading")
     reason = _model(node, "llama64").reason or dep.engine.last_failure
     assert "exited with status" in reason and "Last lines of" in reason, reason
-    deadline = time.monotonic() + 600  # engines.vllm.restarts = 1: started again
+    deadline = time.monotonic() + 600  # max_restarts = 1 (the node's 0 overridden): started again
     while time.monotonic() < deadline and dep.state.value != "ready":
         time.sleep(0.5)
     assert dep.state.value == "ready", dep.reason
     m = _model(node, "llama64")
-    assert m.deployment.restarts == 1 and m.deployment.pid != pid
+    assert (m.deployment.restarts, m.deployment.max_restarts) == (1, 1) and m.deployment.pid != pid
     infer = inference_pb2_grpc.InferenceStub(d.sync_channel())
     assert _generate(infer)[1].usage.completion_tokens == 12
 
