@@ -27,7 +27,6 @@ from .engine.api import DTYPES, DeviceTarget, EngineSpec, EngineStats, LoadError
 from .errors import RequestError, Status, shown
 from .model_stats import ModelStatsSample, ModelStatsWindow
 from .repository import ModelEntry, ModelRepository
-from .supervised.options import OptionError, check_builtin
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +160,13 @@ def _log_deploy(dep: "Deployment", seconds: float) -> None:
 class DeploymentManager:
     """Validates, loads, tracks and unloads models. Call its coroutines on the event loop."""
 
-    def __init__(self, repository: ModelRepository, devices, limits: EngineConfig,
+    def __init__(self, repository: ModelRepository, devices, limits: EngineConfig, supervisor: Any,
                  loader: Callable[..., Any] = _default_loader,
-                 on_request: Callable[[str, RequestMetrics], None] | None = None,
-                 supervisor: Any = None):
+                 on_request: Callable[[str, RequestMetrics], None] | None = None):
         self.repository = repository
-        self.supervisor = supervisor   # supervised.supervisor.Supervisor: engines other than the built-in one
+        # supervised.supervisor.Supervisor: which engine a Deploy gets, its checked options,
+        # and the loader of engines other than the built-in one (passed in: no import upward)
+        self.supervisor = supervisor
         self.devices = devices
         self.limits = limits
         self._loader = loader
@@ -385,18 +385,6 @@ class DeploymentManager:
     async def _engine_choice(self, req: DeployRequest, target: DeviceTarget) -> tuple[str, Any]:
         """("builtin", None) or ("vllm", VllmOptions); RequestError when the choice is refused
         (the built-in engine on several devices, an engine not installed, an option out of range)."""
-        if self.supervisor is None:
-            if (req.engine or "builtin") != "builtin":
-                raise RequestError(Status.INVALID_ARGUMENT, f"engine {shown(req.engine)} is not available on this "
-                                                            "node; it serves the built-in engine only.")
-            if len(target.indices) > 1:
-                raise RequestError(Status.INVALID_ARGUMENT, "The built-in engine runs a model on one device; deploy "
-                                                            "with engine \"vllm\" for tensor parallelism.")
-            try:
-                check_builtin(1, 1, False, req.max_restarts)  # the restart policy's sentence
-            except OptionError as exc:
-                raise RequestError(Status.INVALID_ARGUMENT, str(exc)) from None
-            return "builtin", None
         if (req.engine or "builtin") == "builtin":
             return self.supervisor.choose(req, self.devices.backend, target.indices)
         # the first vllm Deploy runs the configured interpreter once (package metadata)

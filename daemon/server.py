@@ -124,8 +124,8 @@ def _build_context(config: Config, devices: Any, loader: Callable[..., Any] | No
     kwargs = {"loader": loader} if loader is not None else {}
     supervisor = Supervisor(config.engines.vllm, config.storage.state_dir)
     supervisor.reap()  # children an earlier musad (killed -9) left behind
-    deployments = DeploymentManager(repository, devices, config.engine,
-                                    on_request=metrics.observe_request, supervisor=supervisor, **kwargs)
+    deployments = DeploymentManager(repository, devices, config.engine, supervisor,
+                                    on_request=metrics.observe_request, **kwargs)
     telemetry = TelemetrySampler(devices, deployments.stats, encode_snapshot,
                                  history_seconds=config.telemetry.history_seconds)
     holder.update(telemetry=telemetry, deployments=deployments)
