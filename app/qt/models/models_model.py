@@ -126,8 +126,8 @@ class ModelsTableModel(QAbstractTableModel):
         if [e.name for e in new] == [e.name for e in self._rows]:
             changed = [i for i, (a, b) in enumerate(zip(self._rows, new)) if a != b]
             self._rows = new
-            for row in changed:
-                self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+            if changed:   # one signal for the span: the view refits its columns once, not per row
+                self.dataChanged.emit(self.index(changed[0], 0), self.index(changed[-1], len(COLUMNS) - 1))
             return
         self.beginResetModel()
         self._rows = new
