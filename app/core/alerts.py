@@ -56,6 +56,8 @@ class AlertEngine:
         for k in keys:
             del self._open[k]
         self._offline_since.pop(node_id, None)
+        for k in [k for k in self._last_restarts if k[0] == node_id]:
+            del self._last_restarts[k]
         return bool(keys)
 
     def dismiss(self, key: str) -> bool:
