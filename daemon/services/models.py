@@ -22,6 +22,7 @@ from musaops.v1 import models_pb2, models_pb2_grpc
 from .. import model_transfer as mt
 from ..digest_cache import FILE_NAME as DIGESTS_FILE, DigestCache
 from ..errors import RequestError, Status, shown
+from ..trust.tls import channel_credentials
 from .status import abort
 
 log = logging.getLogger(__name__)
@@ -202,11 +203,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         if not request.tls:
             return grpc.aio.insecure_channel(request.source, options=opts)
         tls = self.ctx.config.tls
-
-        def read(p):
-            return pathlib.Path(p).read_bytes() if p else None
-        creds = grpc.ssl_channel_credentials(root_certificates=read(tls.client_ca), private_key=read(tls.key),
-                                             certificate_chain=read(tls.cert))
+        creds = channel_credentials(tls.client_ca, tls.cert, tls.key)
         return grpc.aio.secure_channel(request.source, creds, options=opts)
 
     async def DeleteModel(self, request, context):
