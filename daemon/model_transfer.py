@@ -269,10 +269,7 @@ def clean_staging(root: pathlib.Path, max_age_s: float, now: float | None = None
         except OSError:
             newest = 0.0
         if entry.name.startswith("deleted-") or max_age_s <= 0 or now - newest > max_age_s:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+            _remove(entry)
             removed.append(entry.name)
     return removed
 
@@ -291,6 +288,14 @@ def keep_chunk_buffers() -> None:
         libc.mallopt(-1, 32 << 20)   # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+def _remove(path: pathlib.Path) -> None:
+    """Deletes a folder with what it holds, or a file or link (never what a link points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: pathlib.Path) -> None:
@@ -344,10 +349,7 @@ def delete_model(root: pathlib.Path, name: str) -> int:
     trash = root / STAGING / f"deleted-{uuid.uuid4().hex}"
     trash.parent.mkdir(exist_ok=True)
     os.rename(path, trash)
-    if trash.is_dir() and not trash.is_symlink():
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        trash.unlink(missing_ok=True)
+    _remove(trash)
     return size
 
 
