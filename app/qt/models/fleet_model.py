@@ -279,7 +279,8 @@ class FleetModel(QAbstractTableModel):
 
     def _stale_models(self, nid: str) -> str:
         """The models an unusable node last reported ("" if none, or the node is usable)."""
-        return ", ".join(self.state.ready_models(nid)) if self.state.stale_note(nid) else ""
+        status = self.state.statuses.get(nid)   # stale_note's test, without formatting its time per paint
+        return ", ".join(self.state.ready_models(nid)) if status and status.state in UNUSABLE else ""
 
     def _tiles(self, nid: str) -> tuple[DeviceTile, ...]:
         status = self.state.statuses[nid]
