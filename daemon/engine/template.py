@@ -28,8 +28,10 @@ from typing import Any
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .api import EngineSpec
+
 FILENAME = "<chat template>"
-DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_TIMEOUT_S = EngineSpec.template_timeout_s   # one default: the engine's spec
 
 
 class TemplateRenderError(Exception):
