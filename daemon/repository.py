@@ -285,6 +285,13 @@ def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
         num_attention_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
         max_position_embeddings=max_pos, notice=notice[:500],
     )
+    estimates = _estimates(entry, params, max_pos)
+    _check_weights_match_config(cfg, params)
+    return _replace(entry, estimates=estimates)
+
+
+def _estimates(entry: ModelEntry, params: int, max_pos: int) -> tuple[MemoryEstimate, ...]:
+    """Weights, KV cache per token and the total at `max_pos` tokens, for each dtype."""
     estimates = []
     for dt, nbytes in DTYPE_BYTES.items():
         kv = entry.kv_bytes_per_token(dt)
@@ -292,8 +299,7 @@ def _describe(folder: pathlib.Path, size: int) -> ModelEntry:
         if weights + kv * max_pos >= 2**64:
             raise ModelFolderError("config.json sizes give a memory estimate beyond 2^64 bytes; they cannot be right")
         estimates.append(MemoryEstimate(dt, weights, kv, weights + kv * max_pos))
-    _check_weights_match_config(cfg, params)
-    return _replace(entry, estimates=tuple(estimates))
+    return tuple(estimates)
 
 
 def _describe_gguf(path: pathlib.Path, g: gguf_meta.GGUFModel, size: int) -> ModelEntry:
@@ -304,11 +310,7 @@ def _describe_gguf(path: pathlib.Path, g: gguf_meta.GGUFModel, size: int) -> Mod
         torch_dtype=g.checkpoint_dtype, num_layers=c.num_layers, hidden_size=c.hidden_size,
         vocab_size=c.vocab_size, num_attention_heads=c.num_heads, num_kv_heads=c.num_kv_heads,
         head_dim=c.head_dim, max_position_embeddings=c.max_position_embeddings, quantization=g.quantization)
-    estimates = []
-    for dt, nbytes in DTYPE_BYTES.items():
-        kv, weights = entry.kv_bytes_per_token(dt), g.parameters * nbytes
-        estimates.append(MemoryEstimate(dt, weights, kv, weights + kv * c.max_position_embeddings))
-    return _replace(entry, estimates=tuple(estimates))
+    return _replace(entry, estimates=_estimates(entry, g.parameters, c.max_position_embeddings))
 
 
 def _architecture(cfg: dict) -> str:
