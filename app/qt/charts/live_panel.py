@@ -123,7 +123,7 @@ class LivePanel(pg.GraphicsLayoutWidget):
         self._pending: set[str] = set()
         self._turn = 0
         self._now = 0.0
-        self._auto_columns = True   # the width decides (resizeEvent) until set_columns
+        self._auto_columns = True   # built: from now on the width decides (resizeEvent)
         for spec in DEVICE_CHARTS + MODEL_CHARTS:
             self._add_plot(spec)
         self._grid()
@@ -139,11 +139,6 @@ class LivePanel(pg.GraphicsLayoutWidget):
 
     def columns(self) -> int:
         return self._columns
-
-    def set_columns(self, columns: int) -> None:
-        """Fixes the number of columns (the width no longer decides)."""
-        self._auto_columns = False
-        self._set_columns(columns)
 
     def _set_columns(self, columns: int) -> None:
         columns = max(1, min(columns, len(self._plots)))
