@@ -142,9 +142,15 @@ def test_cancel_aborts_the_request_in_the_child(served):
 def test_telemetry_and_metrics_show_the_childs_counters(served):
     d, _ = served
     infer = inference_pb2_grpc.InferenceStub(d.sync_channel())
+
+    def current():
+        return next(s for s in d.ctx.deployments.stats() if s.model == "llama64")
+    before = current().stats.generation_tokens_total
     _generate(infer)
-    time.sleep(2.5)  # a scrape of the child's /metrics
-    sample = next(s for s in d.ctx.deployments.stats() if s.model == "llama64")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and current().stats.generation_tokens_total < before + 12:
+        time.sleep(0.2)   # until a scrape of the child's /metrics (each second) shows this request
+    sample = current()
     assert sample.stats.generation_tokens_total >= 12 and sample.stats.prompt_tokens_total > 0
     assert sample.stats.kv_blocks_total > 0
     assert sample.ttft[0] > 0 and sample.itl[0] > 0, "musad measured TTFT and ITL itself"
