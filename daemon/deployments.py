@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Callable
 from .config import EngineConfig
 from .dtype_policy import auto_dtype
 from .engine.api import DTYPES, DeviceTarget, EngineSpec, EngineStats, LoadError, RequestMetrics
-from .errors import RequestError, Status, shown
+from .errors import RequestError, Status, no_model, shown
 from .model_stats import ModelStatsSample, ModelStatsWindow
 from .repository import ModelEntry, ModelRepository
 
@@ -193,7 +193,7 @@ class DeploymentManager:
         if dep is None or dep.state != State.READY:
             if dep is None and (not name or self.repository.get(name) is None):
                 # inference callers (client keys included) learn nothing of the node's folders
-                raise RequestError(Status.NOT_FOUND, f"There is no model named {shown(name)} on this node.")
+                raise no_model(name)
             state = dep.state.value if dep else "not deployed"
             raise RequestError(Status.FAILED_PRECONDITION,
                                f"Model {shown(name)} is {state}; deploy it and wait for READY first.")

@@ -41,3 +41,9 @@ def shown(text: str) -> str:
     if len(text) <= _SHOWN_CHARS:
         return repr(text)
     return f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
+
+
+def no_model(name: str) -> RequestError:
+    """An inference caller asked for a model the node has not (or the caller may not use):
+    both read the same, and name none of the node's folders."""
+    return RequestError(Status.NOT_FOUND, f"There is no model named {shown(name)} on this node.")

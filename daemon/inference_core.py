@@ -27,7 +27,7 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 from .engine.api import (EngineClosedError, FinishReason, GenerationRequest, GenerationResult,
                          InvalidRequestError, QueueFullError, TextDelta, sampling_from_fields)
-from .errors import RequestError, Status, shown
+from .errors import RequestError, Status, no_model, shown
 from .limits import NO_LIMITS, KeyLimits, LimitExceeded, Limiter, Ticket
 from .trust.caller import Caller
 from .usage import UsageLog, UsageRecord
@@ -112,14 +112,9 @@ class InferenceCore:
         return "" if self.ctx.config.engine.prefix_cache_scope == "model" else caller.actor
 
     def _engine(self, model: str, limits: KeyLimits):
-        if not limits.allows_model(model):
-            raise RequestError(Status.NOT_FOUND, f"There is no model named {shown(model)} on this node.")
-        try:
-            return self.ctx.deployments.engine_for(model)
-        except RequestError as exc:
-            if exc.code is Status.NOT_FOUND and limits.models:   # absent looks like disallowed
-                raise RequestError(Status.NOT_FOUND, f"There is no model named {shown(model)} on this node.") from None
-            raise
+        if not limits.allows_model(model):   # reads as absent (engine_for's own NOT_FOUND)
+            raise no_model(model)
+        return self.ctx.deployments.engine_for(model)
 
     async def open(self, req: InferenceRequest, caller: Caller) -> "Generation":
         """Checks, admits and starts `req` for `caller`; raises RequestError before anything
