@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 
 from .digest_cache import DigestCache
+from .engine.gguf_meta import SUFFIX as GGUF_SUFFIX
 from .errors import RequestError, Status, shown
 
 STAGING = ".staging"
@@ -74,7 +75,7 @@ def check_manifest(name: str, files: list[FileSpec], max_bytes: int) -> None:
     if total > max_bytes:
         raise RequestError(Status.INVALID_ARGUMENT, f"the model is {total:,} bytes; this node accepts at most "
                            f"{max_bytes:,} (models.max_model_bytes)")
-    if name.endswith(".gguf") and (len(files) != 1 or files[0].path != name):
+    if name.endswith(GGUF_SUFFIX) and (len(files) != 1 or files[0].path != name):
         raise RequestError(Status.INVALID_ARGUMENT, f"a model named {shown(name)} must be that one .gguf file")
 
 
@@ -240,7 +241,7 @@ class Transfer:
             raise RequestError(Status.FAILED_PRECONDITION, f"the transfer ended before file {shown(missing)} "
                                "was complete; resume it")
         dest = self.root / self.name
-        src = self.stage / self.name if self.name.endswith(".gguf") else self.stage
+        src = self.stage / self.name if self.name.endswith(GGUF_SUFFIX) else self.stage
         with _install_lock:
             if dest.exists() or dest.is_symlink():
                 raise RequestError(Status.ALREADY_EXISTS, f"the repository already holds {shown(self.name)}")
