@@ -255,10 +255,13 @@ class VllmEngine:
         self._idle.clear()
         t0 = time.monotonic()
         started = False
+        prompt = completion = 0   # what the deltas so far carried: a request ended early still counts them
         try:
             async for item in child_api.generate(self._http(), self.name, req, self.spec.max_context,
                                                  opened=lambda r: setattr(h, "response", r)):
                 started = True
+                if isinstance(item, TextDelta):
+                    prompt, completion = item.prompt_tokens or prompt, completion + item.tokens
                 if isinstance(item, GenerationResult) and self._observer is not None:
                     self._observer(item.metrics)
                 yield item
@@ -266,7 +269,7 @@ class VllmEngine:
             if not started and not h.aborted and not isinstance(exc, child_api.ChildError) and not self._ready:
                 raise EngineClosedError(f"Model {self.name!r}'s vLLM child is not running.") from exc
             finish = FinishReason.CANCELLED if h.aborted else FinishReason.ERROR
-            m = RequestMetrics(req.request_id, 0, 0, 0.0, 0.0, 0.0, (), time.monotonic() - t0, finish)
+            m = RequestMetrics(req.request_id, prompt, completion, 0.0, 0.0, 0.0, (), time.monotonic() - t0, finish)
             yield GenerationResult(finish, m, error="" if h.aborted else f"the vLLM child failed: {exc}")
         finally:
             self._active.discard(h)
