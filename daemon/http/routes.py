@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
+from ..deployments import State
 from ..engine.api import FinishReason, GenerationResult, TextDelta
 from ..errors import RequestError
 from ..inference_core import AUDIT_ACTION, Generation, InferenceRequest
@@ -199,8 +200,8 @@ def create_app(ctx: Any) -> FastAPI:
         limits = core.limits_of(caller.actor)
         data = [{"id": d.name, "object": "model", "created": (d.ready_unix_ms // 1000) or int(ctx.started_at),
                  "owned_by": "musad"}
-                for d in ctx.deployments.all() if d.engine is not None and limits.allows_model(d.name)
-                and d.state.value.upper() == "READY"]
+                for d in ctx.deployments.all() if d.state is State.READY and d.engine is not None
+                and limits.allows_model(d.name)]
         return JSONResponse({"object": "list", "data": data})
 
     async def _open(request: Request, kind: type[BaseModel], prefix: str):
