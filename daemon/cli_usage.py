@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
 
 
 def _epoch_s(text: str) -> int:
-    """'2027-01-10', '2027-01-10T08:00' (UTC unless an offset is given) or epoch seconds."""
-    if text.isdigit():
-        return int(text)
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp())
+    """'2027-01-10', '2027-01-10T08:00' (UTC unless an offset is given) or epoch seconds:
+    the audit commands' time rule (trust/cli_security.parse_time), in seconds."""
+    from .trust.cli_security import parse_time
+    return parse_time(text) // 1_000_000
 
 
 def register_usage(sub: argparse._SubParsersAction) -> None:
