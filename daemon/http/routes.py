@@ -208,11 +208,10 @@ def create_app(ctx: Any) -> FastAPI:
         caller = await auth.caller(request)
         body = await _body(request, kind)
         if isinstance(body, ChatCompletionRequest):
-            req = InferenceRequest(body.model, None, tuple((m.role, m.text()) for m in body.messages),
-                                   body.sampling(), f"{prefix}-{uuid.uuid4().hex}", "http")
+            prompt, messages = None, tuple((m.role, m.text()) for m in body.messages)
         else:
-            req = InferenceRequest(body.model, body.prompt_text(), (), body.sampling(),
-                                   f"{prefix}-{uuid.uuid4().hex}", "http")
+            prompt, messages = body.prompt_text(), ()
+        req = InferenceRequest(body.model, prompt, messages, body.sampling(), f"{prefix}-{uuid.uuid4().hex}", "http")
         try:
             gen = await core.open(req, caller)
         except RequestError as exc:
