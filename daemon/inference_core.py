@@ -267,11 +267,10 @@ class Generation:
                 jobs.append(core.usage.record(UsageRecord(
                     self.usage_id, self.caller.actor, req.model, self.prompt_tokens, self.completion_tokens,
                     usage_outcome)))
-            audit = core.ctx.audit
-            if audit is not None and req.model:
-                jobs.append(audit.record(action=AUDIT_ACTION, target=_audit_name(req.model),
-                                         params=self._audit_params(), outcome=audit_outcome, error=error,
-                                         caller=self.caller))
+            if req.model:
+                jobs.append(core.ctx.audit.record(action=AUDIT_ACTION, target=_audit_name(req.model),
+                                                  params=self._audit_params(), outcome=audit_outcome,
+                                                  error=error, caller=self.caller))
             await asyncio.gather(*jobs)
         finally:
             if self.ticket is not None:

@@ -83,10 +83,9 @@ class HttpAuth:
         return caller
 
     async def _deny(self, request: Request, caller: Caller, err: ApiError) -> None:
-        if self.ctx.audit is not None:
-            await self.ctx.audit.record(action=AUDIT_ACTION, target="",
-                                        params={"method": f"{request.method} {request.url.path}"},
-                                        outcome="denied", error=err.message, caller=caller)
+        await self.ctx.audit.record(action=AUDIT_ACTION, target="",
+                                    params={"method": f"{request.method} {request.url.path}"},
+                                    outcome="denied", error=err.message, caller=caller)
         raise err
 
 

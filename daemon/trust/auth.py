@@ -229,9 +229,8 @@ def security_interceptors(ctx) -> list[grpc.aio.ServerInterceptor]:  # noqa: ANN
     """Creates the token store on the audit database (ctx.auth) and returns the auth
     interceptor. Called once by server.py before the port opens; the config change is
     audited by server.py once the daemon serves (a start that fails records nothing)."""
-    if ctx.audit is not None:
-        if ctx.auth is None:
-            ctx.auth = TokenStore(ctx.audit.engine, audit=ctx.audit)
+    if ctx.auth is None:
+        ctx.auth = TokenStore(ctx.audit.engine, audit=ctx.audit)
     if not ctx.config.auth.required:
         log.warning(
             "auth.required is off: every caller may call every RPC (recorded as anonymous)")
