@@ -151,7 +151,7 @@ def _key_limits(ctx: DaemonContext, actor: str) -> KeyLimits:
 def _latest_devices(telemetry: TelemetrySampler | None) -> list:
     """Device samples for a /metrics scrape: the sampler's latest (at most ~1 s old)."""
     latest = telemetry.latest if telemetry is not None else None
-    return list(latest.device_samples) if latest is not None else []
+    return list(latest.reading.devices) if latest is not None else []
 
 
 @contextlib.asynccontextmanager

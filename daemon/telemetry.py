@@ -57,10 +57,6 @@ class Published:
     reading: Reading
     data: bytes
 
-    @property
-    def device_samples(self) -> tuple:
-        return self.reading.devices
-
 
 class Subscription:
     """One subscriber's queue and cadence; iterate with `await next_snapshot()`."""
