@@ -69,12 +69,12 @@ def _audit_name(name: str) -> str:
 class InferenceCore:
     """Built once per daemon (ctx.inference). Event-loop only."""
 
-    def __init__(self, ctx: Any, usage: UsageLog | None,
+    def __init__(self, ctx: Any, usage: UsageLog,
                  limits_of: Callable[[str], KeyLimits] = lambda actor: NO_LIMITS) -> None:
         self.ctx = ctx
         self.usage = usage
         self.limits_of = limits_of     # key name -> its limits (the token store)
-        self.limiter = Limiter(usage.tokens_since if usage is not None else (lambda key, since: 0))
+        self.limiter = Limiter(usage.tokens_since)
         self._background: set[asyncio.Task] = set()
 
     # -- admission ------------------------------------------------------------------------
@@ -263,7 +263,7 @@ class Generation:
         tokens = self.prompt_tokens + self.completion_tokens
         try:
             jobs = []
-            if core.usage is not None and self.counted:
+            if self.counted:
                 jobs.append(core.usage.record(UsageRecord(
                     self.usage_id, self.caller.actor, req.model, self.prompt_tokens, self.completion_tokens,
                     usage_outcome)))
