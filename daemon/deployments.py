@@ -25,6 +25,7 @@ from .config import EngineConfig
 from .dtype_policy import auto_dtype
 from .engine.api import DTYPES, DeviceTarget, EngineSpec, EngineStats, LoadError, RequestMetrics
 from .errors import RequestError, Status, no_model, shown
+from .metrics import EngineHistogram
 from .model_stats import ModelStatsSample, ModelStatsWindow
 from .repository import ModelEntry, ModelRepository
 
@@ -213,14 +214,22 @@ class DeploymentManager:
 
     def engine_stats(self) -> dict[str, EngineStats]:
         """READY engines' counters (any thread; cheap)."""
+        return self._read_ready("stats")
+
+    def engine_histograms(self) -> dict[str, tuple[EngineHistogram, ...]]:
+        """READY engines' own latency histograms (any thread; cheap); engines that measure
+        none (the built-in one, whose latencies musad measures itself) are left out."""
+        return self._read_ready("histograms")
+
+    def _read_ready(self, method: str) -> dict[str, Any]:
         out = {}
         for dep in list(self._deployments.values()):
-            eng = dep.engine
-            if eng is not None and dep.state == State.READY:
+            read = getattr(dep.engine, method, None)
+            if read is not None and dep.state == State.READY:
                 try:
-                    out[dep.name] = eng.stats()
+                    out[dep.name] = read()
                 except Exception:  # noqa: BLE001
-                    log.exception("stats() of %s failed", dep.name)
+                    log.exception("%s() of %s failed", method, dep.name)
         return out
 
     def stats(self) -> list[ModelStatsSample]:

@@ -5,17 +5,21 @@ Names follow vLLM (`time_to_first_token_seconds`, `num_requests_running`, ...) u
 prefix changed. Latency histograms are fed per finished request by the engine's
 RequestObserver; gauges and token counters are read at scrape time from the engines'
 cheap `stats()` and from the telemetry sampler's latest device reading (a scrape never
-calls a vendor library itself).
+calls a vendor library itself). An engine that measures latency itself (the vLLM child)
+also hands over its own histograms, re-exported as `musad:engine_<name>` beside musad's
+measurement (which includes the proxy); they too are read from the engine's latest scrape.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .devices.base import SAMPLE_FIELDS
 
@@ -31,6 +35,33 @@ _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 1
 
 # One gauge per exported row of the device field table: musad:device_<field>.
 _DEVICE_GAUGES = tuple((f.name, f.metric, f.help) for f in SAMPLE_FIELDS if f.metric)
+
+
+@dataclass(frozen=True)
+class EngineHistogram:
+    """A latency histogram an engine measured itself (summed over its internal engines)."""
+
+    name: str                                # e.g. "time_to_first_token_seconds"
+    doc: str
+    buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count), ending with +Inf
+    sum: float
+
+
+class _EngineHistogramCollector(Collector):
+    """Each model's engine-measured histograms as musad:engine_<name>{model}."""
+
+    def __init__(self, engine_histograms: Callable[[], dict[str, tuple[EngineHistogram, ...]]]):
+        self._engine_histograms = engine_histograms
+
+    def collect(self) -> Iterable:
+        families: dict[str, HistogramMetricFamily] = {}
+        for model, hists in sorted(self._engine_histograms().items()):
+            for h in hists:
+                fam = families.get(h.name)
+                if fam is None:
+                    fam = families[h.name] = HistogramMetricFamily(PREFIX + "engine_" + h.name, h.doc, labels=["model"])
+                fam.add_metric([model], [(floatToGoString(le), n) for le, n in h.buckets], h.sum)
+        yield from families.values()
 
 
 class _ScrapeCollector(Collector):
@@ -78,7 +109,8 @@ class DaemonMetrics:
     """The daemon's Prometheus registry and its HTTP endpoint."""
 
     def __init__(self, device_names: Callable[[], dict[int, str]] = dict,
-                 device_samples: Callable[[], list] = list, engine_stats: Callable[[], dict] = dict):
+                 device_samples: Callable[[], list] = list, engine_stats: Callable[[], dict] = dict,
+                 engine_histograms: Callable[[], dict[str, tuple[EngineHistogram, ...]]] = dict):
         self.registry = CollectorRegistry()
         hist = lambda name, doc, buckets: Histogram(  # noqa: E731
             PREFIX + name, doc, ["model"], buckets=buckets, registry=self.registry)
@@ -87,6 +119,7 @@ class DaemonMetrics:
         self.e2e = hist("e2e_request_latency_seconds", "Request latency from arrival to last token, s.", _E2E_BUCKETS)
         self.queue = hist("request_queue_time_seconds", "Time spent waiting before the first step, s.", _E2E_BUCKETS)
         self.registry.register(_ScrapeCollector(device_names, device_samples, engine_stats))
+        self.registry.register(_EngineHistogramCollector(engine_histograms))
         self._http = None
         self._thread = None
         self.port = 0

@@ -120,6 +120,7 @@ def _build_context(config: Config, devices: Any, loader: Callable[..., Any] | No
         device_names=lambda: {d.index: d.name for d in devices.info()},
         device_samples=lambda: _latest_devices(holder.get("telemetry")),
         engine_stats=lambda: holder["deployments"].engine_stats(),
+        engine_histograms=lambda: holder["deployments"].engine_histograms(),
     )
     kwargs = {"loader": loader} if loader is not None else {}
     supervisor = Supervisor(config.engines.vllm, config.storage.state_dir)

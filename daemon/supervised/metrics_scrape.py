@@ -1,8 +1,10 @@
-"""The child's Prometheus text (vLLM's /metrics) -> EngineStats and its cache layout.
+"""The child's Prometheus text (vLLM's /metrics) -> EngineStats, its latency histograms
+and its cache layout.
 
 vLLM names its series `vllm:<name>` with labels `engine` (one per data-parallel engine)
-and `model_name`; series of the same name are summed over engines. Names are vLLM
-0.28-0.32's; a missing series reads as 0.
+and `model_name`; series of the same name are summed over engines (histogram buckets per
+`le`). Names are vLLM 0.28-0.32's; a missing series reads as 0, a missing histogram is
+left out.
 """
 
 from __future__ import annotations
@@ -11,15 +13,28 @@ import re
 from dataclasses import dataclass
 
 from ..engine.api import EngineStats
+from ..metrics import EngineHistogram
 
 _LINE = re.compile(r'^(vllm:[A-Za-z0-9_:]+)(?:\{(.*)\})?\s+(\S+)')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+# The child's latency histograms musad re-exports (vLLM's name without `vllm:`).
+LATENCY_HISTOGRAMS = {
+    "time_to_first_token_seconds": "Time to first token measured by the engine, s.",
+    "inter_token_latency_seconds": "Gap between output tokens measured by the engine, s.",
+    "e2e_request_latency_seconds": "Request latency measured by the engine, arrival to last token, s.",
+    "request_queue_time_seconds": "Time in the engine's waiting queue, s.",
+    "request_inference_time_seconds": "Time in the engine's running batch (prefill and decode), s.",
+    "request_prefill_time_seconds": "Prefill time measured by the engine, s.",
+    "request_decode_time_seconds": "Decode time measured by the engine, s.",
+}
 
 
 @dataclass(frozen=True)
 class Scrape:
     values: dict[str, float]                 # series name -> sum over label sets
     labels: dict[str, list[dict[str, str]]]  # series name -> each sample's labels (info series)
+    buckets: dict[str, dict[float, float]]   # histogram name -> upper bound -> cumulative count
 
     def get(self, name: str) -> float:
         return self.values.get("vllm:" + name, 0.0)
@@ -32,6 +47,7 @@ class Scrape:
 def parse(text: str) -> Scrape:
     values: dict[str, float] = {}
     labels: dict[str, list[dict[str, str]]] = {}
+    buckets: dict[str, dict[float, float]] = {}
     failed = 0.0
     for line in text.splitlines():
         if not line.startswith("vllm:"):
@@ -44,7 +60,15 @@ def parse(text: str) -> Scrape:
             value = float(raw_value)
         except ValueError:
             continue
-        if name.endswith("_created") or name.endswith("_bucket"):
+        if name.endswith("_bucket"):
+            try:
+                bound = float(dict(_LABEL.findall(raw_labels or ""))["le"])
+            except (KeyError, ValueError):
+                continue
+            per_le = buckets.setdefault(name[:-len("_bucket")], {})
+            per_le[bound] = per_le.get(bound, 0.0) + value
+            continue
+        if name.endswith("_created"):
             continue
         values[name] = values.get(name, 0.0) + value
         if raw_labels and (name.endswith("_info") or name == "vllm:request_success_total"):
@@ -53,7 +77,22 @@ def parse(text: str) -> Scrape:
             if name == "vllm:request_success_total" and lab.get("finished_reason") == "error":
                 failed += value
     values["musad:requests_failed"] = failed
-    return Scrape(values, labels)
+    return Scrape(values, labels, buckets)
+
+
+def histograms(scrape: Scrape) -> tuple[EngineHistogram, ...]:
+    """The LATENCY_HISTOGRAMS the child exported, summed over its engines."""
+    out = []
+    for name, doc in LATENCY_HISTOGRAMS.items():
+        per_le = scrape.buckets.get("vllm:" + name)
+        if not per_le:
+            continue
+        count = scrape.get(name + "_count")
+        rows = sorted(per_le.items())
+        if rows[-1][0] != float("inf"):
+            rows.append((float("inf"), count))
+        out.append(EngineHistogram(name, doc, tuple(rows), scrape.get(name + "_sum")))
+    return tuple(out)
 
 
 def kv_layout(scrape: Scrape) -> tuple[int, int, int]:

@@ -2,7 +2,8 @@
 
 `load_vllm_engine(...)` (blocking, like the built-in `load_engine`) starts the child, turns
 its log into Deploy stages, waits for its /health, reads its KV layout from /metrics and
-returns the engine. The engine scrapes /metrics once a second for `stats()`, streams
+returns the engine. The engine scrapes /metrics once a second for `stats()` and
+`histograms()` (the child's own latency histograms, re-exported on musad's /metrics), streams
 requests through the child's OpenAI API (client.py) and reports a child that exits while
 serving to `on_crash(reason)`; `restart()` starts it again with the same command.
 """
@@ -24,6 +25,7 @@ from ..config import VllmConfig
 from ..engine.api import (DeviceTarget, EngineClosedError, EngineInfo, EngineSpec, EngineStats, FinishReason,
                           GenerationRequest, GenerationResult, LoadError, QueueFullError, RequestMetrics,
                           TextDelta)
+from ..metrics import EngineHistogram
 from . import client as child_api
 from . import metrics_scrape
 from .installed import installed, interpreter
@@ -127,6 +129,7 @@ class VllmEngine:
         self._idle = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
         self._stats = EngineStats()
+        self._histograms: tuple[EngineHistogram, ...] = ()
         self._scraper: threading.Thread | None = None
         self._scraper_stop = threading.Event()
         self.info = EngineInfo(dtype=spec.dtype, max_batch=spec.max_batch, max_context=spec.max_context,
@@ -188,7 +191,7 @@ class VllmEngine:
         self.info = EngineInfo(dtype=self.spec.dtype, max_batch=self.spec.max_batch, max_context=self.spec.max_context,
                                weights_bytes=tracker.weights_bytes or weights, kv_cache_bytes=kv_bytes,
                                kv_block_size=block, kv_blocks_total=blocks)
-        self._stats = metrics_scrape.engine_stats(scrape, blocks)
+        self._take(scrape)
         self._ready = True
         if self._scraper is None:
             self._scraper = threading.Thread(target=self._scrape_loop, name=f"musad-scrape-{self.name}", daemon=True)
@@ -221,6 +224,14 @@ class VllmEngine:
     def stats(self) -> EngineStats:
         return self._stats
 
+    def histograms(self) -> tuple[EngineHistogram, ...]:
+        """The child's latency histograms from the latest scrape (cheap; never calls the child)."""
+        return self._histograms
+
+    def _take(self, scrape: metrics_scrape.Scrape) -> None:
+        self._stats = metrics_scrape.engine_stats(scrape, self.info.kv_blocks_total)
+        self._histograms = metrics_scrape.histograms(scrape)
+
     def _scrape_loop(self) -> None:
         with httpx.Client(base_url=self.base_url, timeout=2.0, trust_env=False) as http:
             while not self._scraper_stop.wait(SCRAPE_INTERVAL_S):
@@ -230,7 +241,7 @@ class VllmEngine:
                     scrape = metrics_scrape.parse(http.get("/metrics").text)
                 except httpx.HTTPError:
                     continue
-                self._stats = metrics_scrape.engine_stats(scrape, self.info.kv_blocks_total)
+                self._take(scrape)
 
     # -- serving -------------------------------------------------------------------------
 
