@@ -231,7 +231,19 @@ def test_a_crashed_child_goes_failed_with_its_log_then_restarts(served):
     before = _model(node, "llama64").deployment
     assert (before.restarts, before.max_restarts) == (0, 1)
     pid = before.pid
+    infer = inference_pb2_grpc.InferenceStub(d.sync_channel())
+    call = infer.Generate(inference_pb2.GenerateRequest(   # a stream in flight when the child dies
+        model="llama64", prompt="count", sampling=inference_pb2.SamplingParams(max_tokens=480, ignore_eos=True)))
+    got = [next(call) for _ in range(3)]
     os.killpg(pid, signal.SIGKILL)
+    try:
+        got += list(call)
+    except grpc.RpcError:
+        pass
+    received = sum(m.tokens for m in got)
+    assert received >= 3 and not any(m.HasField("result") and m.result.usage.completion_tokens == 480 for m in got)
+    row = _usage_row(d, got[0].request_id)   # it is metered with what it delivered, not with zeros
+    assert row.outcome == "error" and row.prompt_tokens > 0 and row.completion_tokens >= received, row
     dep = d.ctx.deployments.get("llama64")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and dep.state.value == "ready":
@@ -245,8 +257,15 @@ def test_a_crashed_child_goes_failed_with_its_log_then_restarts(served):
     assert dep.state.value == "ready", dep.reason
     m = _model(node, "llama64")
     assert (m.deployment.restarts, m.deployment.max_restarts) == (1, 1) and m.deployment.pid != pid
-    infer = inference_pb2_grpc.InferenceStub(d.sync_channel())
     assert _generate(infer)[1].usage.completion_tokens == 12
+
+
+def _usage_row(d, request_id: str):
+    import sqlalchemy as sa
+
+    from musaops.daemon.usage import usage_requests
+    with d.ctx.usage.engine.connect() as conn:
+        return conn.execute(sa.select(usage_requests).where(usage_requests.c.id == request_id)).one()
 
 
 def test_musad_stopping_leaves_no_child(served):
