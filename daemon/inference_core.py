@@ -131,6 +131,7 @@ class InferenceCore:
             engine = self._engine(req.model, limits)
             gen.counted = True   # the model exists for this key: usage is recorded from here on
             try:
+                await self.limiter.load_day(caller.actor, limits)
                 ticket = self.limiter.admit(caller.actor, limits)
             except LimitExceeded as exc:
                 gen.outcome_usage = "rate_limited"

@@ -5,7 +5,9 @@ once, and tokens per day. Checked by the inference core before a request reaches
 moving state per key in memory: a sliding window of request starts and of finished
 requests' tokens (prompt + completion) over `window_s` (60 s), a count of requests in
 flight, and the day's tokens, loaded once per key and day from the usage store so a
-restart does not give a key its quota back. Tokens are counted when a request finishes
+restart does not give a key its quota back. That load runs on a worker thread
+(`load_day`, awaited before `admit`): a key with a busy day costs a long sum, which must
+not stall the event loop. Tokens are counted when a request finishes
 (the completion's length is not known before), so a key may pass its TPM or daily quota
 by at most the requests it had in flight when it crossed it.
 
@@ -15,6 +17,7 @@ seconds, the UTC day of the quota).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import time
@@ -82,6 +85,8 @@ class _KeyState:
     in_flight: int = 0
     day: int = -1           # UTC day number of day_tokens
     day_tokens: int = 0
+    loading: asyncio.Future | None = None   # the store read of `loading_day`'s tokens, while it runs
+    loading_day: int = -1
 
 
 class Ticket:
@@ -126,9 +131,31 @@ class Limiter:
     def _roll_day(self, key: str, st: _KeyState) -> int:
         wall = self.wall()
         day = int(wall // DAY_S)
-        if st.day != day:
+        if st.day != day:   # not loaded by load_day (the day rolled since, or a caller without it)
             st.day, st.day_tokens = day, int(self._day_tokens(key, day * DAY_S))
         return int((day + 1) * DAY_S - wall)   # seconds to the next UTC midnight
+
+    async def load_day(self, key: str, limits: KeyLimits) -> None:
+        """Reads the key's tokens of the current UTC day from the store on a worker thread,
+        once per key and day (concurrent requests share one read); `admit` then finds them
+        loaded. A failed read raises here and is tried again by the next request."""
+        if not limits.daily_tokens:
+            return
+        st = self._state(key)
+        day = int(self.wall() // DAY_S)
+        if st.day == day:
+            return
+        if st.loading is None or st.loading_day != day:
+            st.loading_day = day
+            st.loading = asyncio.ensure_future(asyncio.to_thread(self._day_tokens, key, day * DAY_S))
+        loading = st.loading
+        try:
+            tokens = await asyncio.shield(loading)
+        finally:
+            if st.loading is loading and loading.done():
+                st.loading = None
+        if st.day != day:
+            st.day, st.day_tokens = day, int(tokens)
 
     def admit(self, key: str, limits: KeyLimits) -> Ticket:
         """Counts a request in, or raises LimitExceeded (nothing counted then)."""
