@@ -23,9 +23,8 @@ from typing import Any, AsyncIterator, Callable
 
 from .config import EngineConfig
 from .dtype_policy import auto_dtype
-from .engine.api import DTYPES, DeviceTarget, EngineSpec, EngineStats, LoadError, RequestMetrics
+from .engine.api import DTYPES, DeviceTarget, EngineHistogram, EngineSpec, EngineStats, LoadError, RequestMetrics
 from .errors import RequestError, Status, no_model, shown
-from .metrics import EngineHistogram
 from .model_stats import ModelStatsSample, ModelStatsWindow
 from .repository import ModelEntry, ModelRepository
 

@@ -13,7 +13,6 @@ measurement (which includes the proxy); they too are read from the engine's late
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
@@ -22,6 +21,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .devices.base import SAMPLE_FIELDS
+from .engine.api import EngineHistogram
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,6 @@ _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 1
 
 # One gauge per exported row of the device field table: musad:device_<field>.
 _DEVICE_GAUGES = tuple((f.name, f.metric, f.help) for f in SAMPLE_FIELDS if f.metric)
-
-
-@dataclass(frozen=True)
-class EngineHistogram:
-    """A latency histogram an engine measured itself (summed over its internal engines)."""
-
-    name: str                                # e.g. "time_to_first_token_seconds"
-    doc: str
-    buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count), ending with +Inf
-    sum: float
 
 
 class _EngineHistogramCollector(Collector):

@@ -109,6 +109,17 @@ class EngineStats:
 
 
 @dataclass(frozen=True)
+class EngineHistogram:
+    """A latency histogram an engine measured itself (summed over its internal engines), beside
+    the latencies musad measures itself; engines that have them offer `histograms()`)."""
+
+    name: str                                # e.g. "time_to_first_token_seconds"
+    doc: str
+    buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count), ending with +Inf
+    sum: float
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """Validated sampling parameters: the daemon's one list of them and their defaults (the
     defaults the proto documents for an unset field). `sampling_from_fields` builds and checks

@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..engine.api import EngineStats
-from ..metrics import EngineHistogram
+from ..engine.api import EngineHistogram, EngineStats
 
 _LINE = re.compile(r'^(vllm:[A-Za-z0-9_:]+)(?:\{(.*)\})?\s+(\S+)')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

@@ -22,10 +22,9 @@ from typing import Any, AsyncIterator, Callable
 import httpx
 
 from ..config import VllmConfig
-from ..engine.api import (DeviceTarget, EngineClosedError, EngineInfo, EngineSpec, EngineStats, FinishReason,
-                          GenerationRequest, GenerationResult, LoadError, QueueFullError, RequestMetrics,
-                          TextDelta)
-from ..metrics import EngineHistogram
+from ..engine.api import (DeviceTarget, EngineClosedError, EngineHistogram, EngineInfo, EngineSpec, EngineStats,
+                          FinishReason, GenerationRequest, GenerationResult, LoadError, QueueFullError,
+                          RequestMetrics, TextDelta)
 from . import client as child_api
 from . import metrics_scrape
 from .installed import installed, interpreter

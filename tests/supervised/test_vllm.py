@@ -164,6 +164,11 @@ def test_telemetry_and_metrics_show_the_childs_counters(served):
     assert 'musad:generation_tokens_total{model="llama64"}' in text
     assert 'musad:time_to_first_token_seconds_count{model="llama64"}' in text
     assert idle in text
+    assert 'musad:engine_time_to_first_token_seconds_bucket{le="+Inf",model="llama64"}' in text
+    for name in ("time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds",
+                 "request_queue_time_seconds", "request_prefill_time_seconds", "request_decode_time_seconds"):
+        line = next(x for x in text.splitlines() if x.startswith(f'musad:engine_{name}_count{{model="llama64"}} '))
+        assert float(line.split()[-1]) > 0, line   # the child's own histogram reaches musad's /metrics
 
 
 def test_bad_engine_choices_are_refused_with_a_sentence(served):
