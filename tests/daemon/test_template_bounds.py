@@ -111,7 +111,7 @@ async def test_health_is_not_serving_while_a_pool_is_jammed():
 
 
 def test_sigterm_ends_a_daemon_whose_threads_are_jammed(tmp_path, demo_model_dir):
-    """Templates that render for a minute hold every worker; SIGTERM still ends the process
+    """Templates that render for ten minutes hold every worker; SIGTERM still ends the process
     (after server.grace_seconds and the hard-exit margin), not when the renders end."""
     repo = tmp_path / "models"
     _model_with_template(demo_model_dir, repo, "nested", TEMPLATES["nested"])
@@ -131,7 +131,13 @@ def test_sigterm_ends_a_daemon_whose_threads_are_jammed(tmp_path, demo_model_dir
                 break
         assert port
         lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+
+        def read_stderr() -> None:
+            for line in proc.stderr:
+                lines.append(line)
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
         from musaops.daemon.engine import workers
 
         async def jam():
@@ -140,17 +146,32 @@ def test_sigterm_ends_a_daemon_whose_threads_are_jammed(tmp_path, demo_model_dir
                 last = [p async for p in node.Deploy(node_pb2.DeployRequest(model="nested", **SMALL))][-1]
                 assert last.stage == node_pb2.DEPLOY_STAGE_READY, last.message
                 infer = inference_pb2_grpc.InferenceStub(ch)
+                health = health_pb2_grpc.HealthStub(ch)
                 req = inference_pb2.GenerateRequest(model="nested", messages=[
                     inference_pb2.ChatMessage(role="user", content="hi")])
                 calls = [infer.Generate(req) for _ in range(workers.WORKERS + 2)]
-                await asyncio.sleep(1.0)   # the renders have started
+                # The renders hold every prompt worker once the watchdog (stall_s = 10 s) sees
+                # the request pool run nothing: health NOT_SERVING, and its warning names the pool.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 90
+                status = None
+                while loop.time() < deadline:
+                    status = (await health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status
+                    if (status == health_pb2.HealthCheckResponse.NOT_SERVING
+                            and any("request threads ran nothing" in x for x in lines)):
+                        break
+                    await asyncio.sleep(0.2)
+                assert status == health_pb2.HealthCheckResponse.NOT_SERVING, "the renders never jammed the pool"
+                assert any("request threads ran nothing" in x for x in lines), "".join(lines[-20:])
                 proc.send_signal(signal.SIGTERM)
                 for c in calls:
                     c.cancel()
 
         asyncio.run(jam())
         rc = proc.wait(timeout=60)   # the renders would run for 600 s
-        assert rc != 0 and proc.returncode is not None
+        reader.join(timeout=10)      # the pipe closed with the process
+        assert rc == 1, rc
+        assert any("shutdown took longer than" in x for x in lines), "".join(lines[-20:])
     finally:
         if proc.poll() is None:
             proc.kill()
