@@ -59,6 +59,7 @@ class ModelsConfig:
     reserve_bytes: int = 1 << 30          # free disk an import or pull must leave (model_transfer)
     max_model_bytes: int = 1 << 40        # largest model an import or pull accepts
     staging_max_age_s: float = 7 * 86400  # start-up removes staged transfers untouched this long (0: all)
+    pull_streams: int = 4                 # ExportModel streams a pull of a multi-file model opens side by side
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ def _check_metrics(v: str) -> None:   # an optional address: "" turns it off
 
 _MAX_LIMIT = 2**31 - 1      # engine limits travel as uint32 in GetInfo
 _MAX_GRACE_S = 86400.0
+_MAX_STREAMS = 64           # models.pull_streams: each stream holds a few MiB and two threads
 
 
 def _positive(v: int) -> None:
@@ -206,6 +208,11 @@ def _non_negative(v: float) -> None:
         raise ValueError(f"must be 0 or more (at most {_MAX_LIMIT}), got {v}")
 
 
+def _streams(v: int) -> None:
+    if not 1 <= v <= _MAX_STREAMS:
+        raise ValueError(f"must be 1..{_MAX_STREAMS} streams, got {v}")
+
+
 def _history(v: int) -> None:
     if not 1 <= v <= 86400:
         raise ValueError(f"must be 1..86400 seconds, got {v}")
@@ -217,6 +224,7 @@ _VALUE_CHECKS: dict[str, Callable[[Any], None]] = {
     "server.http_listen": _check_metrics,
     "server.grace_seconds": _grace,
     "models.device": _device,
+    "models.pull_streams": _streams,
     "engine.prefix_cache_scope": _cache_scope,
     "engine.default_kv_cache_fraction": _fraction,
     "telemetry.history_seconds": _history,

@@ -1,15 +1,15 @@
 """Moving models into and out of the repository: staging, digests, resume, atomic install.
 
 Transport-free (services/models.py speaks gRPC). An upload or pull writes into
-`<repository>/.staging/<name>-<manifest digest>/` (hidden: scans skip dot-names), one file at
-a time and in order; each chunk is hashed on the transfer's hashing thread while the next
-one is written (a resumed file's staged prefix is hashed from disk first), so memory stays
-flat whatever the model's size. When every
-file has its size and digest the staged model is renamed into the repository in one step;
-a digest mismatch deletes that file's staged bytes. The staging folder of an interrupted
-transfer stays, so the same manifest resumes where it stopped (`staged_offsets`), also
-after a restart or a kill -9 of the daemon; start-up removes staged transfers untouched for
-`models.staging_max_age_s` (`clean_staging`).
+`<repository>/.staging/<name>-<manifest digest>/` (hidden: scans skip dot-names) through one
+or more lanes (a pull's parallel streams), each writing its files one at a time and in
+order; each chunk is hashed on its lane's hashing thread while the next one is written (a
+resumed file's staged prefix is hashed from disk first), so memory stays flat whatever the
+model's size. When every file has its size and digest the staged model is renamed into the
+repository in one step; a digest mismatch deletes that file's staged bytes. The staging
+folder of an interrupted transfer stays, so the same manifest resumes where it stopped
+(`staged_offsets`), also after a restart or a kill -9 of the daemon; start-up removes staged
+transfers untouched for `models.staging_max_age_s` (`clean_staging`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,12 @@ def staged_offsets(root: pathlib.Path, name: str, files: list[FileSpec]) -> dict
 
 
 class Transfer:
-    """One running upload or pull into `root` (blocking file work; call from a thread)."""
+    """One running upload or pull into `root` (blocking file work; call from threads).
+
+    Bytes arrive through lanes (`lane()`): each is one ordered stream of chunks with its own
+    open file, hash state and hashing thread; several lanes write different files side by
+    side (a pull's parallel ExportModel streams), and a file is written by one lane at a
+    time."""
 
     def __init__(self, root: pathlib.Path, name: str, files: list[FileSpec], *, reserve_bytes: int,
                  max_bytes: int):
@@ -134,80 +139,49 @@ class Transfer:
             self.close()
             raise
         self.done = sum(self.offsets.values())
-        self._fh = None
-        self._path = ""
-        self._hash = None
-        self._hasher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-hash")
-        self._hashing: collections.deque = collections.deque()
+        self._lock = threading.Lock()          # guards done, _writing and _lanes
+        self._writing: dict[str, Lane] = {}    # path -> the lane that has it open
+        self._lanes: list[Lane] = []
+        self._error: RequestError | None = None   # a file's digest mismatch, raised by every lane
+
+    def lane(self) -> Lane:
+        lane = Lane(self)
+        with self._lock:
+            self._lanes.append(lane)
+        return lane
 
     def close(self) -> None:
-        """Ends the hashing thread (after what it was given) and closes the open file."""
-        if getattr(self, "_hasher", None) is not None:
-            self._hasher.shutdown(wait=True)
-            self._hasher = None
-        if getattr(self, "_fh", None) is not None:
-            self._fh.close()
-            self._fh = None
+        """Ends every lane's hashing thread (after what it was given) and closes their files."""
+        for lane in getattr(self, "_lanes", ()):
+            lane.close()
         with _active_lock:
             _active.discard(self._key)
 
-    def _open(self, path: str):
-        if self._fh is not None:   # the previous file stopped mid-way: its hash is dropped
-            self._fh.close()
-        target = self.stage / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.resolve().is_relative_to(self.stage.resolve()):
-            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(path)} would leave the staging folder")
-        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        self._fh = os.fdopen(fd, "r+b")
-        h = hashlib.sha256()
-        have = self.offsets[path]
-        while self._fh.tell() < have:   # hash the prefix staged by an earlier attempt
-            block = self._fh.read(min(CHUNK * 8, have - self._fh.tell()))
-            if not block:
-                break
-            h.update(block)
-        self._fh.truncate(have)
-        self._fh.seek(have)
-        self._path, self._hash = path, h
+    def _claim(self, path: str, lane: Lane) -> None:
+        with self._lock:
+            if self._writing.setdefault(path, lane) is not lane:
+                raise RequestError(Status.ABORTED, f"file {shown(path)} arrived on two streams at once")
 
-    def write(self, path: str, offset: int, data: bytes) -> None:
-        """Writes one chunk; its hashing runs on the transfer's hashing thread while the next
-        chunk is written (at most HASHES_IN_FLIGHT chunks wait for it). A file's digest is
-        checked, and the file fsync'd, on that thread once its last byte is written: a
-        mismatch raises from a later write or from `install`."""
-        spec = self.by_path.get(path)
-        if spec is None:
-            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(path)} is not in the manifest")
-        if path != self._path:
-            self._open(path)
-        have = self.offsets[path]
-        if offset != have:
-            raise RequestError(Status.FAILED_PRECONDITION, f"file {shown(path)}: data at offset {offset:,} but the "
-                               f"node holds {have:,} bytes of it; ask ImportStatus and resume from there")
-        if have + len(data) > spec.size:
-            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(path)} is longer than its declared "
-                               f"{spec.size:,} bytes")
-        self._fh.write(data)
-        self._queue(self._hash.update, data)
-        self.offsets[path] = have + len(data)
-        self.done += len(data)
-        if self.offsets[path] == spec.size:
-            fh, h = self._fh, self._hash
-            self._fh, self._path, self._hash = None, "", None
-            fh.flush()
-            self._queue(self._finish_file, spec, fh, h)
+    def _release(self, path: str, lane: Lane) -> None:
+        with self._lock:
+            if self._writing.get(path) is lane:
+                del self._writing[path]
 
-    def _queue(self, fn, *args) -> None:
-        self._hashing.append(self._hasher.submit(fn, *args))
-        while len(self._hashing) > HASHES_IN_FLIGHT or (self._hashing and self._hashing[0].done()):
-            self._hashing.popleft().result()
+    def _add(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+
+    def check_failed(self) -> None:
+        err = self._error
+        if err is not None:
+            raise RequestError(err.code, err.message)
 
     def wait_hashed(self) -> None:
         """Every chunk written so far hashed and every finished file checked (raises the
         first mismatch)."""
-        while self._hashing:
-            self._hashing.popleft().result()
+        for lane in list(self._lanes):
+            lane.wait_hashed()
+        self.check_failed()
 
     def _finish_file(self, spec: FileSpec, fh, h) -> None:
         try:
@@ -218,10 +192,10 @@ class Transfer:
         if digest != spec.sha256:
             (self.stage / spec.path).unlink(missing_ok=True)
             self.offsets[spec.path] = 0
-            raise RequestError(Status.DATA_LOSS,
-                               f"file {shown(spec.path)} arrived with SHA-256 {digest[:16]}..., not the declared "
-                               f"{spec.sha256[:16]}... (changed during the upload, or corrupted); its bytes were "
-                               "discarded")
+            self._error = RequestError(
+                Status.DATA_LOSS, f"file {shown(spec.path)} arrived with SHA-256 {digest[:16]}..., not the declared "
+                f"{spec.sha256[:16]}... (changed during the upload, or corrupted); its bytes were discarded")
+            self.check_failed()
 
     def complete(self) -> bool:
         return all(self.offsets[f.path] == f.size for f in self.files)
@@ -249,6 +223,114 @@ class Transfer:
         shutil.rmtree(self.stage, ignore_errors=True)
         _fsync_dir(self.root)
         return dest
+
+
+class Lane:
+    """One ordered stream of chunks into a Transfer, written from one thread. Each chunk is
+    hashed on the lane's hashing thread while the next one is written (at most
+    HASHES_IN_FLIGHT chunks wait for it), so memory stays flat; a file's digest is checked,
+    and the file fsync'd, on that thread once its last byte is written: a mismatch raises
+    from a later write of any lane or from `Transfer.install`."""
+
+    def __init__(self, tr: Transfer):
+        self.tr = tr
+        self._fh = None
+        self._path = ""
+        self._hash = None
+        self._hasher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-hash")
+        self._hashing: collections.deque = collections.deque()
+
+    def close(self) -> None:
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True)
+            self._hasher = None
+        self._drop()
+
+    def _drop(self) -> None:
+        """The open file stopped mid-way: it is closed and its hash dropped (a later write
+        of it re-hashes the staged prefix)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._path:
+            self.tr._release(self._path, self)
+        self._path, self._hash = "", None
+
+    def _open(self, path: str) -> None:
+        self._drop()
+        tr = self.tr
+        tr._claim(path, self)
+        self._path = path
+        try:
+            target = tr.stage / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.resolve().is_relative_to(tr.stage.resolve()):
+                raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(path)} would leave the staging folder")
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self._fh = os.fdopen(fd, "r+b")
+            h = hashlib.sha256()
+            have = tr.offsets[path]
+            while self._fh.tell() < have:   # hash the prefix staged by an earlier attempt
+                block = self._fh.read(min(CHUNK * 8, have - self._fh.tell()))
+                if not block:
+                    break
+                h.update(block)
+            self._fh.truncate(have)
+            self._fh.seek(have)
+            self._hash = h
+        except BaseException:
+            self._drop()
+            raise
+
+    def write(self, path: str, offset: int, data: bytes) -> None:
+        tr = self.tr
+        tr.check_failed()
+        spec = tr.by_path.get(path)
+        if spec is None:
+            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(path)} is not in the manifest")
+        if path != self._path:
+            self._open(path)
+        have = tr.offsets[path]
+        if offset != have:
+            raise RequestError(Status.FAILED_PRECONDITION, f"file {shown(path)}: data at offset {offset:,} but the "
+                               f"node holds {have:,} bytes of it; ask ImportStatus and resume from there")
+        if have + len(data) > spec.size:
+            raise RequestError(Status.INVALID_ARGUMENT, f"file {shown(path)} is longer than its declared "
+                               f"{spec.size:,} bytes")
+        self._fh.write(data)
+        self._queue(self._hash.update, data)
+        tr.offsets[path] = have + len(data)
+        tr._add(len(data))
+        if tr.offsets[path] == spec.size:
+            fh, h = self._fh, self._hash
+            self._fh = None
+            self._drop()
+            fh.flush()
+            self._queue(tr._finish_file, spec, fh, h)
+
+    def _queue(self, fn, *args) -> None:
+        self._hashing.append(self._hasher.submit(fn, *args))
+        while len(self._hashing) > HASHES_IN_FLIGHT or (self._hashing and self._hashing[0].done()):
+            self._hashing.popleft().result()
+
+    def wait_hashed(self) -> None:
+        while self._hashing:
+            self._hashing.popleft().result()
+
+
+def plan_streams(files: list[FileSpec], offsets: dict[str, int], streams: int) -> list[list[str]]:
+    """The files still missing bytes in at most `streams` groups of about equal bytes (the
+    largest remainder first, onto the group with the fewest bytes so far); each group in
+    the manifest's order. No group when nothing is missing."""
+    todo = [f for f in files if offsets.get(f.path, 0) < f.size]
+    groups: list[list[str]] = [[] for _ in range(max(0, min(streams, len(todo))))]
+    load = [0] * len(groups)
+    for f in sorted(todo, key=lambda f: f.size - offsets.get(f.path, 0), reverse=True):
+        i = load.index(min(load))
+        groups[i].append(f.path)
+        load[i] += f.size - offsets.get(f.path, 0)
+    order = {f.path: i for i, f in enumerate(files)}
+    return [sorted(g, key=order.__getitem__) for g in groups]
 
 
 def clean_staging(root: pathlib.Path, max_age_s: float, now: float | None = None) -> list[str]:

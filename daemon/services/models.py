@@ -1,7 +1,8 @@
 """Models service: ImportModel, ImportStatus, ExportModel, PullModel, DeleteModel over gRPC.
 
 The file work (staging, digests, resume, atomic install) is daemon/model_transfer.py; this
-module turns messages into its calls, streams progress at most every 0.25 s, and audits
+module turns messages into its calls (a pull of several files over up to `models.pull_streams`
+ExportModel streams side by side), streams progress every 0.25 s, and audits
 each operation on this node ("models.<Method>", outcome ok / failed).
 """
 
@@ -13,7 +14,6 @@ import concurrent.futures
 import logging
 import os
 import pathlib
-import time
 
 import grpc
 
@@ -100,39 +100,40 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
             specs = _specs(first.header)
             tr = await asyncio.to_thread(self._open, first.header.name, specs)
             try:
-                async for msg in self._receive(tr, _data_chunks(request_iterator)):
+                async for msg in self._receive(tr, [_data_chunks(request_iterator)]):
                     yield msg
             finally:
                 await asyncio.to_thread(tr.close)
 
         return self._audited("models.ImportModel", state, {}, body(), context)
 
-    async def _receive(self, tr: mt.Transfer, chunks):
-        """Writes chunks into the transfer; yields progress; installs when complete.
+    async def _receive(self, tr: mt.Transfer, streams: list):
+        """Writes the chunks of each stream (an async iterator of (path, offset, data)) into
+        the transfer, the streams side by side; yields progress; installs when complete.
 
-        One writer thread per transfer writes in order (and hands each chunk to the
-        transfer's hashing thread) while the next chunks arrive; at most WRITES_IN_FLIGHT
-        chunks wait for it (memory stays a few MiB)."""
-        rate, last = mt.Rate(tr.done), 0.0
+        Each stream has a writer thread and a lane of the transfer (its own open file and
+        hashing thread): it writes in order while the stream's next chunks arrive, at most
+        WRITES_IN_FLIGHT chunks waiting for it (memory stays a few MiB per stream). The first
+        stream that fails ends the others."""
+        rate = mt.Rate(tr.done)
         yield P(stage=models_pb2.TRANSFER_STAGE_RECEIVING, bytes_done=tr.done, bytes_total=tr.total,
                 message=f"resuming at {tr.done:,} of {tr.total:,} bytes" if tr.done else "receiving")
-        loop = asyncio.get_running_loop()
-        pending: collections.deque = collections.deque()
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-write") as writer:
-            try:
-                async for path, offset, data in chunks:
-                    pending.append(loop.run_in_executor(writer, tr.write, path, offset, data))
-                    while len(pending) > WRITES_IN_FLIGHT or (pending and pending[0].done()):
-                        await pending.popleft()
-                    now = time.monotonic()
-                    if now - last >= PROGRESS_EVERY_S:
-                        last = now
-                        yield P(stage=models_pb2.TRANSFER_STAGE_RECEIVING, bytes_done=tr.done, bytes_total=tr.total,
-                                rate_bytes_per_s=rate(tr.done), file=path)
-                while pending:
-                    await pending.popleft()
-            finally:   # a failed or cancelled transfer: queued writes end before the file closes
-                await asyncio.gather(*pending, return_exceptions=True)
+        latest = {"file": ""}
+        tasks = [asyncio.create_task(_pump(tr.lane(), chunks, latest)) for chunks in streams]
+        try:
+            while tasks:
+                done, _ = await asyncio.wait(tasks, timeout=PROGRESS_EVERY_S, return_when=asyncio.FIRST_EXCEPTION)
+                for t in tasks:
+                    if t in done and not t.cancelled() and t.exception() is not None:
+                        raise t.exception()
+                if len(done) == len(tasks):
+                    break
+                yield P(stage=models_pb2.TRANSFER_STAGE_RECEIVING, bytes_done=tr.done, bytes_total=tr.total,
+                        rate_bytes_per_s=rate(tr.done), file=latest["file"])
+        finally:   # a failed or cancelled transfer: every stream's queued writes end before its files close
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         yield P(stage=models_pb2.TRANSFER_STAGE_VERIFYING, bytes_done=tr.done, bytes_total=tr.total,
                 rate_bytes_per_s=rate(tr.done))
         dest = await asyncio.to_thread(tr.install)
@@ -150,8 +151,15 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         if request.manifest_only:
             return
         offsets = {o.path: o.offset for o in request.offsets}
+        wanted = set(request.paths)
+        unknown = wanted - {f.path for f in specs}
+        if unknown:
+            await abort(context, RequestError(Status.INVALID_ARGUMENT, f"{shown(request.model)} has no file "
+                                              f"{shown(min(unknown))}"))
         base = path if path.is_dir() else path.parent
         for f in specs:
+            if wanted and f.path not in wanted:
+                continue
             off = offsets.get(f.path, 0)
             if off >= f.size:
                 continue
@@ -165,7 +173,8 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
                     off += len(data)
             finally:
                 os.close(fd)
-        await self.ctx.record("models.ExportModel", request.model, {"files": len(specs)}, "ok")
+        await self.ctx.record("models.ExportModel", request.model,
+                              {"files": len(specs), **({"sent_files": len(wanted)} if wanted else {})}, "ok")
 
     def PullModel(self, request, context):
         state = {"name": request.model}
@@ -183,14 +192,19 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
                     raise _source_error(request, exc) from None
                 specs = _specs(head.manifest)
                 tr = await asyncio.to_thread(self._open, request.model, specs)
-                try:
-                    offsets = [models_pb2.FileOffset(path=p, offset=o) for p, o in tr.offsets.items()]
-                    call = stub.ExportModel(models_pb2.ExportRequest(model=request.model, offsets=offsets), metadata=md)
+                try:   # one ExportModel stream per group of files, the groups about equal in bytes
+                    groups = mt.plan_streams(specs, tr.offsets, self.ctx.config.models.pull_streams)
+                    calls = [stub.ExportModel(models_pb2.ExportRequest(
+                        model=request.model, paths=g,
+                        offsets=[models_pb2.FileOffset(path=p, offset=tr.offsets[p]) for p in g]), metadata=md)
+                        for g in groups]
                     try:
-                        async for msg in self._receive(tr, _export_chunks(call, specs, request)):
+                        async for msg in self._receive(tr, [_export_chunks(c, specs, request, set(g))
+                                                            for c, g in zip(calls, groups)]):
                             yield msg
                     finally:
-                        call.cancel()
+                        for c in calls:
+                            c.cancel()
                 finally:
                     await asyncio.to_thread(tr.close)
 
@@ -229,7 +243,24 @@ async def _data_chunks(request_iterator):
         yield msg.data.path, msg.data.offset, msg.data.data
 
 
-async def _export_chunks(call, specs, request):
+async def _pump(lane: mt.Lane, chunks, latest: dict) -> None:
+    """Writes one stream's chunks through `lane` on a writer thread of its own, in order."""
+    loop = asyncio.get_running_loop()
+    pending: collections.deque = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-write") as writer:
+        try:
+            async for path, offset, data in chunks:
+                pending.append(loop.run_in_executor(writer, lane.write, path, offset, data))
+                latest["file"] = path
+                while len(pending) > WRITES_IN_FLIGHT or (pending and pending[0].done()):
+                    await pending.popleft()
+            while pending:
+                await pending.popleft()
+        finally:   # a failed or cancelled stream: its queued writes end before its files close
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _export_chunks(call, specs, request, paths: set[str]):
     try:
         async for msg in call:
             if msg.HasField("manifest"):
@@ -237,6 +268,10 @@ async def _export_chunks(call, specs, request):
                     raise RequestError(Status.ABORTED, f"{shown(request.model)} changed on {request.source} during "
                                        "the pull; pull it again")
                 continue
+            if msg.data.path not in paths:
+                raise RequestError(Status.FAILED_PRECONDITION, f"the source node {request.source} sent file "
+                                   f"{shown(msg.data.path)} on a stream that asked for other files (a musad without "
+                                   "ExportRequest.paths?); pull with models.pull_streams = 1 on this node")
             yield msg.data.path, msg.data.offset, msg.data.data
     except grpc.aio.AioRpcError as exc:
         raise _source_error(request, exc) from None

@@ -1,7 +1,7 @@
 """Models service between real daemons on port 0: import with digests, resume (after the
 client stops, after the receiving daemon is killed -9), refusals, two uploads of one name,
-pull node to node (also from a source that dies mid-pull), delete, start-up cleanup of
-abandoned staging folders."""
+pull node to node (also over several streams, and from a source that dies mid-pull), delete,
+start-up cleanup of abandoned staging folders."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import time
 import grpc
 import pytest
 
+from musaops.daemon import model_transfer as mt
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
 from musaops.daemon.devrun import ensure_token
 from musaops.v1 import models_pb2, models_pb2_grpc, node_pb2, node_pb2_grpc
@@ -372,6 +373,99 @@ def test_a_source_that_goes_away_mid_pull_then_resumes(children, make_daemon, tm
         assert progress[0].bytes_done > 0, "the second pull started over instead of resuming"
         assert progress[-1].stage == models_pb2.TRANSFER_STAGE_DONE
     assert (dst_repo / "weights" / "model.safetensors").stat().st_size == 256 << 20
+    assert not list((dst_repo / ".staging").iterdir())
+
+
+def test_streams_are_balanced_by_bytes():
+    files = [mt.FileSpec(p, size, "0" * 64) for p, size in
+             (("config.json", 10), ("a", 300), ("b", 200), ("c", 100), ("d", 100), ("empty", 0))]
+    assert mt.plan_streams(files, {}, 3) == [["a"], ["config.json", "b"], ["c", "d"]]
+    assert mt.plan_streams(files, {"a": 250, "b": 200}, 4) == [["c"], ["d"], ["a"], ["config.json"]]
+    assert mt.plan_streams(files[1:2], {}, 4) == [["a"]]   # one file: one stream
+    assert mt.plan_streams(files, {f.path: f.size for f in files}, 4) == []
+
+
+def test_a_multi_file_pull_over_several_streams(make_daemon, tmp_path):
+    src_repo, dst_repo = tmp_path / "src", tmp_path / "dst"
+    model = src_repo / "shards"
+    model.mkdir(parents=True)
+    dst_repo.mkdir()
+    (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    for i, mib in enumerate((3, 2, 1, 1)):
+        (model / f"model-{i}.safetensors").write_bytes(os.urandom(mib << 20))
+    src = make_daemon(models_dir=src_repo)
+    dst = make_daemon(models_dir=dst_repo, **{"models.pull_streams": 3})
+    with dst.sync_channel() as ch:
+        progress = list(models_pb2_grpc.ModelsStub(ch).PullModel(models_pb2.PullRequest(source=src.address,
+                                                                                        model="shards")))
+    assert progress[-1].stage == models_pb2.TRANSFER_STAGE_DONE
+    assert progress[-1].bytes_done == progress[-1].bytes_total == sum(f.stat().st_size for f in model.iterdir())
+    for f in model.iterdir():
+        assert (dst_repo / "shards" / f.name).read_bytes() == f.read_bytes()
+    assert not list((dst_repo / ".staging").iterdir())
+    # the source sent three streams (manifest_only aside), each a disjoint share of the files
+    sent = [json.loads(r.params_json).get("sent_files") for r in src.ctx.audit.query()
+            if r.action == "models.ExportModel"]
+    assert sorted(sent) == [1, 2, 2], sent
+    with src.sync_channel() as ch:   # a stream that asks for a file the model lacks is refused
+        code, msg = status_code(lambda: list(models_pb2_grpc.ModelsStub(ch).ExportModel(
+            models_pb2.ExportRequest(model="shards", paths=["nope.bin"]))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "nope.bin" in msg
+    # a shard changed in place with its mtime put back: the source sends its cached digest with
+    # new bytes, that stream's file fails its check and the whole pull ends DATA_LOSS
+    shard = model / "model-1.safetensors"
+    st = shard.stat()
+    with open(shard, "r+b") as fh:
+        fh.seek(1 << 20)
+        flipped = bytes(b ^ 1 for b in fh.read(2))
+        fh.seek(1 << 20)
+        fh.write(flipped)
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with src.sync_channel() as ch:   # what the source declares (its cached digests)
+        declared = next(iter(models_pb2_grpc.ModelsStub(ch).ExportModel(
+            models_pb2.ExportRequest(model="shards", manifest_only=True)))).manifest
+    with dst.sync_channel() as ch:
+        stub = models_pb2_grpc.ModelsStub(ch)
+        stub.DeleteModel(models_pb2.DeleteModelRequest(model="shards"))
+        code, msg = status_code(lambda: list(stub.PullModel(models_pb2.PullRequest(source=src.address,
+                                                                                   model="shards"))))
+        assert code == grpc.StatusCode.DATA_LOSS and "model-1.safetensors" in msg, msg
+        assert not (dst_repo / "shards").exists()
+        have = {o.path: o.offset for o in stub.ImportStatus(declared).present}
+        assert have["model-1.safetensors"] == 0, have   # its bad bytes were discarded
+
+
+@pytest.mark.timeout(240)
+def test_a_source_that_goes_away_mid_pull_over_several_streams_then_resumes(children, make_daemon, tmp_path):
+    src = children("source")
+    folder = big_model(src.models / "shards", 1)
+    for i in range(4):   # four sparse 64 MiB shards: each stream has one
+        with open(folder / f"model-{i}.safetensors", "wb") as fh:
+            fh.write(bytes([i + 1]))
+            fh.truncate(64 << 20)
+    m = manifest("shards", folder)
+    dst_repo = tmp_path / "dst"
+    dst_repo.mkdir()
+    dst = make_daemon(models_dir=dst_repo, **{"models.pull_streams": 4})
+    token = src.md[0][1].removeprefix("Bearer ")
+    with dst.sync_channel() as ch:
+        stub = models_pb2_grpc.ModelsStub(ch)
+        call = stub.PullModel(models_pb2.PullRequest(source=src.address, model="shards", token=token))
+        with pytest.raises(grpc.RpcError) as ei:
+            for p in call:
+                if p.bytes_done > 0:   # bytes arrived: the source dies mid-pull
+                    src.kill9()
+        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE, ei.value.details()
+        assert not (dst_repo / "shards").exists()
+        have = sum(o.offset for o in stub.ImportStatus(m).present)
+        assert 0 < have < sum(f.size for f in m.files)
+        src.start()
+        progress = list(stub.PullModel(models_pb2.PullRequest(source=src.address, model="shards", token=token)))
+        assert progress[0].bytes_done == have, "the second pull did not resume from the staged bytes"
+        assert progress[-1].stage == models_pb2.TRANSFER_STAGE_DONE
+        assert progress[-1].bytes_done == progress[-1].bytes_total
+    for f in m.files:
+        assert hashlib.sha256((dst_repo / "shards" / f.path).read_bytes()).hexdigest() == f.sha256
     assert not list((dst_repo / ".staging").iterdir())
 
 

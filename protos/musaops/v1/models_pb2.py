@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17musaops/v1/models.proto\x12\nmusaops.v1\"7\n\tFileEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"C\n\rModelManifest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x15.musaops.v1.FileEntry\"6\n\x08\x46ileData\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"h\n\x0bImportChunk\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.musaops.v1.ModelManifestH\x00\x12$\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x14.musaops.v1.FileDataH\x00\x42\x06\n\x04kind\"*\n\nFileOffset\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"z\n\x14ImportStatusResponse\x12\'\n\x07present\x18\x01 \x03(\x0b\x32\x16.musaops.v1.FileOffset\x12\x12\n\nfree_bytes\x18\x02 \x01(\x04\x12\x15\n\rreserve_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06\x65xists\x18\x04 \x01(\x08\"\x9e\x01\n\x10TransferProgress\x12(\n\x05stage\x18\x01 \x01(\x0e\x32\x19.musaops.v1.TransferStage\x12\x12\n\nbytes_done\x18\x02 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x03 \x01(\x04\x12\x18\n\x10rate_bytes_per_s\x18\x04 \x01(\x01\x12\x0c\n\x04\x66ile\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"^\n\rExportRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07offsets\x18\x02 \x03(\x0b\x32\x16.musaops.v1.FileOffset\x12\x15\n\rmanifest_only\x18\x03 \x01(\x08\"j\n\x0b\x45xportChunk\x12-\n\x08manifest\x18\x01 \x01(\x0b\x32\x19.musaops.v1.ModelManifestH\x00\x12$\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x14.musaops.v1.FileDataH\x00\x42\x06\n\x04kind\"H\n\x0bPullRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0b\n\x03tls\x18\x04 \x01(\x08\"#\n\x12\x44\x65leteModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"*\n\x13\x44\x65leteModelResponse\x12\x13\n\x0b\x66reed_bytes\x18\x01 \x01(\x04*\x84\x01\n\rTransferStage\x12\x1e\n\x1aTRANSFER_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRANSFER_STAGE_RECEIVING\x10\x01\x12\x1c\n\x18TRANSFER_STAGE_VERIFYING\x10\x02\x12\x17\n\x13TRANSFER_STAGE_DONE\x10\x03\x32\xfa\x02\n\x06Models\x12H\n\x0bImportModel\x12\x17.musaops.v1.ImportChunk\x1a\x1c.musaops.v1.TransferProgress(\x01\x30\x01\x12K\n\x0cImportStatus\x12\x19.musaops.v1.ModelManifest\x1a .musaops.v1.ImportStatusResponse\x12\x43\n\x0b\x45xportModel\x12\x19.musaops.v1.ExportRequest\x1a\x17.musaops.v1.ExportChunk0\x01\x12\x44\n\tPullModel\x12\x17.musaops.v1.PullRequest\x1a\x1c.musaops.v1.TransferProgress0\x01\x12N\n\x0b\x44\x65leteModel\x12\x1e.musaops.v1.DeleteModelRequest\x1a\x1f.musaops.v1.DeleteModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17musaops/v1/models.proto\x12\nmusaops.v1\"7\n\tFileEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"C\n\rModelManifest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x15.musaops.v1.FileEntry\"6\n\x08\x46ileData\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"h\n\x0bImportChunk\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.musaops.v1.ModelManifestH\x00\x12$\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x14.musaops.v1.FileDataH\x00\x42\x06\n\x04kind\"*\n\nFileOffset\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"z\n\x14ImportStatusResponse\x12\'\n\x07present\x18\x01 \x03(\x0b\x32\x16.musaops.v1.FileOffset\x12\x12\n\nfree_bytes\x18\x02 \x01(\x04\x12\x15\n\rreserve_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06\x65xists\x18\x04 \x01(\x08\"\x9e\x01\n\x10TransferProgress\x12(\n\x05stage\x18\x01 \x01(\x0e\x32\x19.musaops.v1.TransferStage\x12\x12\n\nbytes_done\x18\x02 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x03 \x01(\x04\x12\x18\n\x10rate_bytes_per_s\x18\x04 \x01(\x01\x12\x0c\n\x04\x66ile\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"m\n\rExportRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07offsets\x18\x02 \x03(\x0b\x32\x16.musaops.v1.FileOffset\x12\x15\n\rmanifest_only\x18\x03 \x01(\x08\x12\r\n\x05paths\x18\x04 \x03(\t\"j\n\x0b\x45xportChunk\x12-\n\x08manifest\x18\x01 \x01(\x0b\x32\x19.musaops.v1.ModelManifestH\x00\x12$\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x14.musaops.v1.FileDataH\x00\x42\x06\n\x04kind\"H\n\x0bPullRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0b\n\x03tls\x18\x04 \x01(\x08\"#\n\x12\x44\x65leteModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"*\n\x13\x44\x65leteModelResponse\x12\x13\n\x0b\x66reed_bytes\x18\x01 \x01(\x04*\x84\x01\n\rTransferStage\x12\x1e\n\x1aTRANSFER_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRANSFER_STAGE_RECEIVING\x10\x01\x12\x1c\n\x18TRANSFER_STAGE_VERIFYING\x10\x02\x12\x17\n\x13TRANSFER_STAGE_DONE\x10\x03\x32\xfa\x02\n\x06Models\x12H\n\x0bImportModel\x12\x17.musaops.v1.ImportChunk\x1a\x1c.musaops.v1.TransferProgress(\x01\x30\x01\x12K\n\x0cImportStatus\x12\x19.musaops.v1.ModelManifest\x1a .musaops.v1.ImportStatusResponse\x12\x43\n\x0b\x45xportModel\x12\x19.musaops.v1.ExportRequest\x1a\x17.musaops.v1.ExportChunk0\x01\x12\x44\n\tPullModel\x12\x17.musaops.v1.PullRequest\x1a\x1c.musaops.v1.TransferProgress0\x01\x12N\n\x0b\x44\x65leteModel\x12\x1e.musaops.v1.DeleteModelRequest\x1a\x1f.musaops.v1.DeleteModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'musaops.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRANSFERSTAGE']._serialized_start=1016
-  _globals['_TRANSFERSTAGE']._serialized_end=1148
+  _globals['_TRANSFERSTAGE']._serialized_start=1031
+  _globals['_TRANSFERSTAGE']._serialized_end=1163
   _globals['_FILEENTRY']._serialized_start=39
   _globals['_FILEENTRY']._serialized_end=94
   _globals['_MODELMANIFEST']._serialized_start=96
@@ -48,15 +48,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSFERPROGRESS']._serialized_start=496
   _globals['_TRANSFERPROGRESS']._serialized_end=654
   _globals['_EXPORTREQUEST']._serialized_start=656
-  _globals['_EXPORTREQUEST']._serialized_end=750
-  _globals['_EXPORTCHUNK']._serialized_start=752
-  _globals['_EXPORTCHUNK']._serialized_end=858
-  _globals['_PULLREQUEST']._serialized_start=860
-  _globals['_PULLREQUEST']._serialized_end=932
-  _globals['_DELETEMODELREQUEST']._serialized_start=934
-  _globals['_DELETEMODELREQUEST']._serialized_end=969
-  _globals['_DELETEMODELRESPONSE']._serialized_start=971
-  _globals['_DELETEMODELRESPONSE']._serialized_end=1013
-  _globals['_MODELS']._serialized_start=1151
-  _globals['_MODELS']._serialized_end=1529
+  _globals['_EXPORTREQUEST']._serialized_end=765
+  _globals['_EXPORTCHUNK']._serialized_start=767
+  _globals['_EXPORTCHUNK']._serialized_end=873
+  _globals['_PULLREQUEST']._serialized_start=875
+  _globals['_PULLREQUEST']._serialized_end=947
+  _globals['_DELETEMODELREQUEST']._serialized_start=949
+  _globals['_DELETEMODELREQUEST']._serialized_end=984
+  _globals['_DELETEMODELRESPONSE']._serialized_start=986
+  _globals['_DELETEMODELRESPONSE']._serialized_end=1028
+  _globals['_MODELS']._serialized_start=1166
+  _globals['_MODELS']._serialized_end=1544
 # @@protoc_insertion_point(module_scope)

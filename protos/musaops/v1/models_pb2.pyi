@@ -91,14 +91,16 @@ class TransferProgress(_message.Message):
     def __init__(self, stage: _Optional[_Union[TransferStage, str]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., rate_bytes_per_s: _Optional[float] = ..., file: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
-    __slots__ = ("model", "offsets", "manifest_only")
+    __slots__ = ("model", "offsets", "manifest_only", "paths")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OFFSETS_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
     model: str
     offsets: _containers.RepeatedCompositeFieldContainer[FileOffset]
     manifest_only: bool
-    def __init__(self, model: _Optional[str] = ..., offsets: _Optional[_Iterable[_Union[FileOffset, _Mapping]]] = ..., manifest_only: _Optional[bool] = ...) -> None: ...
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., offsets: _Optional[_Iterable[_Union[FileOffset, _Mapping]]] = ..., manifest_only: _Optional[bool] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExportChunk(_message.Message):
     __slots__ = ("manifest", "data")

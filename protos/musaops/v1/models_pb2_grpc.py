@@ -80,7 +80,8 @@ class ModelsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportModel(self, request, context):
-        """Streams a model's manifest (first message) and then its files' bytes from the offsets asked.
+        """Streams a model's manifest (first message) and then its files' bytes from the offsets asked
+        (only the files in `paths` when it names any: a pull opens several such streams side by side).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
