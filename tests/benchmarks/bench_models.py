@@ -18,6 +18,9 @@ against `cp`, in one run.
   RSS during each pull (VmHWM after resetting it through /proc/PID/clear_refs) against its
   RSS before: rss_growth_mib stays small whatever the model's size. CPU seconds of each
   daemon per pull (source_cpu_s, receiver_cpu_s) show where the time goes on a busy host.
+  The same total also runs as one shard and as four shards (`layouts`; the receiver pulls a
+  model of several files over up to `models.pull_streams` streams, `--pull-streams` sets it):
+  single_file_mib_s / four_shard_mib_s and their ratios to cp of the same folder.
 
 No fetch possible: the deploy part says why and the pull part still runs. stdout is one
 JSON line; without `--json` a readable summary also goes to stderr.
@@ -58,16 +61,20 @@ def free_port() -> int:
 class Daemon:
     """One `musad serve` child with its own state and repository."""
 
-    def __init__(self, root: Path, name: str):
+    def __init__(self, root: Path, name: str, models_config: str = ""):
         self.models, self.state = root / name / "models", root / name / "state"
         self.models.mkdir(parents=True)
         self.token = ensure_token(self.state).read_text().strip()
         self.address = f"127.0.0.1:{free_port()}"
         self.md = (("authorization", f"Bearer {self.token}"),)
+        config = []
+        if models_config:   # extra [models] keys for this daemon
+            (root / name / "musad.toml").write_text(f"[models]\n{models_config}\n")
+            config = ["--config", str(root / name / "musad.toml")]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "musaops.daemon.cli", "serve", "--listen", self.address, "--metrics-listen", "",
-             "--http-listen", "", "--models", str(self.models), "--state-dir", str(self.state), "--device", "cpu",
-             "--log-level", "WARNING"],
+            [sys.executable, "-m", "musaops.daemon.cli", "serve", *config, "--listen", self.address,
+             "--metrics-listen", "", "--http-listen", "", "--models", str(self.models), "--state-dir", str(self.state),
+             "--device", "cpu", "--log-level", "WARNING"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def __enter__(self):
@@ -142,67 +149,93 @@ def bench_deploy(root: Path, rounds: int) -> dict:
     return out
 
 
-def write_big_model(folder: Path, mib: int) -> int:
+def write_big_model(folder: Path, mib: int, shards: int = 2) -> int:
     import numpy as np
 
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "bench": True}))
     rng = np.random.default_rng(0)
-    for i, part in enumerate((mib // 2, mib - mib // 2)):
-        with open(folder / f"model-0000{i + 1}-of-00002.safetensors", "wb") as fh:
+    for i in range(shards):
+        part = mib // shards + (1 if i < mib % shards else 0)
+        with open(folder / f"model-{i + 1:05d}-of-{shards:05d}.safetensors", "wb") as fh:
             for _ in range(part // 16):
                 fh.write(rng.bytes(16 << 20))
+            fh.write(rng.bytes((part % 16) << 20))
     return sum(f.stat().st_size for f in folder.iterdir())
 
 
-def bench_pull(root: Path, mib: int, rounds: int) -> dict:
-    out: dict = {"model_bytes": 0}
-    with Daemon(root, "source") as src, Daemon(root, "receiver") as dst:
-        out["model_bytes"] = total = write_big_model(src.models / "big", mib)
-        recv = models_pb2_grpc.ModelsStub(dst.channel)
-        pulls, peaks, before, cpu_src, cpu_dst = [], [], [], [], []
-        for _ in range(rounds):
-            before.append(dst.status("VmRSS"))
-            peak_reset = dst.reset_peak()
-            c_src, c_dst = src.cpu_s(), dst.cpu_s()
-            t = time.perf_counter()
-            last = None
-            for last in recv.PullModel(models_pb2.PullRequest(source=src.address, model="big", token=src.token),
-                                       metadata=dst.md):
-                pass
-            pulls.append(time.perf_counter() - t)
-            cpu_src.append(src.cpu_s() - c_src)
-            cpu_dst.append(dst.cpu_s() - c_dst)
-            if last is None or last.stage != models_pb2.TRANSFER_STAGE_DONE:
-                raise SystemExit(f"pull did not finish: {last}")
-            peaks.append(dst.status("VmHWM") if peak_reset else 0)
-            recv.DeleteModel(models_pb2.DeleteModelRequest(model="big"), metadata=dst.md)
-        cps, syncs = [], []
-        target = root / "cp-target"
-        for _ in range(rounds):
-            t = time.perf_counter()
-            subprocess.run(["cp", "-r", str(src.models / "big"), str(target)], check=True)
-            cps.append(time.perf_counter() - t)
-            subprocess.run(["sync", "-f", str(target)], check=True)
-            syncs.append(time.perf_counter() - t)
-            shutil.rmtree(target)
+def pull_rounds(root: Path, src: Daemon, dst: Daemon, model: str, rounds: int) -> dict:
+    """`rounds` pulls of `model` (each then deleted) and `rounds` cp -r of the same folder."""
+    total = sum(f.stat().st_size for f in (src.models / model).iterdir())
+    recv = models_pb2_grpc.ModelsStub(dst.channel)
+    pulls, peaks, before, cpu_src, cpu_dst = [], [], [], [], []
+    for _ in range(rounds):
+        before.append(dst.status("VmRSS"))
+        peak_reset = dst.reset_peak()
+        c_src, c_dst = src.cpu_s(), dst.cpu_s()
+        t = time.perf_counter()
+        last = None
+        for last in recv.PullModel(models_pb2.PullRequest(source=src.address, model=model, token=src.token),
+                                   metadata=dst.md):
+            pass
+        pulls.append(time.perf_counter() - t)
+        cpu_src.append(src.cpu_s() - c_src)
+        cpu_dst.append(dst.cpu_s() - c_dst)
+        if last is None or last.stage != models_pb2.TRANSFER_STAGE_DONE:
+            raise SystemExit(f"pull did not finish: {last}")
+        peaks.append(dst.status("VmHWM") if peak_reset else 0)
+        recv.DeleteModel(models_pb2.DeleteModelRequest(model=model), metadata=dst.md)
+    cps, syncs = [], []
+    target = root / "cp-target"
+    for _ in range(rounds):
+        t = time.perf_counter()
+        subprocess.run(["cp", "-r", str(src.models / model), str(target)], check=True)
+        cps.append(time.perf_counter() - t)
+        subprocess.run(["sync", "-f", str(target)], check=True)
+        syncs.append(time.perf_counter() - t)
+        shutil.rmtree(target)
     warm = pulls[1:] or pulls
-    out.update({
+    out = {
+        "model_bytes": total, "files": len(list((src.models / model).iterdir())),
         "pull_s": pulls, "pull_cold_s": pulls[0], "pull_warm_s_median": statistics.median(warm),
         "pull_warm_mib_s": total / statistics.median(warm) / 2**20,
         "pull_cold_mib_s": total / pulls[0] / 2**20,
         "source_cpu_s": cpu_src, "receiver_cpu_s": cpu_dst,
-        "baseline": "cp -r of the same folder on the same file system (no hashing); cp_sync adds sync -f of the copy",
-        "goal": "pull_vs_cp >= 0.5",
         "cp_s": cps, "cp_sync_s": syncs, "cp_mib_s": total / statistics.median(cps) / 2**20,
         "cp_sync_mib_s": total / statistics.median(syncs) / 2**20,
         "receiver_rss_before_mib": [b / 2**20 for b in before],
         "receiver_peak_rss_mib": [p / 2**20 for p in peaks],
         "rss_growth_mib": max(p - b for p, b in zip(peaks, before)) / 2**20 if all(peaks) else None,
-    })
+    }
     out["pull_vs_cp"] = out["pull_warm_mib_s"] / out["cp_mib_s"]
     out["pull_vs_cp_cold"] = out["pull_cold_mib_s"] / out["cp_mib_s"]
     out["pull_vs_cp_sync"] = out["pull_warm_mib_s"] / out["cp_sync_mib_s"]
+    return out
+
+
+LAYOUTS = {"two_shards": 2, "single_file": 1, "four_shards": 4}   # weights files of the same total
+
+
+def bench_pull(root: Path, mib: int, rounds: int, pull_streams: int = 0) -> dict:
+    """The two-shard layout fills the top-level keys (as before); every layout is under `layouts`."""
+    models_config = f"pull_streams = {pull_streams}" if pull_streams else ""
+    with Daemon(root, "source") as src, Daemon(root, "receiver", models_config) as dst:
+        layouts = {}
+        for name, shards in LAYOUTS.items():
+            write_big_model(src.models / name, mib, shards)
+            layouts[name] = pull_rounds(root, src, dst, name, rounds)
+            shutil.rmtree(src.models / name)   # one layout on disk at a time
+    out = dict(layouts["two_shards"])
+    out.update({
+        "baseline": "cp -r of the same folder on the same file system (no hashing); cp_sync adds sync -f of the copy",
+        "goal": "pull_vs_cp >= 0.5",
+        "pull_streams": pull_streams or "node default",
+        "layouts": layouts,
+        "single_file_mib_s": layouts["single_file"]["pull_warm_mib_s"],
+        "single_file_vs_cp": layouts["single_file"]["pull_vs_cp"],
+        "four_shard_mib_s": layouts["four_shards"]["pull_warm_mib_s"],
+        "four_shard_vs_cp": layouts["four_shards"]["pull_vs_cp"],
+    })
     return out
 
 
@@ -213,6 +246,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pull-mb", type=int, default=1024, help="model size for the pull, MiB")
     ap.add_argument("--skip-deploy", "--pull-only", action="store_true", help="only the pull part")
+    ap.add_argument("--pull-streams", type=int, default=0,
+                    help="the receiver's models.pull_streams (default: the node's default)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.pull_mb = 2, 256
@@ -221,7 +256,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         result["deploy"] = {"skipped": "--skip-deploy"} if args.skip_deploy else bench_deploy(root, args.rounds)
-        result["pull"] = bench_pull(root, args.pull_mb, args.rounds)
+        result["pull"] = bench_pull(root, args.pull_mb, args.rounds, args.pull_streams)
     result["load_average_end"] = os.getloadavg()[0]
     if not args.json:
         d, p = result["deploy"], result["pull"]
@@ -234,6 +269,8 @@ def main() -> None:
             f"{p['cp_sync_mib_s']:.0f} MiB/s -> {p['pull_vs_cp_sync']:.2f}; receiver RSS growth "
             f"{p['rss_growth_mib']} MiB; CPU per pull: source {statistics.median(p['source_cpu_s']):.2f} s, "
             f"receiver {statistics.median(p['receiver_cpu_s']):.2f} s")
+        log(f"single file {p['single_file_mib_s']:.0f} MiB/s -> {p['single_file_vs_cp']:.2f} of cp; four shards "
+            f"{p['four_shard_mib_s']:.0f} MiB/s -> {p['four_shard_vs_cp']:.2f} of cp")
     print(json.dumps(result))
 
 
