@@ -18,6 +18,7 @@ import collections
 import concurrent.futures
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -26,9 +27,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from .digest_cache import DigestCache
+from .digest_cache import DigestCache, file_sha256
 from .engine.gguf_meta import SUFFIX as GGUF_SUFFIX
 from .errors import RequestError, Status, shown
+
+log = logging.getLogger(__name__)
 
 STAGING = ".staging"
 MAX_FILES = 10_000
@@ -128,6 +131,7 @@ class Transfer:
             self.stage = staging_dir(root, name, files)
             self.stage.mkdir(parents=True, exist_ok=True)
             self.offsets = staged_offsets(root, name, files)
+            self._check_staged_files()
             need = self.total - sum(self.offsets.values())
             st = os.statvfs(root)
             free = st.f_bavail * st.f_frsize
@@ -143,6 +147,17 @@ class Transfer:
         self._writing: dict[str, Lane] = {}    # path -> the lane that has it open
         self._lanes: list[Lane] = []
         self._error: RequestError | None = None   # a file's digest mismatch, raised by every lane
+
+    def _check_staged_files(self) -> None:
+        """Files an earlier attempt staged whole were written, but perhaps never hashed (it
+        was killed between its last byte and the check) or not synced to disk: each is hashed
+        again, and one that does not match is discarded and sent again (a partly staged file
+        is hashed as it is resumed, in `Lane`)."""
+        for f in self.files:
+            if f.size and self.offsets[f.path] == f.size and file_sha256(self.stage / f.path) != f.sha256:
+                log.warning("staged file %s of %s did not match its SHA-256; it is sent again", f.path, self.name)
+                (self.stage / f.path).unlink(missing_ok=True)
+                self.offsets[f.path] = 0
 
     def lane(self) -> Lane:
         lane = Lane(self)

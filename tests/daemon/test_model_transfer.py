@@ -90,6 +90,35 @@ def test_import_resume_and_list(make_daemon, tmp_path, source):
         assert code == grpc.StatusCode.ALREADY_EXISTS
 
 
+def test_a_whole_file_staged_but_never_verified_is_hashed_again_on_resume(make_daemon, tmp_path, source):
+    """An attempt killed between a file's last byte and its digest check (or before its bytes
+    reached the disk) leaves the whole file staged, unverified: the next attempt hashes it,
+    discards it on a mismatch, and the model installs only with the right bytes."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    d = make_daemon(models_dir=repo)
+    m = manifest("resumed", source)
+    first = m.files[0]
+    with d.sync_channel() as ch:
+        stub = models_pb2_grpc.ModelsStub(ch)
+        with pytest.raises(grpc.RpcError):   # the client stops once the first file is whole
+            list(stub.ImportModel(chunks(m, source, stop_after=first.size)))
+        have = {o.path: o.offset for o in stub.ImportStatus(m).present}
+        assert have[first.path] == first.size
+        staged = next(p for p in (repo / mt.STAGING).rglob(first.path) if p.is_file())
+        data = bytearray(staged.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        staged.write_bytes(bytes(data))       # same size, other bytes: what a lost write leaves
+        code, msg = status_code(lambda: list(stub.ImportModel(chunks(m, source, offsets=have))))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and first.path in msg, msg
+        assert not (repo / "resumed").exists()
+        have = {o.path: o.offset for o in stub.ImportStatus(m).present}
+        assert have[first.path] == 0, "the damaged file was discarded"
+        assert list(stub.ImportModel(chunks(m, source, offsets=have)))[-1].stage == models_pb2.TRANSFER_STAGE_DONE
+    for f in m.files:
+        assert (repo / "resumed" / f.path).read_bytes() == (source / f.path).read_bytes()
+
+
 def test_refusals(make_daemon, tmp_path, source):
     repo = tmp_path / "repo"
     repo.mkdir()
