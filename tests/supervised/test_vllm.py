@@ -224,7 +224,14 @@ def test_undeploy_stops_the_child_and_frees_its_port(served):
     node = node_pb2_grpc.NodeStub(d.sync_channel())
     pid = _model(node, "llama64-tp2").deployment.pid
     port = d.ctx.deployments.get("llama64-tp2").engine.port
+    infer = inference_pb2_grpc.InferenceStub(d.sync_channel())
+    call = infer.Generate(inference_pb2.GenerateRequest(   # in flight when the drain starts: it finishes
+        model="llama64-tp2", prompt="count", sampling=inference_pb2.SamplingParams(**{**GREEDY, "max_tokens": 48})))
+    first = next(call)
     res = node.Undeploy(node_pb2.UndeployRequest(model="llama64-tp2", mode=node_pb2.UNDEPLOY_MODE_DRAIN))
+    msgs = [first, *call]
+    assert msgs[-1].result.usage.completion_tokens == 48 and sum(m.tokens for m in msgs[:-1]) == 48
+    assert (res.drained_requests, res.cancelled_requests) == (1, 0)
     assert res.freed_bytes > 0
     assert not group_members(pid) and _port_free(port)
     assert _model(node, "llama64-tp2").state == common_pb2.MODEL_STATE_AVAILABLE
