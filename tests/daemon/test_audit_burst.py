@@ -16,17 +16,26 @@ def test_query_burst_while_writing_logs_no_grpc_errors(make_daemon, caplog):
     caplog.set_level(logging.WARNING)
     d = make_daemon()
 
+    written = 0
+
     async def writer(stop: asyncio.Event) -> None:
+        nonlocal written
         i = 0
         while not stop.is_set():
             fut = asyncio.run_coroutine_threadsafe(d.ctx.audit.record("test.write", "t", {"i": i}, "ok", ""), d._loop)
             await asyncio.wrap_future(fut)
             i += 1
+            written += 1
 
     async def run() -> list:
         stop = asyncio.Event()
         writers = [asyncio.create_task(writer(stop)) for _ in range(4)]
-        await asyncio.sleep(0.3)
+        # at least 0.3 s of writing, and records there to query however slow the machine
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() < start + 0.3 or not written:
+            assert loop.time() < start + 30, "no audit record was written in 30 s"
+            await asyncio.sleep(0.01)
         async with d.channel() as ch:
             stub = audit_pb2_grpc.AuditStub(ch)
 
