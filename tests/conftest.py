@@ -78,7 +78,7 @@ class DaemonHandle:
             await asyncio.sleep(0.01)
         raise AssertionError(f"never happened: {what}")
 
-    async def audit_records(self, action: str, count: int, timeout_s: float = 4.0) -> list:
+    async def audit_records(self, action: str, count: int, timeout_s: float = 30.0) -> list:
         """The audit records of `action` once there are `count` of them (audits are written
         off the RPC's path); whatever is there after `timeout_s` otherwise."""
         import asyncio

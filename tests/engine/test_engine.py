@@ -140,7 +140,7 @@ async def test_cancel_frees_blocks_within_one_step(engine):
     assert engine.stats().kv_blocks_used > 0
     steps = engine.stats().steps_total
     await gen.aclose()
-    for _ in range(500):
+    for _ in range(3000):   # a 30 s deadline: the engine thread may be starved on a loaded machine
         if engine.stats().kv_blocks_used == 0:
             break
         await asyncio.sleep(0.01)

@@ -87,11 +87,8 @@ async def test_client_cancel_frees_blocks(served):
                 assert engine.stats().kv_blocks_used > 0
                 call.cancel()
                 break
-    for _ in range(500):
-        if engine.stats().kv_blocks_used == 0 and engine.stats().running == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert engine.stats().kv_blocks_used == 0 and engine.stats().running == 0
+    await served.until(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().running == 0,
+                       "the cancelled request's blocks freed")
     assert engine.stats().generation_tokens_total < 200
 
 
