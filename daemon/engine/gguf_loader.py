@@ -1,5 +1,6 @@
 """Load a GGUF file onto a device: dequantize each tensor, undo llama.cpp's Q/K permutation,
-and build the tokenizer and chat template from the file's metadata.
+and build the tokenizer (byte-level or SentencePiece-style BPE) and chat template from the
+file's metadata.
 
 Facts and validation come from gguf_meta (torch-free, shared with the repository); tensor
 bytes are read from a read-only memory map at the offsets the `gguf` reader found, and the
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 
 from .api import DTYPES, LoadError
-from .gguf_meta import TOKEN_CONTROL, TOKEN_USER_DEFINED, GGUFError, GGUFModel, inspect_gguf
+from .gguf_meta import (TOKEN_CONTROL, TOKEN_UNKNOWN, TOKEN_USER_DEFINED, GGUFError, GGUFModel, TokenizerSpec,
+                        inspect_gguf)
 from .model import CausalLM
 from .tokenizer import Tokenizer
 
@@ -35,6 +37,7 @@ PRE_TOKENIZERS = {
     **dict.fromkeys(("llama-bpe", "llama3", "smaug-bpe", "dbrx"), ("regex", _LLAMA3_REGEX)),
     **dict.fromkeys(("qwen2", "deepseek-r1-qwen"), ("regex", _QWEN2_REGEX)),
 }
+SPACE = "\u2581"   # SentencePiece's visible space
 
 
 def model_path(model_dir: str | Path) -> GGUFModel:
@@ -51,22 +54,43 @@ def model_path(model_dir: str | Path) -> GGUFModel:
 
 
 def build_tokenizer(g: GGUFModel) -> Tokenizer:
-    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
-    from tokenizers import Tokenizer as HFTokenizer
+    """The file's tokenizer: byte-level BPE ("gpt2") or SentencePiece-style BPE ("llama"),
+    its control tokens kept whole, EOS appended when the file asks (BOS is Tokenizer's)."""
+    from tokenizers import AddedToken, processors
 
     spec = g.tokenizer
     assert spec is not None
+    try:
+        tok = _spm_tokenizer(spec) if spec.model == "llama" else _byte_level_tokenizer(g, spec)
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises its own exception type
+        raise LoadError(f"{g.path.name}: the tokenizer in its metadata is unusable: {exc}") from None
+    special = (TOKEN_CONTROL, TOKEN_UNKNOWN) if spec.model == "llama" else (TOKEN_CONTROL,)
+    added = [AddedToken(t, special=(ty in special), normalized=False)
+             for t, ty in zip(spec.tokens, spec.token_types) if ty in (*special, TOKEN_USER_DEFINED)]
+    tok.add_tokens(added)
+    text = lambda i: spec.tokens[i] if i is not None else None  # noqa: E731
+    eos = text(spec.eos_ids[0]) if spec.eos_ids else None
+    if spec.add_eos and eos is not None:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, spec.eos_ids[0])])
+    return Tokenizer.from_parts(tok, name=g.path.name, bos_token=text(spec.bos_id), eos_token=eos,
+                                add_bos=spec.add_bos, chat_template=spec.chat_template)
+
+
+def _byte_level_tokenizer(g: GGUFModel, spec: TokenizerSpec):
+    from tokenizers import Regex, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
     kind = PRE_TOKENIZERS.get(spec.pre)
     if kind is None:
         raise LoadError(f"{g.path.name}: pre-tokenizer {spec.pre!r} is not supported "
                         f"(supported: {', '.join(sorted(PRE_TOKENIZERS))})")
     vocab = {t: i for i, t in enumerate(spec.tokens)}
     merges = [tuple(m.split(" ", 1)) for m in spec.merges]
-    try:
-        tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False,
-                                     ignore_merges=spec.pre in ("llama-bpe", "llama3")))
-    except Exception as exc:  # noqa: BLE001 - tokenizers raises its own exception type
-        raise LoadError(f"{g.path.name}: the tokenizer in its metadata is unusable: {exc}") from None
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False,
+                                 ignore_merges=spec.pre in ("llama-bpe", "llama3")))
     how, regex = kind
     if how == "digits":
         tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -79,13 +103,43 @@ def build_tokenizer(g: GGUFModel) -> Tokenizer:
             pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    added = [AddedToken(t, special=(ty == TOKEN_CONTROL), normalized=False)
-             for t, ty in zip(spec.tokens, spec.token_types) if ty in (TOKEN_CONTROL, TOKEN_USER_DEFINED)]
-    tok.add_tokens(added)
-    text = lambda i: spec.tokens[i] if i is not None else None  # noqa: E731
-    return Tokenizer.from_parts(tok, name=g.path.name, bos_token=text(spec.bos_id),
-                                eos_token=text(spec.eos_ids[0]) if spec.eos_ids else None,
-                                add_bos=spec.add_bos, chat_template=spec.chat_template)
+    return tok
+
+
+def _spm_tokenizer(spec: TokenizerSpec):
+    """SentencePiece-style BPE as transformers builds it from a GGUF (LlamaTokenizer): spaces
+    become "▁" (one put before the text when add_space_prefix), pieces merge in score order,
+    characters outside the vocabulary fall back to <0xXX> byte tokens, and decoding turns
+    both back (dropping the prefix space)."""
+    from tokenizers import decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    vocab = {t: i for i, t in enumerate(spec.tokens)}
+    merges = [tuple(m.split(" ", 1)) for m in spec.merges] if spec.merges else spm_merges(vocab, spec)
+    unk = spec.tokens[spec.unk_id] if spec.unk_id is not None else None
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement=SPACE, prepend_scheme="first" if spec.add_space_prefix else "never", split=False)
+    steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    if spec.add_space_prefix:
+        steps.append(decoders.Strip(content=" ", left=1, right=0))
+    tok.decoder = decoders.Sequence(steps)
+    return tok
+
+
+def spm_merges(vocab: dict[str, int], spec: TokenizerSpec) -> list[tuple[str, str]]:
+    """BPE merges a SentencePiece vocabulary implies: every way to cut a piece into two pieces
+    of the vocabulary, best piece score first (then longer left, longer right part); one
+    piece's cuts in vocabulary order of their parts. The order transformers derives."""
+    score = dict(zip(spec.tokens, spec.scores))
+    cuts: list[tuple[float, int, int, str, str]] = []
+    for piece, s in score.items():
+        local = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab]
+        local.sort(key=lambda lr: (vocab[lr[0]], vocab[lr[1]]))
+        cuts += [(s, len(a), len(b), a, b) for a, b in local]
+    cuts.sort(key=lambda c: c[:3], reverse=True)   # stable: ties keep the order above
+    return [(a, b) for _, _, _, a, b in cuts]
 
 
 def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 `inspect_gguf(path)` turns a .gguf file's metadata into the config.json-shaped dict the
 architecture registry (engine/models) reads, checks every tensor the model needs against
 the shape that config implies and against the quantization types the loader dequantizes,
-and keeps the tokenizer's vocabulary, merges and chat template. Any problem is a GGUFError
+and keeps the tokenizer's vocabulary, merges (or SentencePiece scores) and chat template. Any problem is a GGUFError
 with a sentence (the repository lists it, Deploy refuses with it). Results are cached per
 (path, size, mtime): parsing a 49k-token vocabulary costs the `gguf` reader seconds, and
 ListModels, Deploy's validation and the loader all ask.
@@ -38,7 +38,10 @@ PERMUTED_QK = ("llama",)
 # (llama-vocab.cpp's end-of-generation list).
 EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
              "<EOT>", "_<EOT>", "<｜end▁of▁sentence｜>")
-TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4
+TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED = 2, 3, 4
+# tokenizer.ggml.model values the loader builds: byte-level BPE and SentencePiece-style BPE
+# (scores instead of merges, <0xXX> byte tokens).
+TOKENIZER_MODELS = ("gpt2", "llama")
 _MAX_DIM = 1 << 20        # no real model has a hidden size, layer count or head count this large
 _MAX_CONTEXT = 1 << 24
 
@@ -61,7 +64,7 @@ class TensorRef:
 
 @dataclass(frozen=True)
 class TokenizerSpec:
-    model: str                       # tokenizer.ggml.model: "gpt2" (byte-level BPE)
+    model: str                       # tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
     pre: str                         # tokenizer.ggml.pre, e.g. "smollm", "llama-bpe", "qwen2"
     tokens: tuple[str, ...]
     token_types: tuple[int, ...]
@@ -70,6 +73,10 @@ class TokenizerSpec:
     eos_ids: tuple[int, ...]         # eos, eot, eom and llama.cpp's end-of-generation controls
     add_bos: bool
     chat_template: str | None
+    scores: tuple[float, ...] = ()   # "llama": one per token, the merge order when no merges are stored
+    unk_id: int | None = None
+    add_eos: bool = False
+    add_space_prefix: bool = True    # "llama": "▁" before the text (tokenizer.ggml.add_space_prefix)
 
 
 @dataclass(frozen=True)
@@ -327,13 +334,19 @@ def _tokenizer(fname: str, value) -> TokenizerSpec | None:
     model = value("tokenizer.ggml.model")
     if model is None:
         return None
-    if model != "gpt2":
-        raise GGUFError(f"{fname}: tokenizer model {model!r} is not supported yet (gpt2-style byte-level BPE is)")
+    if model not in TOKENIZER_MODELS:
+        raise GGUFError(f"{fname}: tokenizer model {model!r} is not supported (gpt2-style byte-level BPE "
+                        "and llama-style SentencePiece are)")
     tokens = value("tokenizer.ggml.tokens") or []
     merges = value("tokenizer.ggml.merges") or []
     types = value("tokenizer.ggml.token_type") or [1] * len(tokens)
     if not tokens or len(types) != len(tokens):
         raise GGUFError(f"{fname}: the tokenizer vocabulary is empty or its token types do not match it")
+    scores: list[float] = []
+    if model == "llama" and not merges:
+        scores = value("tokenizer.ggml.scores") or []
+        if len(scores) != len(tokens):
+            raise GGUFError(f"{fname}: the SentencePiece vocabulary has neither merges nor one score per token")
 
     def tid(key: str) -> int | None:
         v = value(key)
@@ -345,22 +358,19 @@ def _tokenizer(fname: str, value) -> TokenizerSpec | None:
     index = {t: i for i, t in enumerate(tokens)}
     eos += [index[t] for t in EOG_TEXTS if t in index and types[index[t]] == TOKEN_CONTROL]
     # A BOS the file also names as EOS is a placeholder, not a sequence start (SmolLM2's
-    # metadata names <|im_start|> for both; its own tokenizer never adds it).
-    add_bos = bool(value("tokenizer.ggml.add_bos_token", False)) and bos is not None \
+    # metadata names <|im_start|> for both; its own tokenizer never adds it). A SentencePiece
+    # file without the flag gets BOS, as llama.cpp and transformers give it.
+    add_bos = bool(value("tokenizer.ggml.add_bos_token", model == "llama")) and bos is not None \
         and bos != tid("tokenizer.ggml.eos_token_id")
     template = value("tokenizer.chat_template")
     return TokenizerSpec(model=model, pre=str(value("tokenizer.ggml.pre", "default")), tokens=tuple(tokens),
                          token_types=tuple(int(t) for t in types), merges=tuple(merges), bos_id=bos,
                          eos_ids=tuple(dict.fromkeys(eos)), add_bos=add_bos,
-                         chat_template=template if isinstance(template, str) else None)
-
-
-def is_gguf(path: str | os.PathLike[str]) -> bool:
-    """Whether a repository entry is a GGUF model (a .gguf file, or a folder of one)."""
-    try:
-        return gguf_file(path) is not None
-    except GGUFError:
-        return True   # a folder of several .gguf files: the loader says why
+                         chat_template=template if isinstance(template, str) else None,
+                         scores=tuple(float(x) for x in scores), unk_id=tid("tokenizer.ggml.unknown_token_id"),
+                         add_eos=bool(value("tokenizer.ggml.add_eos_token", False))
+                         and tid("tokenizer.ggml.eos_token_id") is not None,
+                         add_space_prefix=bool(value("tokenizer.ggml.add_space_prefix", True)))
 
 
 def is_gguf(path: str | os.PathLike[str]) -> bool:
