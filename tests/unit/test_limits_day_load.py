@@ -30,17 +30,16 @@ def test_the_day_is_read_once_on_a_worker_thread_while_the_loop_runs():
 
     async def main() -> int:
         loads = [asyncio.ensure_future(lim.load_day("team", QUOTA)) for _ in range(8)]
-        ticks = 0
         while not calls:          # the read has started on its thread ...
             await asyncio.sleep(0.005)
         for _ in range(20):       # ... and the loop keeps running while it is held
             await asyncio.sleep(0.001)
-            ticks += 1
+        waiting = sum(not load.done() for load in loads)
         release.set()
         await asyncio.gather(*loads)
-        return ticks
+        return waiting
 
-    assert asyncio.run(main()) == 20
+    assert asyncio.run(main()) == 8, "every request waits for the held read while the loop runs on"
     assert calls == [("team", 30 * DAY_S, False)], "one read for eight requests, not on the loop's thread"
     with pytest.raises(LimitExceeded) as err:      # admit finds the day loaded: 100 of 100 used
         lim.admit("team", QUOTA)
