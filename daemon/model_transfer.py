@@ -410,8 +410,9 @@ def _fsync_dir(path: pathlib.Path) -> None:
 # -- the source side ---------------------------------------------------------------------
 
 def model_files(root: pathlib.Path, name: str, digests: DigestCache) -> tuple[pathlib.Path, list[FileSpec]]:
-    """The files of repository entry `name` with sizes and digests from `digests` (hashed
-    only when not cached; symbolic links inside a model are not followed out of it)."""
+    """(the folder the file paths are relative to, the files of repository entry `name`) with
+    sizes and digests from `digests` (hashed only when not cached; symbolic links inside a
+    model are not followed out of it)."""
     check_name(name)
     path = root / name
     if not path.exists():

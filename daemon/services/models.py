@@ -156,14 +156,13 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         if unknown:
             await abort(context, RequestError(Status.INVALID_ARGUMENT, f"{shown(request.model)} has no file "
                                               f"{shown(min(unknown))}"))
-        base = path if path.is_dir() else path.parent
         for f in specs:
             if wanted and f.path not in wanted:
                 continue
             off = offsets.get(f.path, 0)
             if off >= f.size:
                 continue
-            fd = await asyncio.to_thread(os.open, base / f.path, os.O_RDONLY)
+            fd = await asyncio.to_thread(os.open, path / f.path, os.O_RDONLY)
             try:
                 while off < f.size:
                     data = await asyncio.to_thread(os.pread, fd, min(mt.SEND_CHUNK, f.size - off), off)
@@ -225,7 +224,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         try:
             mt.check_name(name)
             dep = self.ctx.deployments.get(name)
-            if dep is not None and getattr(dep, "active", True):
+            if dep is not None and dep.active:
                 raise RequestError(Status.FAILED_PRECONDITION,
                                    f"{shown(name)} is deployed; undeploy it before deleting it")
             freed = await asyncio.to_thread(mt.delete_model, self.root, name)
