@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Protocol
 
+from ..config import EngineConfig as _DEFAULTS
+
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -64,13 +66,14 @@ class EngineSpec:
     max_batch: int                  # running sequences at most
     max_context: int                # tokens per sequence (prompt + output)
     kv_cache_fraction: float        # of free device memory (available RAM on CPU)
-    max_queue: int = 256            # waiting requests before QueueFullError
-    kv_block_size: int = 16         # tokens per KV block
-    prefill_token_budget: int = 2048  # prompt tokens per step (chunked prefill)
-    prefix_caching: bool = True     # reuse the KV blocks of prompts' common prefixes (blocks.py)
+    # The defaults below are musad.toml's [engine] defaults (config.EngineConfig), written once there.
+    max_queue: int = _DEFAULTS.max_queue                  # waiting requests before QueueFullError
+    kv_block_size: int = _DEFAULTS.kv_block_size          # tokens per KV block
+    prefill_token_budget: int = _DEFAULTS.prefill_token_budget  # prompt tokens per step (chunked prefill)
+    prefix_caching: bool = _DEFAULTS.prefix_caching       # reuse the KV blocks of prompts' common prefixes (blocks.py)
     kv_blocks: int | None = None    # fixed KV block count (tests); None = from kv_cache_fraction
-    template_timeout_s: float = 2.0  # a chat template rendering longer fails its request
-    stream_backlog_tokens: int = 1024  # tokens a stream may leave unread before it is cancelled
+    template_timeout_s: float = _DEFAULTS.template_timeout_s  # a chat template rendering longer fails its request
+    stream_backlog_tokens: int = _DEFAULTS.stream_backlog_tokens  # unread tokens before a stream is cancelled
 
 
 @dataclass(frozen=True)
