@@ -471,22 +471,13 @@ class ModelsView(QWidget):
             self.banner.show_message("No node is online to upload to.", "warning")
             return None
         dialog = AddModelDialog(nodes, self.current_node(), parent=self)
-        dialog.accepted.connect(lambda: self.submit_import(*dialog.choice()))
-        dialog.finished.connect(dialog.deleteLater)
-        dialog.finished.connect(lambda _r: setattr(self, "add_dialog", None))
-        self.add_dialog = dialog
+        self._open_dialog("add_dialog", dialog, lambda: self.submit_import(*dialog.choice()))
         for nid, _label in nodes:   # each node's free space, shown beside it when it answers
             self.hub.repository_space(nid)
-        dialog.open()
         return dialog
 
     def submit_import(self, path: str, name: str, node_ids: list[str]) -> list[str]:
-        ops = []
-        for nid in node_ids:
-            op_id = self.hub.import_model(nid, path, name)
-            self._add_transfer_row(op_id, "import", name, nid)
-            ops.append(op_id)
-        return ops
+        return self._start_transfers("import", name, node_ids, lambda nid: self.hub.import_model(nid, path, name))
 
     def open_copy_dialog(self) -> CopyDialog | None:
         entry = self.selected_entry()
@@ -496,18 +487,26 @@ class ModelsView(QWidget):
         sources = [(n, lbl) for n, lbl in online if any(m.name == entry.name for m in self.directory.models(n))]
         dialog = CopyDialog(entry.name, sources, online, self.current_node(), parent=self)
         model = entry.name
-        dialog.accepted.connect(lambda: self.submit_copy(model, *dialog.choice()))
-        dialog.finished.connect(dialog.deleteLater)
-        dialog.finished.connect(lambda _r: setattr(self, "copy_dialog", None))
-        self.copy_dialog = dialog
-        dialog.open()
+        self._open_dialog("copy_dialog", dialog, lambda: self.submit_copy(model, *dialog.choice()))
         return dialog
 
     def submit_copy(self, model: str, source: str, targets: list[str]) -> list[str]:
+        return self._start_transfers("pull", model, targets, lambda nid: self.hub.pull_model(nid, source, model))
+
+    def _open_dialog(self, attr: str, dialog: Any, on_accept: Any) -> None:
+        """Opens a repository dialog, held in self.<attr> until it closes; OK runs on_accept."""
+        dialog.accepted.connect(on_accept)
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.finished.connect(lambda _r: setattr(self, attr, None))
+        setattr(self, attr, dialog)
+        dialog.open()
+
+    def _start_transfers(self, kind: str, model: str, node_ids: list[str], start: Any) -> list[str]:
+        """Starts one transfer per node (start(node_id) -> op id), each with its progress row."""
         ops = []
-        for nid in targets:
-            op_id = self.hub.pull_model(nid, source, model)
-            self._add_transfer_row(op_id, "pull", model, nid)
+        for nid in node_ids:
+            op_id = start(nid)
+            self._show_op(self.transfer_rows, op_id, TransferRow(op_id, kind, model, self.directory.label(nid)))
             ops.append(op_id)
         return ops
 
@@ -519,15 +518,20 @@ class ModelsView(QWidget):
                           f"Delete {entry.name} from the repository of {self.directory.label(nid)}?", parent=self)
         box.setInformativeText(f"Its files ({human_bytes(entry.size_bytes)}) are removed from the node's disk. "
                                "This cannot be undone.")
-        yes = box.addButton("Delete", QMessageBox.ButtonRole.DestructiveRole)
+        model_name = entry.name
+        return self._confirm(box, "Delete", lambda: self._start_transfers(
+            "delete", model_name, [nid], lambda n: self.hub.delete_model(n, model_name)))
+
+    def _confirm(self, box: QMessageBox, action: str, on_yes: Any) -> QMessageBox:
+        """Opens `box` with `action` and Cancel (the default), held in self.confirm_box until it
+        closes; on_yes runs when the operator picks `action`."""
+        yes = box.addButton(action, QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        model_name = entry.name
 
         def done(_result: int) -> None:
             if box.clickedButton() is yes:
-                op_id = self.hub.delete_model(nid, model_name)
-                self._add_transfer_row(op_id, "delete", model_name, nid)
+                on_yes()
             self.confirm_box = None
             box.deleteLater()
 
@@ -535,9 +539,6 @@ class ModelsView(QWidget):
         self.confirm_box = box
         box.open()
         return box
-
-    def _add_transfer_row(self, op_id: str, kind: str, model: str, node_id: str) -> TransferRow:
-        return self._show_op(self.transfer_rows, op_id, TransferRow(op_id, kind, model, self.directory.label(node_id)))
 
     def _on_transfer(self, event) -> None:  # core.transfers.TransferEvent
         if event.kind == "space":
@@ -559,21 +560,8 @@ class ModelsView(QWidget):
                                "flight finish first unless you cancel them.")
         cancel_box = QCheckBox("Cancel requests in flight")
         box.setCheckBox(cancel_box)
-        yes = box.addButton("Undeploy", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         model_name = entry.name
-
-        def done(_result: int) -> None:
-            if box.clickedButton() is yes:
-                self.undeploy(nid, model_name, cancel_box.isChecked())
-            self.confirm_box = None
-            box.deleteLater()
-
-        box.finished.connect(done)
-        self.confirm_box = box
-        box.open()
-        return box
+        return self._confirm(box, "Undeploy", lambda: self.undeploy(nid, model_name, cancel_box.isChecked()))
 
     def undeploy(self, node_id: str, model: str, cancel_inflight: bool = False) -> None:
         self.hub.undeploy(node_id, model, cancel_inflight)
