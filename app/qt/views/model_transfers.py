@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from musaops.app.core.transfers import TransferEvent
 from musaops.app.qt.models.models_model import human_bytes
+from musaops.v1.model_upload import UploadError, local_files
 
 TITLES = {"import": "Upload", "pull": "Copy", "delete": "Delete"}
 
@@ -93,6 +94,17 @@ def _checked(box: QListWidget) -> list[str]:
             if box.item(i).checkState() == Qt.CheckState.Checked]
 
 
+def _ok_cancel(dialog: QDialog, ok_text: str) -> tuple[QDialogButtonBox, QLabel]:
+    """The dialog's OK (named ok_text) and Cancel buttons, and the red line that says why OK is refused."""
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+    buttons.button(QDialogButtonBox.StandardButton.Ok).setText(ok_text)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    error = QLabel("")
+    error.setStyleSheet("color: #d64545;")
+    return buttons, error
+
+
 class AddModelDialog(QDialog):
     """A folder or .gguf on this workstation, its name in the repository, the target nodes
     (each with its repository's free space once the node has answered)."""
@@ -113,12 +125,7 @@ class AddModelDialog(QDialog):
         self.nodes = _node_list(nodes, {current})
         self.size_label = QLabel("")
         self.size_label.setStyleSheet("color: #6b7a90;")
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Upload")
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
-        self.error = QLabel("")
-        self.error.setStyleSheet("color: #d64545;")
+        self.buttons, self.error = _ok_cancel(self, "Upload")
         form = QFormLayout()
         form.addRow("Model", row)
         form.addRow("Name", self.name_edit)
@@ -143,10 +150,10 @@ class AddModelDialog(QDialog):
     def _path_changed(self, text: str) -> None:
         p = Path(text).expanduser()
         self.name_edit.setText(p.name)
-        try:
-            size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        try:   # the files the upload sends (hidden ones skipped), as the upload lists them
+            size = sum(f.stat().st_size for _name, f in local_files(p, p.name))
             self.size_label.setText(f"{human_bytes(size)} to upload")
-        except OSError:
+        except (UploadError, OSError):
             self.size_label.setText("")
 
     def set_space(self, node_id: str, free_bytes: int) -> None:
@@ -186,12 +193,7 @@ class CopyDialog(QDialog):
                       "workstation. The console gives each node its credential for the source.")
         hint.setWordWrap(True)
         hint.setStyleSheet("color: #6b7a90;")
-        self.error = QLabel("")
-        self.error.setStyleSheet("color: #d64545;")
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Copy")
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
+        self.buttons, self.error = _ok_cancel(self, "Copy")
         form = QFormLayout()
         form.addRow("From", self.source_box)
         form.addRow("To nodes", self.targets)
