@@ -110,9 +110,13 @@ class LLMEngine:
 
     # ---- any thread -------------------------------------------------------------------
 
+    def _queued(self) -> int:
+        """Requests admitted and not yet running (the scheduler's and the inbox's)."""
+        return self._waiting + len(self._inbox)
+
     def stats(self) -> EngineStats:
         return EngineStats(
-            running=self._running, waiting=self._waiting + len(self._inbox),
+            running=self._running, waiting=self._queued(),
             kv_blocks_used=self._blocks_used, kv_blocks_total=self.cache.num_blocks,
             prompt_tokens_total=self._prompt_total, generation_tokens_total=self._gen_total,
             requests_total=self._req_total, requests_failed=self._req_failed,
@@ -159,7 +163,7 @@ class LLMEngine:
         # Tokenising (and rendering the chat template) of a long prompt takes seconds: keep it
         # off the event loop, and off the loop's default executor (token checks, database
         # reads), on the pool for callers' CPU work (workers.py).
-        if self.stats().waiting + self._preparing >= self.spec.max_queue:
+        if self._queued() + self._preparing >= self.spec.max_queue:
             raise QueueFullError(f"{self.spec.max_queue} requests are already waiting")
         self._preparing += 1
         try:
