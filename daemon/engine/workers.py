@@ -35,10 +35,6 @@ def pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def pending() -> int:
-    return _pending
-
-
 async def run(fn: Callable[..., Any], *args: Any) -> Any:
     """`fn(*args)` on the user-work pool; QueueFullError when MAX_PENDING jobs are ahead.
     A job counts until it has finished, even when its caller went away first."""
