@@ -92,6 +92,28 @@ def qt_hub(qtbot):
 
 
 @pytest.fixture
+def models_console(qtbot, qt_hub):
+    """(hub, bridge, view): a shown ModelsView on qt_hub; its poll timer stopped at teardown."""
+    from musaops.app.qt.views.models_view import ModelsView
+    hub, bridge = qt_hub
+    view = ModelsView(hub, bridge)
+    qtbot.addWidget(view)
+    view.resize(1280, 800)
+    view.show()
+    yield hub, bridge, view
+    view.stop()
+    assert not view._poll.isActive()
+
+
+def connect_models_node(qtbot, hub, view, daemon, name: str) -> str:
+    """Adds `daemon` to the hub and waits until the Models view's directory has it online."""
+    from musaops.app.core import NodeAddress
+    node_id = hub.add_node(NodeAddress("127.0.0.1", daemon.port, name=name))
+    qtbot.waitUntil(lambda: view.directory.online(node_id), timeout=20_000)
+    return node_id
+
+
+@pytest.fixture
 def node_view(qtbot, qt_hub, daemon):
     """A shown NodeView following the `daemon` fixture: (hub, bridge, state, view, node id)."""
     from musaops.app.core import ConnectionState, NodeAddress, NodeStatus

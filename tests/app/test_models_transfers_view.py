@@ -5,21 +5,15 @@ node), Delete with confirmation, and a refused upload shown on its row."""
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from musaops.app.core import NodeAddress
-from musaops.app.qt.bridge import HubBridge
-from musaops.app.qt.views.models_view import ModelsView
-from musaops.app.services.node_hub import Backoff, HubConfig, NodeHub
-
+from tests.app.conftest import connect_models_node
 from views_daemon import ThreadDaemon
 
 pytestmark = pytest.mark.timeout(180)
-FAST = HubConfig(telemetry_interval_ms=200, batch_interval_s=0.05, backoff=Backoff(initial=0.1, cap=0.5))
 
 
 @pytest.fixture
@@ -33,35 +27,15 @@ def two(tmp_path, demo_model_dir):
         d.stop()
 
 
-@pytest.fixture
-def console(qtbot):
-    bridge = HubBridge()
-    hub = NodeHub(bridge, FAST)
-    hub.start()
-    view = ModelsView(hub, bridge)
-    qtbot.addWidget(view)
-    view.resize(1280, 800)
-    view.show()
-    yield hub, bridge, view
-    view.stop()
-    hub.stop()
-    assert not any(t.name == "NodeHub" for t in threading.enumerate())
-
-
-def _connect(qtbot, hub, view, daemon, name):
-    node_id = hub.add_node(NodeAddress("127.0.0.1", daemon.port, name=name))
-    qtbot.waitUntil(lambda: view.directory.online(node_id), timeout=20_000)
-    return node_id
-
-
 def _has(view, node_id, name):
     return any(m.name == name for m in view.directory.models(node_id))
 
 
-def test_add_copy_delete(qtbot, console, two, demo_model_dir, tmp_path) -> None:
-    hub, bridge, view = console
+def test_add_copy_delete(qtbot, models_console, two, demo_model_dir, tmp_path) -> None:
+    hub, bridge, view = models_console
     (a, b), (repo_a, repo_b) = two
-    na, nb = _connect(qtbot, hub, view, a, "node-a"), _connect(qtbot, hub, view, b, "node-b")
+    na = connect_models_node(qtbot, hub, view, a, "node-a")
+    nb = connect_models_node(qtbot, hub, view, b, "node-b")
     view.select_node(na)
 
     # Add model…: a folder to node-a; each node's free space appears beside it
@@ -116,10 +90,10 @@ def test_add_copy_delete(qtbot, console, two, demo_model_dir, tmp_path) -> None:
     qtbot.waitUntil(lambda: not _has(view, na, "uploaded"), timeout=10_000)
 
 
-def test_a_refused_upload_is_shown_on_its_row(qtbot, console, two, demo_model_dir, tmp_path) -> None:
-    hub, bridge, view = console
+def test_a_refused_upload_is_shown_on_its_row(qtbot, models_console, two, demo_model_dir, tmp_path) -> None:
+    hub, bridge, view = models_console
     (a, _), (repo_a, _) = two
-    na = _connect(qtbot, hub, view, a, "node-a")
+    na = connect_models_node(qtbot, hub, view, a, "node-a")
     view.select_node(na)
     shutil.copytree(demo_model_dir, repo_a / "taken")
     ops = view.submit_import(str(demo_model_dir), "taken", [na])

@@ -3,25 +3,18 @@ confirmation, one model to two nodes at once, and errors shown inline."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
 from musaops.app.core import DeploySpec, NodeAddress
-from musaops.app.qt.bridge import HubBridge
 from musaops.app.qt.models.models_model import COL_DEPLOYMENT, COL_STATE
 from musaops.app.qt.views.deploy_progress import STAGES
-from musaops.app.qt.views.models_view import ModelsView
-from musaops.app.services.node_hub import Backoff, HubConfig, NodeHub
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
 
+from tests.app.conftest import connect_models_node
 from views_daemon import ThreadDaemon
 
 pytestmark = pytest.mark.timeout(120)
-
-# Quicker telemetry and reconnects than the console's defaults; nothing else differs.
-FAST = HubConfig(telemetry_interval_ms=200, batch_interval_s=0.05, backoff=Backoff(initial=0.1, cap=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -33,37 +26,15 @@ def daemons(demo_model_dir, tmp_path_factory):
         d.stop()
 
 
-@pytest.fixture
-def console(qtbot):
-    bridge = HubBridge()
-    hub = NodeHub(bridge, FAST)
-    hub.start()
-    view = ModelsView(hub, bridge)
-    qtbot.addWidget(view)
-    view.resize(1280, 800)
-    view.show()
-    yield hub, bridge, view
-    view.stop()
-    assert not view._poll.isActive()
-    hub.stop()
-    assert not any(t.name == "NodeHub" for t in threading.enumerate())
-
-
-def _connect(qtbot, hub, view, daemon, name):
-    node_id = hub.add_node(NodeAddress("127.0.0.1", daemon.port, name=name))
-    qtbot.waitUntil(lambda: view.directory.online(node_id), timeout=20_000)
-    return node_id
-
-
 def _state(view, model):
     row = view.model.row_of(model)
     return view.model.entry(row).state if row >= 0 else None
 
 
-def test_repository_deploy_with_stages_then_undeploy(qtbot, console, daemons) -> None:
-    hub, bridge, view = console
+def test_repository_deploy_with_stages_then_undeploy(qtbot, models_console, daemons) -> None:
+    hub, bridge, view = models_console
     daemon = daemons[0]
-    node_id = _connect(qtbot, hub, view, daemon, "node-a")
+    node_id = connect_models_node(qtbot, hub, view, daemon, "node-a")
     view.select_node(node_id)
     qtbot.waitUntil(lambda: _state(view, DEMO_MODEL_NAME) == "available", timeout=10_000)
     assert "1 model" in view.repo_label.text()
@@ -105,9 +76,9 @@ def test_repository_deploy_with_stages_then_undeploy(qtbot, console, daemons) ->
     assert DEMO_MODEL_NAME not in daemon.engine_stats()
 
 
-def test_one_model_to_two_nodes_with_per_node_progress(qtbot, console, daemons) -> None:
-    hub, bridge, view = console
-    ids = [_connect(qtbot, hub, view, d, f"gpu-{i}") for i, d in enumerate(daemons)]
+def test_one_model_to_two_nodes_with_per_node_progress(qtbot, models_console, daemons) -> None:
+    hub, bridge, view = models_console
+    ids = [connect_models_node(qtbot, hub, view, d, f"gpu-{i}") for i, d in enumerate(daemons)]
     for nid in ids:  # the dialog needs each node's repository
         hub.refresh_models(nid)
     qtbot.waitUntil(lambda: all(view.directory.models(n) for n in ids), timeout=10_000)
@@ -131,12 +102,12 @@ def test_one_model_to_two_nodes_with_per_node_progress(qtbot, console, daemons) 
     assert not view.rows and view.ops_hint.isVisibleTo(view)
 
 
-def test_deploying_a_deployed_model_fails_with_the_daemons_reason(qtbot, console, daemons) -> None:
-    hub, bridge, view = console
+def test_deploying_a_deployed_model_fails_with_the_daemons_reason(qtbot, models_console, daemons) -> None:
+    hub, bridge, view = models_console
     daemon = daemons[0]
     daemon.deploy(DEMO_MODEL_NAME)
     try:
-        node_id = _connect(qtbot, hub, view, daemon, "node-a")
+        node_id = connect_models_node(qtbot, hub, view, daemon, "node-a")
         [op] = view.submit_deploy([(node_id, DeploySpec(DEMO_MODEL_NAME))])
         row = view.rows[op]
         qtbot.waitUntil(lambda: row.done, timeout=20_000)
@@ -147,10 +118,10 @@ def test_deploying_a_deployed_model_fails_with_the_daemons_reason(qtbot, console
         daemon.undeploy(DEMO_MODEL_NAME)
 
 
-def test_cancel_ends_the_deploy_and_the_row_says_what_the_node_ended_with(qtbot, console, daemons) -> None:
-    hub, bridge, view = console
+def test_cancel_ends_the_deploy_and_the_row_says_what_the_node_ended_with(qtbot, models_console, daemons) -> None:
+    hub, bridge, view = models_console
     daemon = daemons[1]
-    node_id = _connect(qtbot, hub, view, daemon, "node-b")
+    node_id = connect_models_node(qtbot, hub, view, daemon, "node-b")
     view.select_node(node_id)
     [op] = view.submit_deploy([(node_id, DeploySpec(DEMO_MODEL_NAME, dtype="float32"))])
     row = view.rows[op]
@@ -168,8 +139,8 @@ def test_cancel_ends_the_deploy_and_the_row_says_what_the_node_ended_with(qtbot,
         assert DEMO_MODEL_NAME not in daemon.engine_stats()
 
 
-def test_unreachable_node_is_explained_where_the_operator_looks(qtbot, console) -> None:
-    hub, bridge, view = console
+def test_unreachable_node_is_explained_where_the_operator_looks(qtbot, models_console) -> None:
+    hub, bridge, view = models_console
     import socket
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
