@@ -163,8 +163,7 @@ class InferenceCore:
             gen.ticket = ticket
             if stream is not None:
                 await stream.aclose()
-            gen.finish_reason = FinishReason.CANCELLED.value
-            self._spawn(gen._record("cancelled", "ok", ""))
+            gen._record_cancelled()
             raise
         gen.start(stream, first, ticket)
         return gen
@@ -240,8 +239,7 @@ class Generation:
         finally:
             await self._stream.aclose()   # aborts the request in the engine if it has not finished
             if not self._recorded:        # the client went away (or the stream broke) first
-                self.finish_reason = self.finish_reason or FinishReason.CANCELLED.value
-                self.core._spawn(self._record("cancelled", "ok", ""))
+                self._record_cancelled()
 
     async def aclose(self) -> None:
         """Releases a generation whose events() never ran (the client left first)."""
@@ -249,13 +247,17 @@ class Generation:
             return
         self._started = True
         await self._stream.aclose()
-        self.finish_reason = FinishReason.CANCELLED.value
-        self.core._spawn(self._record("cancelled", "ok", ""))
+        self._record_cancelled()
 
     async def refused(self, exc: RequestError) -> None:
         """Records a request refused before the engine (awaited: the refusal follows it)."""
         outcome = "denied" if isinstance(exc, LimitError) and exc.openai_code != "server_busy" else "failed"
         await self._record(self.outcome_usage, outcome, exc.message)
+
+    def _record_cancelled(self) -> None:
+        """Records a request that ended without its result (the client left), in the background."""
+        self.finish_reason = self.finish_reason or FinishReason.CANCELLED.value
+        self.core._spawn(self._record("cancelled", "ok", ""))
 
     async def _record(self, usage_outcome: str, audit_outcome: str, error: str) -> None:
         """Usage row and audit record, both durable on return; releases the limit ticket."""
