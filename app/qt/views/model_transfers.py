@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from musaops.app.core.transfers import TransferEvent
 from musaops.app.qt.models.models_model import human_bytes
-from musaops.v1.model_upload import UploadError, local_files
+from musaops.v1.model_upload import SUFFIX, UploadError, local_files
 
 TITLES = {"import": "Upload", "pull": "Copy", "delete": "Delete"}
 
@@ -150,6 +150,9 @@ class AddModelDialog(QDialog):
     def _path_changed(self, text: str) -> None:
         p = Path(text).expanduser()
         self.name_edit.setText(p.name)
+        if p.is_dir() and not _looks_like_model(p):   # typing "/" on the way must not walk the disk
+            self.size_label.setText("")
+            return
         try:   # the files the upload sends (hidden ones skipped), as the upload lists them
             size = sum(f.stat().st_size for _name, f in local_files(p, p.name))
             self.size_label.setText(f"{human_bytes(size)} to upload")
@@ -213,3 +216,12 @@ class CopyDialog(QDialog):
             self.error.setText("Choose a source and at least one other node.")
             return
         super().accept()
+
+
+def _looks_like_model(folder: Path) -> bool:
+    """A folder the repository would list as a model (config.json, or a .gguf in it); only
+    those are measured while the path is typed, on the GUI thread."""
+    try:
+        return (folder / "config.json").is_file() or any(folder.glob("*" + SUFFIX))
+    except OSError:
+        return False
