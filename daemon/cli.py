@@ -101,10 +101,7 @@ def serve_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config, serve_overrides(args))
-    except ConfigError as exc:
-        return _fail(f"configuration error: {exc}")
+    config = load_config(args.config, serve_overrides(args))   # a ConfigError: main says it
     setup_logging(args.log_level)
     from .server import PortInUseError, StartupError
 
@@ -116,11 +113,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except PermissionError as exc:  # plaintext on a non-loopback address (tls.InsecureBindError)
         return _fail(str(exc))
-    except Exception as exc:  # an absent backend, an unreachable database
+    except Exception as exc:  # an absent backend (an unreachable database: main, AuditError)
         from .devices import DeviceError
-        from .trust.audit import AuditError
 
-        if isinstance(exc, (DeviceError, AuditError)):
+        if isinstance(exc, DeviceError):
             return _fail(str(exc).splitlines()[0])
         raise
 

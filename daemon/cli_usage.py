@@ -31,17 +31,12 @@ def register_usage(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_usage_export(args: argparse.Namespace) -> int:
-    from .config import ConfigError
-    from .trust.audit import AuditError, open_database
+    from .trust.audit import open_database
     from .trust.cli_security import _config
     from .usage import UsageFilter, UsageLog, export_usage
 
-    try:
-        engine = open_database(_config(args).storage.db_url, must_exist=True)
-    except (ConfigError, AuditError) as exc:
-        prefix = "configuration error: " if isinstance(exc, ConfigError) else ""
-        print(f"musad: {prefix}{str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    # a ConfigError or AuditError (no database): main says it in one sentence, exit 2
+    engine = open_database(_config(args).storage.db_url, must_exist=True)
     log = UsageLog(engine)
     f = UsageFilter(key=args.key, model=args.model, since_s=args.since, until_s=args.until)
     try:
