@@ -6,7 +6,6 @@ revoke (each confirmed) as the daemons see them."""
 from __future__ import annotations
 
 import csv
-import threading
 
 import grpc
 import httpx
@@ -16,15 +15,11 @@ from PySide6.QtWidgets import QMessageBox
 
 from musaops.app.core import NodeAddress
 from musaops.app.core.usage import KeyLimits
-from musaops.app.qt.bridge import HubBridge
 from musaops.app.qt.views.keys_view import KeysView
-from musaops.app.services.node_hub import Backoff, HubConfig, NodeHub
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
 from musaops.v1 import node_pb2, node_pb2_grpc
 
 from views_daemon import ThreadDaemon
-
-FAST = HubConfig(telemetry_interval_ms=200, batch_interval_s=0.05, backoff=Backoff(initial=0.1, cap=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +44,8 @@ def daemons(demo_model_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def console(qtbot, daemons):
-    bridge = HubBridge()
-    hub = NodeHub(bridge, FAST)
-    hub.start()
+def console(qtbot, qt_hub, daemons):
+    hub, bridge = qt_hub
     view = KeysView(hub, bridge)
     qtbot.addWidget(view)
     view.resize(1280, 800)
@@ -63,8 +56,6 @@ def console(qtbot, daemons):
     view.show()
     qtbot.waitUntil(lambda: all(n in view.keys for n in ids), timeout=20_000)
     yield hub, view, ids
-    hub.stop()
-    assert not any(t.name == "NodeHub" for t in threading.enumerate())
 
 
 def _yes(qtbot, view) -> None:

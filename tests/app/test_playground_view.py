@@ -14,16 +14,12 @@ import pytest
 from musaops.app.core import NodeAddress
 from musaops.app.qt.bridge import HubBridge
 from musaops.app.qt.views.playground_view import PlaygroundView, parse_stops, format_stops
-from musaops.app.services.node_hub import Backoff, HubConfig, NodeHub
 from musaops.app.services.store import Store, StoreWorker
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
 
 from views_daemon import ThreadDaemon
 
 pytestmark = pytest.mark.timeout(120)
-
-# Quicker telemetry and reconnects than the console's defaults; nothing else differs.
-FAST = HubConfig(telemetry_interval_ms=200, batch_interval_s=0.05, backoff=Backoff(initial=0.1, cap=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +46,8 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def console(qtbot, daemons, store):
-    bridge = HubBridge()
-    hub = NodeHub(bridge, FAST)
-    hub.start()
+def console(qtbot, qt_hub, daemons, store):
+    hub, bridge = qt_hub
     view = PlaygroundView(hub, bridge, store=store)
     qtbot.addWidget(view)
     view.resize(1280, 800)
@@ -63,8 +57,6 @@ def console(qtbot, daemons, store):
         qtbot.waitUntil(lambda: DEMO_MODEL_NAME in view.directory.ready_models(nid), timeout=20_000)
     yield hub, view, ids
     view.stop()
-    hub.stop()
-    assert not any(t.name == "NodeHub" for t in threading.enumerate())
 
 
 def _running(daemon) -> int:
