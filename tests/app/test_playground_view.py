@@ -154,35 +154,44 @@ def test_compare_mode_streams_one_prompt_to_two_targets(qtbot, console) -> None:
     assert not view.panes[2].isVisibleTo(view)
 
 
-def test_copied_snippet_runs_against_the_daemon(qtbot, console, daemons, tmp_path) -> None:
-    hub, view, ids = console
-    view.picker.set_target(ids[1], DEMO_MODEL_NAME)
+def _ask_for_12_greedy_tokens(view, node_id) -> None:
+    view.picker.set_target(node_id, DEMO_MODEL_NAME)
     view.temperature.setValue(0.0)
     view.max_tokens.setValue(12)
     view.ignore_eos.setChecked(True)
     view.input.setPlainText("Write one line")
-    text = view.copy_snippet()
-    assert text and view.banner.kind == "ok"
-    script = tmp_path / "snippet.py"
+
+
+def _run_snippet(script, text: str) -> tuple[int, str, str]:
+    """Runs a copied snippet as its own Python process (no token in its environment)."""
     script.write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "MUSA_OPS_TOKEN"}
     run = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, env=env)
-    stdout, stderr = run.stdout.decode(), run.stderr.decode()
-    assert run.returncode == 0, stderr
-    assert "completion_tokens=12" in stderr and "finish=FINISH_REASON_LENGTH" in stderr
-    # The console sends the same request: the same greedy answer comes back.
+    return run.returncode, run.stdout.decode(), run.stderr.decode()
+
+
+def _console_answer(qtbot, view) -> str:
+    """Sends the view's request and returns the answer once it is done."""
     [stream_id] = view.send()
     qtbot.waitUntil(lambda: stream_id in view.last_done, timeout=30_000)
-    assert stdout == view.history[-1].content + "\n"
+    return view.history[-1].content
+
+
+def test_copied_snippet_runs_against_the_daemon(qtbot, console, daemons, tmp_path) -> None:
+    hub, view, ids = console
+    _ask_for_12_greedy_tokens(view, ids[1])
+    text = view.copy_snippet()
+    assert text and view.banner.kind == "ok"
+    returncode, stdout, stderr = _run_snippet(tmp_path / "snippet.py", text)
+    assert returncode == 0, stderr
+    assert "completion_tokens=12" in stderr and "finish=FINISH_REASON_LENGTH" in stderr
+    # The console sends the same request: the same greedy answer comes back.
+    assert stdout == _console_answer(qtbot, view) + "\n"
 
 
 def test_copy_as_openai_and_curl_use_the_nodes_http_address(qtbot, console, daemons, tmp_path) -> None:
     hub, view, ids = console
-    view.picker.set_target(ids[1], DEMO_MODEL_NAME)
-    view.temperature.setValue(0.0)
-    view.max_tokens.setValue(12)
-    view.ignore_eos.setChecked(True)
-    view.input.setPlainText("Write one line")
+    _ask_for_12_greedy_tokens(view, ids[1])
     view.picker.set_target(ids[0], DEMO_MODEL_NAME)
     assert view.copy_snippet("openai") == "" and view.banner.kind == "warning"
     assert "does not serve the OpenAI-compatible HTTP API" in view.banner.text()
@@ -194,15 +203,10 @@ def test_copy_as_openai_and_curl_use_the_nodes_http_address(qtbot, console, daem
     assert f"http://127.0.0.1:{port}/v1/chat/completions" in curl and view.banner.kind == "ok"
     text = view.copy_snippet("openai")
     assert f"BASE_URL = 'http://127.0.0.1:{port}/v1'" in text
-    script = tmp_path / "snippet_openai.py"
-    script.write_text(text)
-    env = {k: v for k, v in os.environ.items() if k != "MUSA_OPS_TOKEN"}
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, env=env)
-    assert run.returncode == 0, run.stderr.decode()
-    assert "completion_tokens=12" in run.stderr.decode()
-    [stream_id] = view.send()
-    qtbot.waitUntil(lambda: stream_id in view.last_done, timeout=30_000)
-    assert run.stdout.decode() == view.history[-1].content + "\n"
+    returncode, stdout, stderr = _run_snippet(tmp_path / "snippet_openai.py", text)
+    assert returncode == 0, stderr
+    assert "completion_tokens=12" in stderr
+    assert stdout == _console_answer(qtbot, view) + "\n"
 
 
 def test_presets_persist_through_the_store(qtbot, console, store, daemons) -> None:
