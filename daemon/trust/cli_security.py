@@ -47,21 +47,22 @@ def _config(args: argparse.Namespace):  # noqa: ANN202
     return load_config(args.config, overrides)
 
 
-def _open_log(args: argparse.Namespace, *, read_only: bool = False):  # noqa: ANN202
-    """The audit log of the daemon database. Read-only commands refuse a database that does
-    not exist; writers create the default one in the state folder (as serve does), never the
-    folder of an explicit --db."""
+def _open_log(args: argparse.Namespace, *, must_exist: bool = False):  # noqa: ANN202
+    """The audit log of the daemon database. With `must_exist` (commands that read or change
+    what is there: list, limits, revoke, audit) a database that does not exist is refused;
+    otherwise (token create) the default one is created in the state folder, as serve does,
+    never the folder of an explicit --db."""
     from ..config import default_db_url
     from .audit import AuditError, AuditLog
 
     cfg = _config(args)
-    if not read_only and cfg.storage.db_url == default_db_url(cfg.storage.state_dir):
+    if not must_exist and cfg.storage.db_url == default_db_url(cfg.storage.state_dir):
         try:
             Path(cfg.storage.state_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AuditError(f"cannot create the state folder {cfg.storage.state_dir}: "
                              f"{exc.strerror or exc}; check --state-dir") from None
-    return AuditLog.open(cfg.storage.db_url, node=socket.gethostname(), must_exist=read_only)
+    return AuditLog.open(cfg.storage.db_url, node=socket.gethostname(), must_exist=must_exist)
 
 
 def _fmt_time(us: int | None) -> str:
@@ -172,7 +173,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     from .tokens import TokenStore
 
-    with _open_log(args, read_only=True) as log:
+    with _open_log(args, must_exist=True) as log:
         tokens = TokenStore(log.engine).list()
     now = time.time_ns() // 1000
     print(f"{'NAME':<28} {'ROLE':<9} {'STATE':<8} {'CREATED':<21} {'EXPIRES':<21} LIMITS")
@@ -185,7 +186,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_token_limits(args: argparse.Namespace) -> int:
     from .tokens import TokenError, TokenStore
 
-    with _open_log(args, read_only=True) as log:
+    with _open_log(args, must_exist=True) as log:
         store = TokenStore(log.engine, audit=log)
         current = next((t for t in store.list() if t.name == args.name), None)
         if current is None:
@@ -201,7 +202,7 @@ def cmd_token_limits(args: argparse.Namespace) -> int:
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     from .tokens import TokenError, TokenStore
 
-    with _open_log(args, read_only=True) as log:
+    with _open_log(args, must_exist=True) as log:
         try:
             TokenStore(log.engine, audit=log).revoke(args.name)
         except TokenError as exc:
@@ -299,7 +300,7 @@ def register_audit(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    with _open_log(args, read_only=True) as log:
+    with _open_log(args, must_exist=True) as log:
         r = log.verify()
     if not r.ok:
         print(f"BROKEN at record {r.first_broken_seq}: {r.reason} ({r.records} records verified before it)")
@@ -321,7 +322,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     f = AuditFilter(since_us=args.since or 0, until_us=args.until or 0, actor=args.actor,
                     action=args.action, outcome=args.outcome)
     try:
-        with _open_log(args, read_only=True) as log:
+        with _open_log(args, must_exist=True) as log:
             key = load_or_create_signing_key(_signing_key_path(args)) if args.sign else None
             s = export_log(log, args.out, args.format, f, sign_key=key)
     except ExportError as exc:
