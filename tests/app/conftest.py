@@ -113,6 +113,23 @@ def connect_models_node(qtbot, hub, view, daemon, name: str) -> str:
     return node_id
 
 
+def open_main_window(qtbot, qt_hub, address):
+    """A console MainWindow (no store) at its minimum size, shown, with the node at `address`
+    online; the caller shuts it down."""
+    from musaops.app.core import ConnectionState
+    from musaops.app.qt.main_window import MainWindow
+    from musaops.app.qt.sizes import MIN_HEIGHT, MIN_WIDTH
+    hub, bridge = qt_hub
+    w = MainWindow(hub, bridge, None)
+    qtbot.addWidget(w)
+    w.resize(MIN_WIDTH, MIN_HEIGHT)
+    w.show()
+    w.connect_address(address)
+    qtbot.waitUntil(lambda: any(s.state is ConnectionState.ONLINE for s in w.state.statuses.values()),
+                    timeout=20_000)
+    return w
+
+
 @pytest.fixture
 def node_view(qtbot, qt_hub, daemon):
     """A shown NodeView following the `daemon` fixture: (hub, bridge, state, view, node id)."""

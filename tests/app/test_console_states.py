@@ -12,12 +12,11 @@ import pathlib
 import pytest
 
 from musaops.app.core import ConnectionState, NodeAddress
-from musaops.app.qt.main_window import MainWindow
 from musaops.app.qt.models.fleet_model import COL_MODELS
 from musaops.app.qt.models.models_model import COL_NAME, COL_STATE
-from musaops.app.qt.sizes import MIN_HEIGHT, MIN_WIDTH
 from musaops.daemon.demo_model import DEMO_MODEL_NAME, RANDOM_WEIGHTS_NOTICE
 
+from tests.app.conftest import open_main_window
 from views_daemon import ThreadDaemon
 
 pytestmark = pytest.mark.timeout(180)
@@ -34,14 +33,7 @@ def demo_daemon(demo_model_dir, tmp_path):
 
 @pytest.fixture
 def window(qtbot, qt_hub, demo_daemon):
-    hub, bridge = qt_hub
-    w = MainWindow(hub, bridge, None)
-    qtbot.addWidget(w)
-    w.resize(MIN_WIDTH, MIN_HEIGHT)
-    w.show()
-    w.connect_address(NodeAddress("127.0.0.1", demo_daemon.port, name="demo-node"))
-    qtbot.waitUntil(lambda: any(s.state is ConnectionState.ONLINE for s in w.state.statuses.values()),
-                    timeout=20_000)
+    w = open_main_window(qtbot, qt_hub, NodeAddress("127.0.0.1", demo_daemon.port, name="demo-node"))
     nid = w.state.node_ids()[0]
     qtbot.waitUntil(lambda: DEMO_MODEL_NAME in w.state.ready_models(nid), timeout=20_000)
     yield w, nid

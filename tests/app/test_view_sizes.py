@@ -16,9 +16,11 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QScrollArea, QWidget
 
 from musaops.app.cli import display_problem
-from musaops.app.core import ConnectionState, NodeAddress
-from musaops.app.qt.main_window import VIEW_KEYS, MainWindow
+from musaops.app.core import NodeAddress
+from musaops.app.qt.main_window import VIEW_KEYS
 from musaops.app.qt.sizes import MIN_HEIGHT, MIN_WIDTH
+
+from tests.app.conftest import open_main_window
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -49,14 +51,7 @@ def fully_inside(window: QWidget, widget: QWidget) -> str:
 
 @pytest.fixture
 def small_window(qtbot, qt_hub, daemon):
-    hub, bridge = qt_hub
-    w = MainWindow(hub, bridge, None)
-    qtbot.addWidget(w)
-    w.resize(MIN_WIDTH, MIN_HEIGHT)
-    w.show()
-    w.connect_address(NodeAddress("127.0.0.1", daemon.port))
-    qtbot.waitUntil(lambda: any(s.state is ConnectionState.ONLINE for s in w.state.statuses.values()),
-                    timeout=20_000)
+    w = open_main_window(qtbot, qt_hub, NodeAddress("127.0.0.1", daemon.port))
     yield w
     w.shutdown()
 
