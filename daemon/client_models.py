@@ -99,7 +99,7 @@ def cmd_import(args: argparse.Namespace, client: Any) -> int:
     if status.exists:
         raise ClientError(f"the node already holds a model named {name}; delete it first or use --name.")
     offsets = {o.path: o.offset for o in status.present}
-    call = stub.ImportModel(upload_chunks(manifest, path, offsets), metadata=client.metadata)
+    call = client.stream(stub.ImportModel, upload_chunks(manifest, path, offsets))
     return _follow(call, client, name, args.json)
 
 

@@ -139,7 +139,8 @@ class Client:
             raise self.error(exc) from None
 
     def stream(self, method: Callable[..., Any], request: Any) -> Any:
-        """Starts a server-streaming RPC (no deadline); iterate it inside `errors()`."""
+        """Starts a streaming RPC (no deadline): `request` is a message, or an iterator of them
+        for a client-streaming one (ImportModel)."""
         return method(request, metadata=self.metadata)
 
     def error(self, exc: grpc.RpcError) -> ClientError:
