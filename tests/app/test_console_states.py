@@ -40,6 +40,13 @@ def window(qtbot, qt_hub, demo_daemon):
     w.shutdown()
 
 
+def _playground(qtbot, w):
+    w.show_view("playground")
+    pg = w.views["playground"]
+    qtbot.waitUntil(lambda: pg.picker.model() == DEMO_MODEL_NAME, timeout=20_000)
+    return pg
+
+
 def _models_view(qtbot, w, nid):
     w.show_view("models")
     view = w.views["models"]
@@ -53,9 +60,7 @@ def test_an_offline_nodes_data_is_stale_with_the_time_of_its_last_answer(qtbot, 
     view = _models_view(qtbot, w, nid)
     row = view.model.row_of(DEMO_MODEL_NAME)
     assert view.model.data(view.model.index(row, COL_STATE)) == "Ready"
-    w.show_view("playground")
-    picker = w.views["playground"].picker
-    qtbot.waitUntil(lambda: picker.model() == DEMO_MODEL_NAME, timeout=20_000)
+    picker = _playground(qtbot, w).picker
     w.show_view("models")
     demo_daemon.stop()
     qtbot.waitUntil(lambda: w.state.status(nid).state is ConnectionState.OFFLINE, timeout=20_000)
@@ -90,9 +95,7 @@ def test_the_random_demo_model_is_marked_in_models_and_playground(qtbot, window)
     name = view.model.index(view.model.row_of(DEMO_MODEL_NAME), COL_NAME)
     assert view.model.data(name, Qt_Decoration) is not None   # the marker
     assert RANDOM_WEIGHTS_NOTICE in view.model.data(name, Qt_Tooltip)
-    w.show_view("playground")
-    pg = w.views["playground"]
-    qtbot.waitUntil(lambda: pg.picker.model() == DEMO_MODEL_NAME, timeout=20_000)
+    pg = _playground(qtbot, w)
     assert pg.notice_banner.isVisible() and "random weights" in pg.notice_banner.text()
     pg.input.setPlainText("hello")
     pg.send()
@@ -107,9 +110,7 @@ def test_the_random_demo_model_is_marked_in_models_and_playground(qtbot, window)
 
 def test_an_error_is_said_once(qtbot, window, demo_daemon) -> None:
     w, nid = window
-    w.show_view("playground")
-    pg = w.views["playground"]
-    qtbot.waitUntil(lambda: pg.picker.model() == DEMO_MODEL_NAME, timeout=20_000)
+    pg = _playground(qtbot, w)
     demo_daemon.undeploy(DEMO_MODEL_NAME)
     pg.input.setPlainText("hello")
     pg.send()
@@ -131,9 +132,7 @@ def test_an_error_is_said_once(qtbot, window, demo_daemon) -> None:
 
 def test_four_compare_targets_fit_1024_px(qtbot, window, tmp_path) -> None:
     w, nid = window
-    w.show_view("playground")
-    pg = w.views["playground"]
-    qtbot.waitUntil(lambda: pg.picker.model() == DEMO_MODEL_NAME, timeout=20_000)
+    pg = _playground(qtbot, w)
     pg.set_compare(True)
     pg.compare_count.setValue(4)
     qtbot.wait(200)
