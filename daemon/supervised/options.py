@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..config import VllmConfig
+
 BUILTIN = "builtin"
 VLLM = "vllm"
 ENGINES = (BUILTIN, VLLM)
@@ -34,7 +36,7 @@ class VllmOptions:
     enable_prefix_caching: bool | None = None  # None = the node's engine.prefix_caching
     quantization: str = ""
     gpu_memory_utilization: float = 0.0      # 0 = from kv_cache_fraction (GPU nodes)
-    max_restarts: int = 1                    # restarts after a crash while READY, then FAILED
+    max_restarts: int = VllmConfig.restarts  # restarts after a crash while READY, then FAILED
 
 
 def engine_name(requested: str) -> str:
@@ -62,8 +64,7 @@ def check_builtin(device_count: int, tensor_parallel_size: int, has_vllm_options
 
 def check_vllm(backend: str, device_indices: tuple[int, ...], tensor_parallel_size: int, cpu_count: int,
                max_num_batched_tokens: int, enable_prefix_caching: bool | None, quantization: str,
-               gpu_memory_utilization: float, max_restarts: int | None = None,
-               default_restarts: int = 1) -> VllmOptions:
+               gpu_memory_utilization: float, max_restarts: int | None, default_restarts: int) -> VllmOptions:
     """Validated VllmOptions (OptionError with a sentence otherwise). max_restarts None =
     default_restarts (the node's engines.vllm.restarts).
 
