@@ -18,7 +18,6 @@ from musaops.app.core.samples import NOT_REPORTED
 from musaops.app.qt.fleet_state import FleetState
 from musaops.app.qt.models.fleet_model import COL_DEVICES, DEVICES_ROLE, tooltip
 from musaops.app.qt.views.fleet_view import FleetView
-from musaops.app.qt.views.models_view import ModelsView
 from musaops.app.qt.views.node_view import NodeView
 from musaops.daemon.demo_model import DEMO_MODEL_NAME
 from musaops.v1 import node_pb2, node_pb2_grpc
@@ -110,63 +109,56 @@ def test_an_ecc_error_marks_the_row_raises_an_alert_and_blocks_deploy(qtbot, qt_
     assert "unhealthy" not in (details or "")
 
 
-def test_the_deploy_dialog_refuses_an_unhealthy_device_unless_forced(qtbot, qt_hub, stub_daemon) -> None:
+def test_the_deploy_dialog_refuses_an_unhealthy_device_unless_forced(qtbot, models_console, stub_daemon) -> None:
     """The console's side of the rule: the dialog names the unhealthy device and keeps
     Deploy disabled; "Deploy anyway" sets force, and the daemon then takes the deploy."""
     daemon, ecc = stub_daemon
-    hub, bridge = qt_hub
-    view = ModelsView(hub, bridge)
-    qtbot.addWidget(view)
-    view.resize(1280, 800)
-    view.show()
-    try:
-        nid = hub.add_node(NodeAddress("127.0.0.1", daemon.port, name="stub"))
-        qtbot.waitUntil(lambda: view.directory.online(nid) and bool(view.directory.models(nid)), timeout=30_000)
+    hub, bridge, view = models_console
+    nid = hub.add_node(NodeAddress("127.0.0.1", daemon.port, name="stub"))
+    qtbot.waitUntil(lambda: view.directory.online(nid) and bool(view.directory.models(nid)), timeout=30_000)
 
-        def sick() -> bool:
-            snap = view.directory.latest.get(nid)
-            return snap is not None and any(d.index == 1 and d.unhealthy for d in snap.devices)
+    def sick() -> bool:
+        snap = view.directory.latest.get(nid)
+        return snap is not None and any(d.index == 1 and d.unhealthy for d in snap.devices)
 
-        # Healthy devices: no force check box, and nothing said about health.
-        qtbot.waitUntil(lambda: view.directory.latest.get(nid) is not None, timeout=30_000)
-        dialog = view.open_deploy_dialog()
-        dialog.device_checks[1].setChecked(True)
-        assert dialog.force_check.isHidden() and not dialog.spec().force
-        assert "unhealthy" not in dialog.device_checks[1].text()
-        dialog.reject()
+    # Healthy devices: no force check box, and nothing said about health.
+    qtbot.waitUntil(lambda: view.directory.latest.get(nid) is not None, timeout=30_000)
+    dialog = view.open_deploy_dialog()
+    dialog.device_checks[1].setChecked(True)
+    assert dialog.force_check.isHidden() and not dialog.spec().force
+    assert "unhealthy" not in dialog.device_checks[1].text()
+    dialog.reject()
 
-        ecc.write_text("1 3\n")   # board 1 now reports three uncorrected ECC errors
-        qtbot.waitUntil(sick, timeout=30_000)
-        view.select_model(DEMO_MODEL_NAME)
-        dialog = view.open_deploy_dialog()
-        assert "unhealthy" not in dialog.device_checks[0].text() and dialog.force_check.isHidden()
-        dialog.device_checks[1].setChecked(True)   # the built-in engine: device 0 unchecks
-        assert dialog.spec().device_indices == (1,)
-        assert "unhealthy: 3 uncorrected ECC errors" in dialog.device_checks[1].text()
-        assert dialog.force_check.isVisible() and not dialog.force_check.isChecked()
-        assert not dialog.deploy_button.isEnabled()
-        assert "device 1 is unhealthy: 3 uncorrected ECC errors" in dialog.summary.text()
+    ecc.write_text("1 3\n")   # board 1 now reports three uncorrected ECC errors
+    qtbot.waitUntil(sick, timeout=30_000)
+    view.select_model(DEMO_MODEL_NAME)
+    dialog = view.open_deploy_dialog()
+    assert "unhealthy" not in dialog.device_checks[0].text() and dialog.force_check.isHidden()
+    dialog.device_checks[1].setChecked(True)   # the built-in engine: device 0 unchecks
+    assert dialog.spec().device_indices == (1,)
+    assert "unhealthy: 3 uncorrected ECC errors" in dialog.device_checks[1].text()
+    assert dialog.force_check.isVisible() and not dialog.force_check.isChecked()
+    assert not dialog.deploy_button.isEnabled()
+    assert "device 1 is unhealthy: 3 uncorrected ECC errors" in dialog.summary.text()
 
-        dialog.force_check.setChecked(True)
-        assert dialog.spec().force and dialog.deploy_button.isEnabled(), dialog.summary.text()
-        events = []
-        bridge.deploy_event.connect(events.append)
-        dialog.accept()
-        assert len(view.rows) == 1
-        row = next(iter(view.rows.values()))
-        qtbot.waitUntil(lambda: row.done, timeout=60_000)
-        # The health check let it through: the daemon went past validating (loading then
-        # fails on the stub for want of torch_musa, which is not the health check speaking).
-        assert events and events[0].stage == "validating" and "musa[1]" in events[0].message, events
-        assert all("unhealthy" not in e.message for e in events), [e.message for e in events]
-        assert "unhealthy" not in row.detail.text()
+    dialog.force_check.setChecked(True)
+    assert dialog.spec().force and dialog.deploy_button.isEnabled(), dialog.summary.text()
+    events = []
+    bridge.deploy_event.connect(events.append)
+    dialog.accept()
+    assert len(view.rows) == 1
+    row = next(iter(view.rows.values()))
+    qtbot.waitUntil(lambda: row.done, timeout=60_000)
+    # The health check let it through: the daemon went past validating (loading then
+    # fails on the stub for want of torch_musa, which is not the health check speaking).
+    assert events and events[0].stage == "validating" and "musa[1]" in events[0].message, events
+    assert all("unhealthy" not in e.message for e in events), [e.message for e in events]
+    assert "unhealthy" not in row.detail.text()
 
-        # Back on a healthy device, the check box goes and takes force with it.
-        dialog = view.open_deploy_dialog()
-        dialog.device_checks[1].setChecked(True)
-        dialog.force_check.setChecked(True)
-        dialog.device_checks[0].setChecked(True)
-        assert dialog.force_check.isHidden() and not dialog.spec().force
-        dialog.reject()
-    finally:
-        view.stop()
+    # Back on a healthy device, the check box goes and takes force with it.
+    dialog = view.open_deploy_dialog()
+    dialog.device_checks[1].setChecked(True)
+    dialog.force_check.setChecked(True)
+    dialog.device_checks[0].setChecked(True)
+    assert dialog.force_check.isHidden() and not dialog.spec().force
+    dialog.reject()
