@@ -35,6 +35,18 @@ def postgres_url() -> str:
     return url
 
 
+async def read_generate(stub, request) -> tuple[str, object]:
+    """One Generate stream (from an InferenceStub) read to its end: (the streamed text joined,
+    the final GenerateResult)."""
+    parts, result = [], None
+    async for r in stub.Generate(request):
+        if r.HasField("result"):
+            result = r.result
+        else:
+            parts.append(r.text)
+    return "".join(parts), result
+
+
 class DaemonHandle:
     """A real musad (run_server) on its own event-loop thread, so sync tests (Qt) and async
     tests alike can use it. `.address` "127.0.0.1:PORT", `.port`, `.ctx`, `.config`;

@@ -13,6 +13,8 @@ import pytest
 from musaops.daemon import starter_model
 from musaops.v1 import inference_pb2, inference_pb2_grpc, node_pb2, node_pb2_grpc
 
+from tests.conftest import read_generate
+
 pytestmark = pytest.mark.timeout(900)
 N = 32
 RAW = ["The capital of France is", "Once upon a time, a small robot", "def fibonacci(n):"]
@@ -77,13 +79,8 @@ def test_musad_matches_transformers_greedy(make_daemon, tmp_path, gguf_path, ref
                     req.prompt = prompt
                 else:
                     req.messages.append(inference_pb2.ChatMessage(role="user", content=prompt))
-                text, result = [], None
-                async for r in stub.Generate(req):
-                    if r.HasField("result"):
-                        result = r.result
-                    else:
-                        text.append(r.text)
-                got[(kind, prompt)] = (result.usage.prompt_tokens, result.usage.completion_tokens, "".join(text))
+                text, result = await read_generate(stub, req)
+                got[(kind, prompt)] = (result.usage.prompt_tokens, result.usage.completion_tokens, text)
             return got
 
     got = d.call(run(), timeout=600)

@@ -20,6 +20,8 @@ from musaops.daemon.engine.api import LoadError  # noqa: E402
 from musaops.daemon.engine.gguf_loader import build_tokenizer, model_path  # noqa: E402
 from musaops.daemon.engine.gguf_meta import GGUFError, inspect_gguf  # noqa: E402
 
+from tests.conftest import read_generate  # noqa: E402
+
 pytestmark = pytest.mark.timeout(300)
 
 S = "\u2581"
@@ -202,13 +204,8 @@ def test_spm_gguf_is_listed_and_deploys_on_musad(make_daemon, tmp_path):
                             messages=[inference_pb2.ChatMessage(role="user", content="hello")])):
                 req.model = path.name
                 req.sampling.CopyFrom(inference_pb2.SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
-                text, result = [], None
-                async for r in stub.Generate(req):
-                    if r.HasField("result"):
-                        result = r.result
-                    else:
-                        text.append(r.text)
-                out.append((result.usage.prompt_tokens, result.usage.completion_tokens, "".join(text)))
+                text, result = await read_generate(stub, req)
+                out.append((result.usage.prompt_tokens, result.usage.completion_tokens, text))
             return listed, out
 
     listed, out = d.call(run(), timeout=240)
