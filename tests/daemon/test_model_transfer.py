@@ -379,6 +379,17 @@ def test_two_uploads_of_the_same_name_one_is_aborted(make_daemon, tmp_path, sour
         assert (repo / "same" / f.path).read_bytes() == (source / f.path).read_bytes()
 
 
+def _pull_while_the_source_dies(stub, src, model: str, token: str) -> grpc.RpcError:
+    """Pulls `model` from the child `src` and kills it (SIGKILL) once bytes have arrived;
+    returns the error the pull ended with."""
+    call = stub.PullModel(models_pb2.PullRequest(source=src.address, model=model, token=token))
+    with pytest.raises(grpc.RpcError) as ei:
+        for p in call:
+            if p.bytes_done > 0:   # bytes arrived: the source dies mid-pull
+                src.kill9()
+    return ei.value
+
+
 @pytest.mark.timeout(240)
 def test_a_source_that_goes_away_mid_pull_then_resumes(children, make_daemon, tmp_path):
     src = children("source")
@@ -389,13 +400,9 @@ def test_a_source_that_goes_away_mid_pull_then_resumes(children, make_daemon, tm
     token = src.md[0][1].removeprefix("Bearer ")
     with dst.sync_channel() as ch:
         stub = models_pb2_grpc.ModelsStub(ch)
-        call = stub.PullModel(models_pb2.PullRequest(source=src.address, model="weights", token=token))
-        with pytest.raises(grpc.RpcError) as ei:
-            for p in call:
-                if p.bytes_done > 0:   # bytes arrived: the source dies mid-file
-                    src.kill9()
-        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE, ei.value.details()
-        assert "source node" in ei.value.details() and "staged" in ei.value.details()
+        error = _pull_while_the_source_dies(stub, src, "weights", token)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+        assert "source node" in error.details() and "staged" in error.details()
         assert not (dst_repo / "weights").exists()
         src.start()
         progress = list(stub.PullModel(models_pb2.PullRequest(source=src.address, model="weights", token=token)))
@@ -479,12 +486,8 @@ def test_a_source_that_goes_away_mid_pull_over_several_streams_then_resumes(chil
     token = src.md[0][1].removeprefix("Bearer ")
     with dst.sync_channel() as ch:
         stub = models_pb2_grpc.ModelsStub(ch)
-        call = stub.PullModel(models_pb2.PullRequest(source=src.address, model="shards", token=token))
-        with pytest.raises(grpc.RpcError) as ei:
-            for p in call:
-                if p.bytes_done > 0:   # bytes arrived: the source dies mid-pull
-                    src.kill9()
-        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE, ei.value.details()
+        error = _pull_while_the_source_dies(stub, src, "shards", token)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
         assert not (dst_repo / "shards").exists()
         have = sum(o.offset for o in stub.ImportStatus(m).present)
         assert 0 < have < sum(f.size for f in m.files)
